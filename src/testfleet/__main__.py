@@ -1,0 +1,3 @@
+from testfleet.cli import main
+
+raise SystemExit(main())

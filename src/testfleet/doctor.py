@@ -1,0 +1,84 @@
+"""`testfleet doctor`: which backends, binaries and interpreters this machine has."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from testfleet.backends.native import unprivileged_user
+from testfleet.binaries import LOOKUPS, find_binary
+from testfleet.config import Project
+from testfleet.errors import ConfigError, TestfleetError
+from testfleet.rundir import default_base
+
+
+def _run(argv: list[str], timeout: float = 5) -> str | None:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _docker() -> str:
+    if shutil.which("docker") is None:
+        return "not installed (apt-get install docker.io)"
+    client = _run(["docker", "version", "--format", "{{.Client.Version}}"]) or "?"
+    engine = _run(["docker", "version", "--format", "{{.Server.Version}}"], timeout=5)
+    if engine:
+        return f"client {client}, engine {engine}"
+    return f"client {client}, engine not reachable (start dockerd)"
+
+
+def _interpreters() -> list[str]:
+    found: dict[str, str] = {}
+    patterns = [
+        "/usr/bin/python3.*",
+        "/usr/local/bin/python3.*",
+        os.path.expanduser("~/.pyenv/versions/*/bin/python3.*"),
+    ]
+    for pattern in patterns:
+        for path in sorted(glob.glob(pattern)):
+            name = Path(path).name
+            if name.count(".") == 1 and name[len("python3.") :].isdigit():
+                found.setdefault(name[len("python") :], path)
+    return [f"{v} ({p})" for v, p in sorted(found.items(), key=lambda kv: int(kv[0][2:]))]
+
+
+def doctor(project: Project | None) -> int:
+    rows: list[tuple[str, str]] = []
+    missing_configured = False
+    configured = project.config.services if project else {}
+    for kind in LOOKUPS:
+        try:
+            binary = find_binary(kind)
+            rows.append((kind, f"{binary.version()}  {binary.path}  ({binary.source})"))
+        except ConfigError as exc:
+            rows.append((kind, f"missing: {exc.message.split(': ', 1)[1]}"))
+    for name, spec in configured.items():
+        if spec.kind == "command":
+            continue
+        try:
+            find_binary(spec.kind, spec.binary, where=f"tool.testfleet.services.{name}")
+        except TestfleetError as exc:
+            missing_configured = True
+            rows.append((f"{name} (configured)", f"missing: {exc.message}"))
+    rows.append(("mongodb", "no native binary here; use docker or external (coming)"))
+    rows.append(("neo4j", "no native binary here; use docker or external (coming)"))
+    rows.append(("docker", _docker()))
+    uv = _run(["uv", "--version"])
+    rows.append(("uv", uv or "not found (pip install uv)"))
+    rows.append(("pythons", ", ".join(_interpreters()) or "none found"))
+    base = default_base()
+    tmpfs = str(base).startswith("/dev/shm")
+    rows.append(("run dir", f"{base} ({'tmpfs' if tmpfs else 'disk'})"))
+    run_as = unprivileged_user()
+    if run_as is not None:
+        rows.append(("root", f"PostgreSQL will run as '{run_as.name}' (uid {run_as.uid})"))
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        print(f"{label.ljust(width)}  {value}")
+    return 1 if missing_configured else 0

@@ -1,0 +1,159 @@
+"""Readiness at the protocol level, polled against a deadline; never a fixed sleep."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+
+from testfleet.backends.native import ManagedProcess
+from testfleet.errors import ServiceError
+
+Probe = Callable[[], None]  # returns when ready, raises while not
+
+
+class NotReady(Exception):
+    """A probe saw the server answer, but not yet as a ready one."""
+
+
+def wait_ready(process: ManagedProcess, probe: Probe, *, timeout: float, what: str) -> None:
+    """Poll `probe` until it passes; fail fast when the process exits, with its log lines."""
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    last = "no check completed"
+    while True:
+        code = process.exit_code()
+        if code is not None:
+            raise ServiceError(
+                f"{what} exited with code {code} while starting; its log: {process.log_path}",
+                details=process.tail(),
+            )
+        try:
+            probe()
+            return
+        except (OSError, NotReady, ValueError) as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # client libraries raise their own types while starting
+            last = f"{type(exc).__name__}: {exc}"
+        if time.monotonic() >= deadline:
+            raise ServiceError(
+                f"{what} not ready after {timeout:g} s (last check: {last}); raise its"
+                f" start-timeout if it is only slow; its log: {process.log_path}",
+                details=process.tail(),
+            )
+        time.sleep(delay)  # poll interval, grows to 50 ms
+        delay = min(delay * 2, 0.05)
+
+
+def tcp(host: str, port: int) -> Probe:
+    def probe() -> None:
+        socket.create_connection((host, port), timeout=1).close()
+
+    return probe
+
+
+def http(url: str, *, expect_json: Mapping[str, object] | None = None) -> Probe:
+    """Any 2xx answer; with `expect_json`, those keys must hold those values."""
+
+    def probe() -> None:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                body = response.read()
+        except urllib.error.HTTPError as exc:
+            raise NotReady(f"HTTP {exc.code} from {url}") from None
+        if expect_json:
+            data = json.loads(body)
+            for key, value in expect_json.items():
+                if data.get(key) != value:
+                    raise NotReady(f"{key} is {data.get(key)!r}, want {value!r}")
+
+    return probe
+
+
+def _resp_command(*parts: str) -> bytes:
+    out = [f"*{len(parts)}\r\n".encode()]
+    for part in parts:
+        data = part.encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+def resp_ping(host: str, port: int, password: str | None) -> Probe:
+    """Valkey/Redis: AUTH (when set) and PING must answer +PONG (not -LOADING)."""
+
+    def probe() -> None:
+        with socket.create_connection((host, port), timeout=1) as sock:
+            request = _resp_command("AUTH", password) if password else b""
+            sock.sendall(request + _resp_command("PING"))
+            answer = _read_until(sock, b"PONG", b"-")
+        if b"+PONG" not in answer:
+            raise NotReady(answer.decode(errors="replace").strip())
+
+    return probe
+
+
+def nats_jetstream(host: str, port: int, token: str | None, jetstream: bool) -> Probe:
+    """NATS: the INFO greeting, then a PING round trip and, with JetStream, an account info
+    request that only a ready JetStream answers. Raw socket: a failed client connect costs ~2 s."""
+
+    def probe() -> None:
+        with socket.create_connection((host, port), timeout=2) as sock:
+            greeting = _read_until(sock, b"\r\n")
+            if not greeting.startswith(b"INFO "):
+                raise NotReady(f"unexpected greeting {greeting[:40]!r}")
+            connect: dict[str, object] = {"verbose": False, "pedantic": False, "headers": True}
+            if token:
+                connect["auth_token"] = token
+            lines = [b"CONNECT " + json.dumps(connect).encode(), b"PING"]
+            if jetstream:
+                lines += [b"SUB _tf.ready 1", b"PUB $JS.API.INFO _tf.ready 0", b"", b"PING"]
+            sock.sendall(b"\r\n".join(lines) + b"\r\n")
+            answer = _read_until(sock, b"MSG _tf.ready" if jetstream else b"PONG", b"-ERR")
+            if b"-ERR" in answer:
+                raise NotReady(answer.decode(errors="replace").strip())
+            if jetstream:
+                body = _read_until(sock, b"}\r\n", answer=answer)
+                if b'"error"' in body:
+                    raise NotReady("JetStream not ready: " + body.decode(errors="replace")[-200:])
+
+    return probe
+
+
+def _read_until(
+    sock: socket.socket, *markers: bytes, answer: bytes = b"", limit: int = 65536
+) -> bytes:
+    while not any(m in answer for m in markers):
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise NotReady("connection closed")
+        answer += chunk
+        if len(answer) > limit:
+            raise NotReady("answer too long")
+    return answer
+
+
+def log_line(process: ManagedProcess, pattern: str) -> Probe:
+    import re
+
+    compiled = re.compile(pattern)
+
+    def probe() -> None:
+        if not compiled.search(process.log_text()):
+            raise NotReady(f"no log line matches {pattern!r} yet")
+
+    return probe
+
+
+def command(cmd: str, env: Mapping[str, str], cwd: str) -> Probe:
+    def probe() -> None:
+        result = subprocess.run(
+            cmd, shell=True, env=dict(env), cwd=cwd, capture_output=True, timeout=10, check=False
+        )
+        if result.returncode != 0:
+            raise NotReady(f"exit code {result.returncode}: {result.stderr.decode()[-200:]}")
+
+    return probe

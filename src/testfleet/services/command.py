@@ -1,0 +1,97 @@
+"""`command` services: the user's own servers, one per lane, started after what they
+depend on, with `{port}` and `{postgres.url}`-style placeholders."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from testfleet import readiness
+from testfleet.backends.native import ManagedProcess
+from testfleet.config import TABLE, CommandSpec
+from testfleet.envvars import placeholder_values, service_exports
+from testfleet.placeholders import expand
+from testfleet.services.base import HOST, ServiceView, StackContext, start_on_free_port
+
+
+class CommandService:
+    def __init__(self, name: str, spec: CommandSpec, ctx: StackContext) -> None:
+        self.name = name
+        self.spec = spec
+        self.ctx = ctx
+        self.where = f"{TABLE}.services.{name}"
+
+    def start(self) -> None:
+        """Command services depend on lane values, so they start per lane."""
+
+    def provision(self, lane: int, deps: Mapping[str, ServiceView]) -> ServiceView:
+        spec, where = self.spec, self.where
+        folder = self.ctx.service_dir(self.name) / f"lane{lane}"
+        folder.mkdir(exist_ok=True)
+        cwd = self.ctx.project.path(spec.cwd) if spec.cwd else self.ctx.project.root
+        common = {
+            "lane": str(lane),
+            "lanes": str(self.ctx.lanes),
+            "run_id": self.ctx.run_id,
+            "run_dir": str(self.ctx.run_dir.path),
+            "project_dir": str(self.ctx.project.root),
+        }
+        dep_values = {name: view.values for name, view in deps.items()}
+        base_env = dict(os.environ)
+        for name, view in deps.items():
+            values = placeholder_values(view.values, dep_values, common)
+            base_env.update(service_exports(name, self.ctx.project.config.services[name], values))
+        base_env.update({"TESTFLEET_LANE": str(lane), "TESTFLEET_RUN_ID": self.ctx.run_id})
+
+        def own(port: int) -> dict[str, str]:
+            url = f"http://{HOST}:{port}" if spec.uses_port() else ""
+            return {"port": str(port), "host": HOST, "url": url}
+
+        def fill(template: str, port: int, key: str) -> str:
+            values = placeholder_values(own(port), dep_values, common)
+            return expand(template, values, where=f"{where}.{key}")
+
+        def env(port: int) -> dict[str, str]:
+            return {**base_env, **{k: fill(v, port, f"env.{k}") for k, v in spec.env.items()}}
+
+        def argv(port: int) -> list[str]:
+            if isinstance(spec.command, str):
+                # Through /bin/sh so users may write `&&` and pipes; `exec` makes the server
+                # itself the process we supervise and signal.
+                return [f"exec {fill(spec.command, port, 'command')}"]
+            return [fill(part, port, "command") for part in spec.command]
+
+        def probe(port: int, process: ManagedProcess) -> readiness.Probe:
+            ready = spec.ready
+            if ready is None or ready.tcp:
+                return readiness.tcp(HOST, port)
+            if ready.http is not None:
+                path = ready.http
+                url = (
+                    f"http://{HOST}:{port}{path}"
+                    if path.startswith("/")
+                    else fill(path, port, "ready.http")
+                )
+                return readiness.http(url)
+            if ready.log is not None:
+                return readiness.log_line(process, ready.log)
+            assert ready.command is not None
+            return readiness.command(
+                fill(ready.command, port, "ready.command"), env(port), str(cwd)
+            )
+
+        _, port = start_on_free_port(
+            self.ctx,
+            f"{self.name} (lane {lane})",
+            argv,
+            probe,
+            log_path=folder / "server.log",
+            timeout=spec.start_timeout,
+            env=env,
+            cwd=cwd,
+            shell=isinstance(spec.command, str),
+        )
+        return ServiceView(self.name, "command", own(port))
+
+    def stop(self) -> None:
+        """Processes are stopped by the supervisor; nothing else to release."""

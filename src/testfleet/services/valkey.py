@@ -1,0 +1,95 @@
+"""Valkey (or Redis): a server per lane by default; `isolation = "database"` shares one
+server and hands each lane a DB number, which caps a run at 16 lanes."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Mapping
+
+from testfleet import readiness
+from testfleet.backends.native import ManagedProcess
+from testfleet.config import ValkeySpec
+from testfleet.errors import ConfigError
+from testfleet.services.base import HOST, ServiceView, StackContext, secret, start_on_free_port
+
+DB_NUMBERS = 16
+
+
+class ValkeyService:
+    def __init__(self, name: str, spec: ValkeySpec, ctx: StackContext) -> None:
+        self.name = name
+        self.spec = spec
+        self.ctx = ctx
+        self.password = secret() if spec.password else None
+        self._shared: tuple[ManagedProcess, int] | None = None
+
+    def start(self) -> None:
+        if self.spec.isolation == "database":
+            self._shared = self._start_server("shared")
+
+    def _start_server(self, label: str) -> tuple[ManagedProcess, int]:
+        folder = self.ctx.service_dir(self.name) / label
+        folder.mkdir(exist_ok=True)
+        binary = self.ctx.binaries[self.name]
+
+        def argv(port: int) -> list[str]:
+            args = [
+                str(binary.path),
+                "--port",
+                str(port),
+                "--bind",
+                HOST,
+                "--dir",
+                str(folder),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--databases",
+                str(DB_NUMBERS),
+            ]
+            if self.password:
+                args += ["--requirepass", self.password]
+            for key, value in self.spec.settings.items():
+                args += [f"--{key}", str(value)]
+            return args
+
+        return start_on_free_port(
+            self.ctx,
+            f"{self.name} ({label})",
+            argv,
+            lambda port, _: readiness.resp_ping(HOST, port, self.password),
+            log_path=folder / "server.log",
+            # Nothing to keep: the data is thrown away with the run, so no graceful shutdown.
+            stop_signal=signal.SIGKILL,
+            timeout=self.spec.start_timeout,
+            cwd=folder,
+        )
+
+    def provision(self, lane: int, deps: Mapping[str, ServiceView]) -> ServiceView:
+        if self._shared is not None:
+            if lane > DB_NUMBERS:
+                raise ConfigError(
+                    f'{self.name}: isolation = "database" gives at most {DB_NUMBERS} lanes;'
+                    ' use isolation = "server"'
+                )
+            port, db = self._shared[1], lane - 1
+        else:
+            port, db = self._start_server(f"lane{lane}")[1], 0
+        auth = f":{self.password}@" if self.password else ""
+        return ServiceView(
+            self.name,
+            "valkey",
+            {
+                "url": f"redis://{auth}{HOST}:{port}/{db}",
+                "host": HOST,
+                "port": str(port),
+                "password": self.password or "",
+                "db": str(db),
+            },
+        )
+
+    def stop(self) -> None:
+        """Processes are stopped by the supervisor; nothing else to release."""

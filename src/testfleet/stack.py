@@ -1,0 +1,154 @@
+"""The stack: every configured service, started in dependency order (independent ones in
+parallel), provisioned per lane, and torn down whatever happens."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
+
+from testfleet.backends.native import unprivileged_user
+from testfleet.binaries import Binary, find_binary
+from testfleet.config import TABLE, Project, start_order
+from testfleet.envvars import placeholder_values, service_exports
+from testfleet.placeholders import expand
+from testfleet.runtime import Run
+from testfleet.services import SERVICE_KINDS
+from testfleet.services.base import Service, ServiceView, StackContext
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class LaneEnv:
+    """Everything one lane sees: its service views and the env vars built from them."""
+
+    lane: int
+    views: Mapping[str, ServiceView]
+    env: Mapping[str, str]
+
+
+def resolve_binaries(project: Project) -> dict[str, Binary]:
+    """Every native service's binary, before anything starts: a missing one is a usage error."""
+    return {
+        name: find_binary(spec.kind, spec.binary, where=f"{TABLE}.services.{name}")
+        for name, spec in project.config.services.items()
+        if spec.kind != "command"
+    }
+
+
+def in_parallel(tasks: Sequence[Callable[[], T]]) -> list[T]:
+    """Run tasks on threads; after all have ended, raise the first error if any failed."""
+    if len(tasks) == 1:
+        return [tasks[0]()]
+    with ThreadPoolExecutor(max_workers=len(tasks)) as pool:
+        futures = [pool.submit(task) for task in tasks]
+        errors = [f.exception() for f in futures]
+    for error in errors:
+        if error is not None:
+            raise error
+    return [f.result() for f in futures]
+
+
+class Stack:
+    def __init__(
+        self, project: Project, run: Run, binaries: Mapping[str, Binary], *, lanes: int = 1
+    ) -> None:
+        self.project = project
+        self.run = run
+        self.levels = start_order(project.config)
+        self.ctx = StackContext(
+            project=project,
+            run_dir=run.run_dir,
+            supervisor=run.supervisor,
+            run_as=unprivileged_user() if _needs_run_as(project) else None,
+            binaries=binaries,
+            lanes=lanes,
+        )
+        self.services: dict[str, Service] = {
+            name: SERVICE_KINDS[spec.kind](name, spec, self.ctx)
+            for name, spec in project.config.services.items()
+        }
+        self.timings: dict[str, float] = {}
+
+    def start(self) -> None:
+        for level in self.levels:
+            in_parallel([self._timed(name, self.services[name].start) for name in level])
+
+    def _timed(self, label: str, task: Callable[[], T]) -> Callable[[], T]:
+        def run() -> T:
+            began = time.perf_counter()
+            result = task()
+            self.timings[label] = time.perf_counter() - began
+            return result
+
+        return run
+
+    def provision(self, lane: int) -> LaneEnv:
+        views: dict[str, ServiceView] = {}
+        config = self.project.config
+        for level in self.levels:
+
+            def task(name: str) -> Callable[[], ServiceView]:
+                deps = {d: views[d] for d in config.services[name].depends_on}
+                return self._timed(
+                    f"{name} lane {lane}", lambda: self.services[name].provision(lane, deps)
+                )
+
+            for view in in_parallel([task(name) for name in level]):
+                views[view.name] = view
+        return LaneEnv(lane, views, self._lane_env(lane, views))
+
+    def _lane_env(self, lane: int, views: Mapping[str, ServiceView]) -> dict[str, str]:
+        config = self.project.config
+        common = {
+            "lane": str(lane),
+            "lanes": str(self.ctx.lanes),
+            "run_id": self.run.run_dir.run_id,
+            "run_dir": str(self.run.run_dir.path),
+            "project_dir": str(self.project.root),
+        }
+        everything = {name: view.values for name, view in views.items()}
+        env: dict[str, str] = {}
+        for name, view in views.items():
+            values = placeholder_values(view.values, everything, common)
+            env.update(service_exports(name, config.services[name], values))
+        values = placeholder_values(None, everything, common)
+        env.update({k: expand(v, values, where=f"{TABLE}.env.{k}") for k, v in config.env.items()})
+        env.update(
+            {
+                "TESTFLEET_RUN_ID": self.run.run_dir.run_id,
+                "TESTFLEET_LANE": str(lane),
+                "TESTFLEET_LANES": str(self.ctx.lanes),
+                "TESTFLEET_SERVICES": json.dumps(everything, sort_keys=True),
+            }
+        )
+        return env
+
+    def expand_args(self, args: Sequence[str], lane: LaneEnv) -> list[str]:
+        everything = {name: view.values for name, view in lane.views.items()}
+        values = placeholder_values(
+            None,
+            everything,
+            {
+                "lane": str(lane.lane),
+                "lanes": str(self.ctx.lanes),
+                "run_id": self.run.run_dir.run_id,
+                "run_dir": str(self.run.run_dir.path),
+                "project_dir": str(self.project.root),
+            },
+        )
+        return [expand(a, values, where=f"{TABLE}.pytest-args") for a in args]
+
+    def stop(self) -> None:
+        for level in reversed(self.levels):
+            for name in level:
+                self.services[name].stop()
+        self.run.supervisor.stop_all()
+
+
+def _needs_run_as(project: Project) -> bool:
+    return any(spec.kind == "postgres" for spec in project.config.services.values())
