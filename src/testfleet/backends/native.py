@@ -45,8 +45,14 @@ class ManagedProcess:
     """One server process (and its group) started by this run."""
 
     def __init__(
-        self, name: str, popen: subprocess.Popen[bytes], log_path: Path, stop_signal: int
+        self,
+        name: str,
+        popen: subprocess.Popen[bytes],
+        log_path: Path,
+        stop_signal: int,
+        signal_group: bool = False,
     ) -> None:
+        self.signal_group = signal_group
         self.name = name
         self.popen = popen
         self.log_path = log_path
@@ -78,8 +84,11 @@ class ManagedProcess:
 
     def signal_stop(self) -> None:
         if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.popen.pid, self.stop_signal)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if self.signal_group:
+                    os.killpg(self.popen.pid, self.stop_signal)
+                else:
+                    os.kill(self.popen.pid, self.stop_signal)
 
     def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
         """Ask politely, then kill the whole group: forked children must not outlive it."""
@@ -110,6 +119,7 @@ class Supervisor:
         run_as: RunAs | None = None,
         stop_signal: int = signal.SIGTERM,
         shell: bool = False,
+        signal_group: bool = False,
     ) -> ManagedProcess:
         log = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
         try:
@@ -133,7 +143,7 @@ class Supervisor:
         finally:
             log.close()
         self.run_dir.record(popen.pid)
-        process = ManagedProcess(name, popen, log_path, stop_signal)
+        process = ManagedProcess(name, popen, log_path, stop_signal, signal_group)
         with self._lock:
             self._processes.append(process)
         return process

@@ -80,6 +80,7 @@ def start_on_free_port(
     run_as: RunAs | None = None,
     stop_signal: int | None = None,
     shell: bool = False,
+    signal_group: bool = False,
 ) -> tuple[ManagedProcess, int]:
     """Start a server on a fresh port and wait until it is ready.
 
@@ -97,6 +98,7 @@ def start_on_free_port(
             cwd=cwd,
             run_as=run_as,
             shell=shell,
+            signal_group=signal_group,
             **kwargs,
         )
         try:

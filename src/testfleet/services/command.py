@@ -56,9 +56,9 @@ class CommandService:
 
         def argv(port: int) -> list[str]:
             if isinstance(spec.command, str):
-                # Through /bin/sh so users may write `&&` and pipes; `exec` makes the server
-                # itself the process we supervise and signal.
-                return [f"exec {fill(spec.command, port, 'command')}"]
+                # Through /bin/sh so users may write `&&` and pipes; the stop signal goes to
+                # the whole process group, so the server gets it, not only the shell.
+                return [fill(spec.command, port, "command")]
             return [fill(part, port, "command") for part in spec.command]
 
         def probe(port: int, process: ManagedProcess) -> readiness.Probe:
@@ -90,6 +90,7 @@ class CommandService:
             env=env,
             cwd=cwd,
             shell=isinstance(spec.command, str),
+            signal_group=True,
         )
         return ServiceView(self.name, "command", own(port))
 

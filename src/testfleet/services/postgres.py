@@ -21,7 +21,7 @@ from testfleet import readiness
 from testfleet.backends.native import ManagedProcess, RunAs
 from testfleet.config import PostgresSpec
 from testfleet.envvars import placeholder_values, service_exports
-from testfleet.errors import ServiceError
+from testfleet.errors import ConfigError, ServiceError
 from testfleet.services.base import HOST, ServiceView, StackContext, secret, start_on_free_port
 
 # Safe for throwaway test data and several times faster: nothing is ever recovered.
@@ -92,6 +92,12 @@ class PostgresService:
         if self.run_as is not None and not _accessible_to(self.bin_dir / "postgres", self.run_as):
             self.bin_dir = self._public_copy_of_install()
         folder = self._folder("template" if self.spec.isolation == "server" else "shared")
+        if self.run_as is not None and not _accessible_to(folder.parent, self.run_as):
+            raise ConfigError(
+                f"{self.name}: PostgreSQL runs as '{self.run_as.name}' under root, and that user"
+                f" cannot reach {folder.parent}; set run-dir to a directory others may enter"
+                " (the default is /dev/shm)"
+            )
         data = folder / "data"
         self._prepare_data_dir(data, folder)
         process, self._port = self._start_server(folder, data, "template")

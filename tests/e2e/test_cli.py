@@ -1,0 +1,88 @@
+"""The real CLI in a subprocess: exit codes, one-line errors, the example project, doctor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import junitparser
+import pytest
+
+from tests.helpers import EXAMPLE, run_cli, write_pyproject
+
+pytestmark = pytest.mark.e2e
+
+
+def test_example_project_passes_and_writes_junit(tmp_path: Path):
+    junit = tmp_path / "junit.xml"
+    result = run_cli("run", "--junit-xml", str(junit), cwd=EXAMPLE)
+    assert result.returncode == 0, result.stderr
+    assert "stack ready in" in result.stderr
+    cases = [case for suite in junitparser.JUnitXml.fromfile(str(junit)) for case in suite]
+    assert len(cases) >= 30
+    assert all(case.is_passed for case in cases)
+
+
+def test_failing_test_exits_1(tmp_path: Path):
+    write_pyproject(tmp_path, "[tool.testfleet]\n[tool.testfleet.services.valkey]\n")
+    (tmp_path / "test_x.py").write_text(
+        "import os\ndef test_fails():\n    assert os.environ['VALKEY_URL'] == 'nope'\n"
+    )
+    result = run_cli("run", "--", "-q", "-p", "no:cacheprovider", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "1 failed" in result.stdout
+
+
+def test_config_error_is_one_line_exit_2(tmp_path: Path):
+    write_pyproject(tmp_path, "[tool.testfleet.services.postgres]\nisolaton = 'server'\n")
+    result = run_cli("run", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "testfleet: error: unknown key"
+        " tool.testfleet.services.postgres.isolaton;"
+        " did you mean 'isolation'?\n"
+    )
+
+
+def test_missing_binary_is_usage_error(tmp_path: Path):
+    write_pyproject(tmp_path, "[tool.testfleet.services.nats]\nbinary = '/nonexistent/nats'\n")
+    result = run_cli("up", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "binary: /nonexistent/nats is not an executable NATS binary" in result.stderr
+
+
+def test_bad_flag_value_is_usage_error(tmp_path: Path):
+    write_pyproject(tmp_path, "[tool.testfleet]\n")
+    result = run_cli("run", "--timeout", "soon", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "--timeout" in result.stderr
+
+
+def test_run_timeout_stops_pytest(tmp_path: Path):
+    write_pyproject(tmp_path, "[tool.testfleet]\ntimeout = 2\n")
+    (tmp_path / "test_slow.py").write_text("import time\ndef test_slow():\n    time.sleep(60)\n")
+    result = run_cli("run", "--", "-p", "no:cacheprovider", cwd=tmp_path, timeout=30)
+    assert result.returncode == 1
+    assert "the run timed out after 2 s" in result.stderr
+
+
+def test_service_failure_exits_3_with_log(tmp_path: Path):
+    write_pyproject(
+        tmp_path,
+        (
+            "[tool.testfleet.services.api]\nkind = 'command'\n"
+            "command = \"echo 'cannot bind' >&2; exit 1 # {port}\"\n"
+        ),
+    )
+    result = run_cli("run", cwd=tmp_path)
+    assert result.returncode == 3
+    assert "api (lane 1) exited with code 1 while starting" in result.stderr
+    assert "    cannot bind" in result.stderr
+
+
+def test_doctor_lists_backends(tmp_path: Path):
+    result = run_cli("doctor", cwd=tmp_path)
+    assert result.returncode == 0
+    for label in ("postgres", "valkey", "nats", "vault", "docker", "uv", "pythons"):
+        assert any(line.startswith(label) for line in result.stdout.splitlines()), label

@@ -1,0 +1,128 @@
+"""`testfleet up` lives until Ctrl-C or SIGTERM and leaves nothing behind, even when killed."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from testfleet.rundir import default_base
+from tests.helpers import alive, recorded_pids, wait_for, write_pyproject
+
+pytestmark = pytest.mark.e2e
+
+STACK = """
+[tool.testfleet.services.postgres]
+[tool.testfleet.services.valkey]
+[tool.testfleet.services.nats]
+[tool.testfleet.services.vault]
+"""
+
+
+class Up:
+    """A running `testfleet up` whose env and run directory we have read."""
+
+    def __init__(self, project: Path) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "testfleet", "up"],
+            cwd=project,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        assert self.process.stderr is not None
+        assert self.process.stdout is not None
+        self.log = []
+        while True:
+            line = self.process.stderr.readline()
+            assert line, "up ended early: " + "".join(self.log)
+            self.log.append(line)
+            if "Ctrl-C stops the stack" in line:
+                break
+        run_id = re.search(r"run (\S+)\)?$", "".join(self.log).split("ready in")[1].splitlines()[0])
+        assert run_id
+        self.run_dir = default_base() / run_id.group(1).rstrip(")")
+        self.env = {}
+        for _ in range(50):
+            line = self.process.stdout.readline()
+            if not line.startswith("export "):
+                break
+            key, _, value = line[len("export ") :].strip().partition("=")
+            self.env[key] = value.strip("'")
+            if key == "TESTFLEET_SERVICES":
+                break
+        self.pids = recorded_pids(self.run_dir)
+
+    def finish(self, signum: int | None = None) -> int:
+        """Send `signum` (if any), wait for the exit, keep the rest of stderr, close pipes."""
+        if signum is not None:
+            os.kill(self.process.pid, signum)
+        code = self.process.wait(30)
+        assert self.process.stdout is not None
+        assert self.process.stderr is not None
+        self.log.append(self.process.stderr.read())
+        self.process.stdout.close()
+        self.process.stderr.close()
+        return code
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return write_pyproject(tmp_path, STACK)
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_up_serves_then_stops_cleanly(project: Path, signum: int, code: int):
+    up = Up(project)
+    assert len(alive(up.pids)) == 4
+    dotenv = project / ".testfleet" / "env"
+    assert oct(dotenv.stat().st_mode)[-3:] == "600"
+    with psycopg.connect(up.env["POSTGRES_URL"]) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert up.finish(signum) == code
+    assert alive(up.pids) == []
+    assert not up.run_dir.exists()
+    assert not dotenv.exists()
+
+
+def test_sigkill_leaves_nothing_running(project: Path):
+    """Killed with SIGKILL, testfleet cannot tear down: its reaper stops the servers."""
+    up = Up(project)
+    assert len(alive(up.pids)) == 4
+    up.finish(signal.SIGKILL)
+    wait_for(lambda: alive(up.pids) == [], what="servers to exit after SIGKILL")
+    wait_for(lambda: not up.run_dir.exists(), what="run directory removal")
+
+
+def test_two_concurrent_stacks(project: Path, tmp_path_factory: pytest.TempPathFactory):
+    other = write_pyproject(tmp_path_factory.mktemp("other"), STACK)
+    first, second = Up(project), Up(other)
+    try:
+        assert first.env["POSTGRES_URL"] != second.env["POSTGRES_URL"]
+        one = redis.Redis.from_url(first.env["VALKEY_URL"])
+        two = redis.Redis.from_url(second.env["VALKEY_URL"])
+        one.set("owner", "first")
+        assert two.get("owner") is None
+        one.close()
+        two.close()
+    finally:
+        assert first.finish(signal.SIGINT) == 130
+        assert second.finish(signal.SIGINT) == 130
+    assert alive(first.pids + second.pids) == []
+
+
+def test_server_dying_ends_up_with_exit_3(project: Path):
+    up = Up(project)
+    valkey = [pid for pid, _ in up.pids if "valkey" in Path(f"/proc/{pid}/cmdline").read_text()]
+    os.kill(valkey[0], signal.SIGKILL)
+    assert up.finish() == 3
+    assert "valkey (lane1) exited unexpectedly" in up.log[-1]
+    assert alive(up.pids) == []

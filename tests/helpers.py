@@ -1,0 +1,71 @@
+"""Shared test helpers: projects from dicts, and the process table."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from testfleet.config import Project, validate
+from testfleet.rundir import PIDS_NAME, process_start_ticks
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples" / "bookshop"
+
+
+def project(root: Path, table: Mapping[str, Any]) -> Project:
+    return Project(root=root, config=validate(dict(table)))
+
+
+def recorded_pids(run_dir: Path) -> list[tuple[int, int]]:
+    text = (run_dir / PIDS_NAME).read_text()
+    return [(int(a), int(b)) for a, b in (line.split() for line in text.splitlines())]
+
+
+def alive(pids: Iterable[tuple[int, int]]) -> list[int]:
+    """Recorded processes that still run (same pid *and* start time), zombies excluded."""
+    left = []
+    for pid, ticks in pids:
+        if process_start_ticks(pid) != ticks:
+            continue
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                continue
+        except psutil.NoSuchProcess:
+            continue
+        left.append(pid)
+    return left
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def run_cli(
+    *args: str, cwd: Path, env: Mapping[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "testfleet", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def write_pyproject(root: Path, body: str) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "pyproject.toml").write_text('[project]\nname = "p"\nversion = "0"\n\n' + body)
+    return root
