@@ -155,6 +155,15 @@ class Project:
     config: Config
     sources: Mapping[str, str] = field(default_factory=dict)
 
+    @property
+    def python(self) -> str:
+        """The interpreter that runs pytest: a path relative to the project, a name on PATH,
+        or (unset) the one running testfleet."""
+        configured = self.config.python
+        if configured is None:
+            return sys.executable
+        return str(self.path(configured)) if "/" in configured else configured
+
     def path(self, relative: str) -> Path:
         """A path from the config, relative to the project root."""
         return (self.root / relative).resolve()

@@ -3,7 +3,10 @@ project's own `env`, all expanded with that lane's placeholder values."""
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 from testfleet.config import TABLE, AnyServiceSpec, default_exports
 from testfleet.placeholders import expand
@@ -27,3 +30,15 @@ def service_exports(name: str, spec: AnyServiceSpec, values: Mapping[str, str]) 
     templates.update(spec.export)
     where = f"{TABLE}.services.{name}.export"
     return {var: expand(t, values, where=f"{where}.{var}") for var, t in templates.items()}
+
+
+def process_environ(python: str) -> dict[str, str]:
+    """The environment for setup commands, command services and lanes: ours, with the
+    target interpreter's bin directory first on PATH, as in an activated virtualenv, so that
+    `python -m app` and tools installed beside the tests resolve without activating it."""
+    environ = dict(os.environ)
+    bin_dir = str(Path(python).parent) if "/" in python else str(Path(sys.executable).parent)
+    parts = environ.get("PATH", "").split(os.pathsep)
+    if parts[:1] != [bin_dir]:
+        environ["PATH"] = os.pathsep.join([bin_dir, *(p for p in parts if p)])
+    return environ

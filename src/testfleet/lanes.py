@@ -6,11 +6,11 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 
 from testfleet.config import Project
+from testfleet.envvars import process_environ
 from testfleet.errors import EXIT_USAGE, TestfleetError
 from testfleet.stack import LaneEnv
 
@@ -27,15 +27,14 @@ class RunTimedOut(TestfleetError):
 def pytest_command(project: Project, args: Sequence[str]) -> list[str]:
     junit = project.path(project.config.junit_xml)
     junit.parent.mkdir(parents=True, exist_ok=True)
-    python = project.config.python or sys.executable
-    return [python, "-m", "pytest", *args, f"--junitxml={junit}"]
+    return [project.python, "-m", "pytest", *args, f"--junitxml={junit}"]
 
 
 def run_lane(
     project: Project, lane: LaneEnv, argv: Sequence[str], *, deadline: float | None
 ) -> int:
     """Run one pytest process for `lane`; returns testfleet's exit code for its outcome."""
-    env = {**os.environ, **lane.env}
+    env = {**process_environ(project.python), **lane.env}
     process = subprocess.Popen(
         list(argv),
         cwd=project.root,

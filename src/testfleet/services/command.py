@@ -3,13 +3,12 @@ depend on, with `{port}` and `{postgres.url}`-style placeholders."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 
 from testfleet import readiness
 from testfleet.backends.native import ManagedProcess
 from testfleet.config import TABLE, CommandSpec
-from testfleet.envvars import placeholder_values, service_exports
+from testfleet.envvars import placeholder_values, process_environ, service_exports
 from testfleet.placeholders import expand
 from testfleet.services.base import HOST, ServiceView, StackContext, start_on_free_port
 
@@ -37,7 +36,7 @@ class CommandService:
             "project_dir": str(self.ctx.project.root),
         }
         dep_values = {name: view.values for name, view in deps.items()}
-        base_env = dict(os.environ)
+        base_env = process_environ(self.ctx.project.python)
         for name, view in deps.items():
             values = placeholder_values(view.values, dep_values, common)
             base_env.update(service_exports(name, self.ctx.project.config.services[name], values))

@@ -20,7 +20,7 @@ from psycopg import sql
 from testfleet import readiness
 from testfleet.backends.native import ManagedProcess, RunAs
 from testfleet.config import PostgresSpec
-from testfleet.envvars import placeholder_values, service_exports
+from testfleet.envvars import placeholder_values, process_environ, service_exports
 from testfleet.errors import ConfigError, ServiceError
 from testfleet.services.base import HOST, ServiceView, StackContext, secret, start_on_free_port
 
@@ -279,7 +279,10 @@ class PostgresService:
                 "project_dir": str(self.ctx.project.root),
             },
         )
-        env = {**os.environ, **service_exports(self.name, self.spec, values)}
+        env = {
+            **process_environ(self.ctx.project.python),
+            **service_exports(self.name, self.spec, values),
+        }
         log_path = folder / "setup.log"
         with open(log_path, "wb") as log:
             result = subprocess.run(
