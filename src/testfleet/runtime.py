@@ -51,8 +51,13 @@ def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
 
 @contextlib.contextmanager
 def signals_as_exceptions() -> Iterator[None]:
-    """SIGTERM and SIGHUP unwind the stack like Ctrl-C does."""
+    """SIGTERM and SIGHUP unwind the stack like Ctrl-C does.
+
+    SIGINT is restored too: a shell starts background jobs (`testfleet up &` in a CI script)
+    with SIGINT ignored, and Python keeps it ignored, so `kill -INT` would do nothing.
+    """
     previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGTERM, signal.SIGHUP)}
+    previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 import redis
 
-from testfleet.rundir import default_base
+from testfleet.rundir import default_base, process_start_ticks
 from tests.helpers import alive, recorded_pids, wait_for, write_pyproject
 
 pytestmark = pytest.mark.e2e
@@ -29,7 +29,10 @@ STACK = """
 class Up:
     """A running `testfleet up` whose env and run directory we have read."""
 
-    def __init__(self, project: Path) -> None:
+    def __init__(self, project: Path, *, ignore_sigint: bool = False) -> None:
+        def ignore() -> None:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
         self.process = subprocess.Popen(
             [sys.executable, "-m", "testfleet", "up"],
             cwd=project,
@@ -37,6 +40,7 @@ class Up:
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,
+            preexec_fn=ignore if ignore_sigint else None,  # noqa: PLW1509
         )
         assert self.process.stderr is not None
         assert self.process.stdout is not None
@@ -126,3 +130,47 @@ def test_server_dying_ends_up_with_exit_3(project: Path):
     assert up.finish() == 3
     assert "valkey (lane1) exited unexpectedly" in up.log[-1]
     assert alive(up.pids) == []
+
+
+def test_up_started_with_sigint_ignored_still_stops_on_sigint(project: Path):
+    """Shells start background jobs with SIGINT ignored; `kill -INT` must still stop `up`."""
+    up = Up(project, ignore_sigint=True)
+    assert up.finish(signal.SIGINT) == 130
+    assert alive(up.pids) == []
+
+
+def test_interrupted_run_stops_pytest_and_what_it_forked(tmp_path: Path):
+    """Ctrl-C during `testfleet run`: pytest's whole process group goes, then the stack."""
+    project = write_pyproject(tmp_path, "[tool.testfleet.services.valkey]\n")
+    (project / "test_hang.py").write_text(
+        "import os, subprocess, time\n"
+        "def test_hang():\n"
+        "    child = subprocess.Popen(['sleep', '300'])\n"
+        "    open('pids.txt', 'w').write(f'{os.getpid()} {child.pid}')\n"
+        "    time.sleep(300)\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "testfleet", "run", "--", "-p", "no:cacheprovider"],
+        cwd=project,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    pids_file = project / "pids.txt"
+    wait_for(
+        lambda: pids_file.exists() and len(pids_file.read_text().split()) == 2,
+        what="the test to start",
+    )
+    test_pids = [
+        (pid, process_start_ticks(pid) or 0) for pid in map(int, pids_file.read_text().split())
+    ]
+    assert len(alive(test_pids)) == 2
+    run_dirs = [p for p in default_base().iterdir() if (p / "pids").exists()]
+    servers = [pid for d in run_dirs for pid in recorded_pids(d)]
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    assert "interrupted; everything started was stopped" in stderr
+    assert alive(test_pids) == []
+    assert servers
+    assert alive(servers) == []

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from pathlib import Path
 
 import hvac
 import nats
 import pytest
 import redis
+
+from tests.helpers import recorded_pids
 
 pytestmark = pytest.mark.integration
 
@@ -89,3 +93,32 @@ def test_whole_stack_env_contract(make_stack):
         assert env[key], key
     assert env["APP_DSN"] == env["POSTGRES_URL"]
     assert env["TESTFLEET_LANE"] == "1"
+
+
+def test_secrets_not_in_process_table(make_stack):
+    """Passwords and tokens reach servers through files and env, never their command lines."""
+    stack = make_stack(
+        {
+            "services": {
+                "postgres": {},
+                "valkey": {"password": True},
+                "nats": {"token": True},
+                "vault": {},
+            }
+        }
+    )
+    lane = stack.provision(1)
+    secrets = [
+        lane.views["postgres"].values["password"],
+        lane.views["valkey"].values["password"],
+        lane.views["nats"].values["token"],
+        lane.views["vault"].values["token"],
+    ]
+    cmdlines = []
+    for pid, _ in recorded_pids(stack.run.run_dir.path):
+        with contextlib.suppress(OSError):
+            cmdlines.append(Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"))
+    assert len(cmdlines) >= 4
+    for secret in secrets:
+        assert secret
+        assert not any(secret in line for line in cmdlines)

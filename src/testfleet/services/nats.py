@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Mapping
 
@@ -30,7 +31,12 @@ class NatsService:
             if self.spec.jetstream:
                 args += ["-js", "-sd", str(folder / "jetstream")]
             if self.token:
-                args += ["--auth", self.token]
+                # A config file readable only by us: an --auth flag would show in `ps`.
+                config = folder / "auth.conf"
+                fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as out:
+                    out.write(f'authorization {{ token: "{self.token}" }}\n')
+                args += ["-c", str(config)]
             return args
 
         _, port = start_on_free_port(

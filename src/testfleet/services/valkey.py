@@ -3,6 +3,7 @@ server and hands each lane a DB number, which caps a run at 16 lanes."""
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Mapping
 
@@ -33,28 +34,24 @@ class ValkeyService:
         binary = self.ctx.binaries[self.name]
 
         def argv(port: int) -> list[str]:
-            args = [
-                str(binary.path),
-                "--port",
-                str(port),
-                "--bind",
-                HOST,
-                "--dir",
-                str(folder),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-                "--databases",
-                str(DB_NUMBERS),
-            ]
+            # A config file readable only by us: a --requirepass flag would show in `ps`.
+            lines = {
+                "port": str(port),
+                "bind": HOST,
+                "dir": str(folder),
+                "save": '""',
+                "appendonly": "no",
+                "daemonize": "no",
+                "databases": str(DB_NUMBERS),
+            }
             if self.password:
-                args += ["--requirepass", self.password]
-            for key, value in self.spec.settings.items():
-                args += [f"--{key}", str(value)]
-            return args
+                lines["requirepass"] = self.password
+            lines.update({key: str(value) for key, value in self.spec.settings.items()})
+            config = folder / "server.conf"
+            fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.writelines(f"{key} {value}\n" for key, value in lines.items())
+            return [str(binary.path), str(config)]
 
         return start_on_free_port(
             self.ctx,

@@ -30,13 +30,14 @@ class VaultService:
         # and keep the user's VAULT_*/BAO_* settings from steering our server.
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
         env["HOME"] = str(folder)
+        # The token goes through the environment: a command-line flag would show it in `ps`.
+        env["BAO_DEV_ROOT_TOKEN_ID"] = env["VAULT_DEV_ROOT_TOKEN_ID"] = self.token
 
         def argv(port: int) -> list[str]:
             return [
                 str(binary.path),
                 "server",
                 "-dev",
-                f"-dev-root-token-id={self.token}",
                 f"-dev-listen-address={HOST}:{port}",
                 "-dev-no-store-token",
             ]
