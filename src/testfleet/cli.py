@@ -9,7 +9,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from testfleet.errors import (
     ServiceError,
     TestfleetError,
 )
+from testfleet.files import write_private
 from testfleet.lanes import pytest_command, run_lane
 from testfleet.options import OPTIONS
 from testfleet.runtime import Run, signals_as_exceptions
@@ -174,12 +175,6 @@ def _base(project: Project) -> Path | None:
     return project.path(project.config.run_dir) if project.config.run_dir else None
 
 
-def write_dotenv(path: Path, env: dict[str, str] | Any) -> None:
-    """Atomically, and readable by the owner only: it holds the run's passwords."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        for key, value in env.items():
-            out.write(f"{key}={shlex.quote(value)}\n")
-    os.replace(staging, path)
+def write_dotenv(path: Path, env: Mapping[str, str]) -> None:
+    """Owner-only: it holds the run's passwords."""
+    write_private(path, "".join(f"{key}={shlex.quote(value)}\n" for key, value in env.items()))

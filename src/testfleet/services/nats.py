@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import signal
 from collections.abc import Mapping
 
 from testfleet import readiness
 from testfleet.config import NatsSpec
+from testfleet.files import write_private
 from testfleet.services.base import HOST, ServiceView, StackContext, secret, start_on_free_port
 
 
@@ -33,9 +33,7 @@ class NatsService:
             if self.token:
                 # A config file readable only by us: an --auth flag would show in `ps`.
                 config = folder / "auth.conf"
-                fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "w") as out:
-                    out.write(f'authorization {{ token: "{self.token}" }}\n')
+                write_private(config, f'authorization {{ token: "{self.token}" }}\n')
                 args += ["-c", str(config)]
             return args
 

@@ -3,7 +3,6 @@ server and hands each lane a DB number, which caps a run at 16 lanes."""
 
 from __future__ import annotations
 
-import os
 import signal
 from collections.abc import Mapping
 
@@ -11,6 +10,7 @@ from testfleet import readiness
 from testfleet.backends.native import ManagedProcess
 from testfleet.config import ValkeySpec
 from testfleet.errors import ConfigError
+from testfleet.files import write_private
 from testfleet.services.base import HOST, ServiceView, StackContext, secret, start_on_free_port
 
 DB_NUMBERS = 16
@@ -48,9 +48,7 @@ class ValkeyService:
                 lines["requirepass"] = self.password
             lines.update({key: str(value) for key, value in self.spec.settings.items()})
             config = folder / "server.conf"
-            fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as out:
-                out.writelines(f"{key} {value}\n" for key, value in lines.items())
+            write_private(config, "".join(f"{key} {value}\n" for key, value in lines.items()))
             return [str(binary.path), str(config)]
 
         return start_on_free_port(
