@@ -10,33 +10,46 @@ import sys
 import time
 import traceback
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from testfleet import __version__
+from rich.console import Console
+
+from testfleet import __version__, durations
 from testfleet.config import Project, load_project
 from testfleet.console import error, say
+from testfleet.coordinator import Coordinator, Progress
 from testfleet.doctor import doctor
 from testfleet.errors import (
     EXIT_INTERRUPTED,
+    EXIT_NO_TESTS,
+    EXIT_OK,
     EXIT_SERVICE,
+    EXIT_TESTS_FAILED,
     ConfigError,
     Interrupted,
     ServiceError,
     TestfleetError,
 )
 from testfleet.files import write_private
-from testfleet.lanes import pytest_command, run_lane
+from testfleet.lanes import collect, launch, python_version, resolve_lanes
 from testfleet.options import OPTIONS
+from testfleet.plan import ideal_bound, plan
+from testfleet.progress import LiveProgress, NullProgress, PlainProgress
+from testfleet.reports import coverage as coverage_report
+from testfleet.reports.junit import write_junit
+from testfleet.reports.summary import RunFacts, print_summary
+from testfleet.results import TestResult
 from testfleet.runtime import Run, signals_as_exceptions
-from testfleet.stack import LaneEnv, Stack, resolve_binaries
+from testfleet.stack import LaneEnv, Stack, in_parallel, resolve_binaries
 
 WATCH_INTERVAL_SECONDS = 0.25
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # one line, exit 2, like every usage error
-        raise ConfigError(f"{message} (see testfleet {self.prog.split()[-1]} --help)")
+        raise ConfigError(f"{message} (see {self.prog} --help)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,15 +69,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="start the stack, run pytest, tear down",
         description="Arguments after -- go to pytest.",
     )
-    for sub in (up, run):
+    plan = commands.add_parser("plan", help="show how the suite would be split, without running")
+    for sub in (up, run, plan):
         for option in OPTIONS:
-            sub.add_argument(
-                option.flag,
-                dest=option.dest,
-                metavar=option.metavar,
-                type=option.parse,
-                help=f"{option.help} [env: {option.env}]",
-            )
+            names = [option.short, option.flag] if option.short else [option.flag]
+            help_text = f"{option.help} [env: {option.env}]"
+            if option.switch:
+                sub.add_argument(
+                    *names, dest=option.dest, action="store_const", const=True, help=help_text
+                )
+            else:
+                sub.add_argument(
+                    *names,
+                    dest=option.dest,
+                    metavar=option.metavar,
+                    type=option.parse,
+                    help=help_text,
+                )
     commands.add_parser("doctor", help="show which backends and binaries this machine has")
     return parser
 
@@ -114,6 +135,8 @@ def dispatch(args: argparse.Namespace, extra: list[str]) -> int:
     project = load_project(start, cli=cli, environ=os.environ)
     if args.command == "up":
         return up(project)
+    if args.command == "plan":
+        return plan_command(project)
     return run(project)
 
 
@@ -154,21 +177,161 @@ def up(project: Project) -> int:
 def run(project: Project) -> int:
     config = project.config
     binaries = resolve_binaries(project)
+    lanes = resolve_lanes(config)
+    durations_path = project.path(config.durations)
+    measured = durations.load(durations_path, project.root)
     deadline = time.monotonic() + config.timeout if config.timeout else None
-    began = time.perf_counter()
+    console = Console(stderr=True, soft_wrap=True)
+    interactive = sys.stderr.isatty()
     with Run(_base(project)) as run_:
-        stack = Stack(project, run_, binaries)
+        stack = Stack(project, run_, binaries, lanes=lanes)
         try:
-            lane = _start(project, run_, stack)
-            argv = pytest_command(project, stack.expand_args(config.pytest_args, lane))
-            code = run_lane(project, lane, argv, deadline=deadline)
+            began = time.perf_counter()
+            stack.start()
+            envs = in_parallel([partial(stack.provision, n) for n in range(1, lanes + 1)])
+            say(
+                f"stack ready in {time.perf_counter() - began:.2f} s"
+                f" ({', '.join(config.services) or 'no services'}, {lanes} lane(s));"
+                f" run {run_.run_dir.run_id}"
+            )
+            coverage_dir = run_.run_dir.path / "coverage" if config.coverage else None
+            socket_path = run_.run_dir.path / "queue.sock"
+            launch_spec = launch(
+                project,
+                stack,
+                {e.lane: e for e in envs},
+                run_.run_dir.path,
+                socket_path=socket_path,
+                coverage_dir=coverage_dir,
+                interactive=interactive,
+            )
+            progress: Progress = (
+                NullProgress()
+                if launch_spec.log_path(1) is None
+                else LiveProgress(console)
+                if console.is_terminal
+                else PlainProgress()
+            )
+            coordinator = Coordinator(
+                launch_spec,
+                lanes,
+                socket_path,
+                measured=measured,
+                group_by=config.group_by,
+                test_timeout=config.test_timeout,
+                deadline=deadline,
+                progress=progress,
+            )
+            lanes_began = time.perf_counter()
+            interruption: BaseException | None = None
+            try:
+                coordinator.run()
+            except (KeyboardInterrupt, Interrupted) as exc:
+                interruption = exc
+            wall = time.perf_counter() - lanes_began
+            results = coordinator.final_results()
+            _write_reports(project, coordinator, results, durations_path)
+            cov = coverage_report.combine(project, coverage_dir) if coverage_dir else None
         finally:
             stack.stop()
-    say(
-        f"pytest finished with exit code {code} in {time.perf_counter() - began:.2f} s;"
-        f" JUnit XML: {project.path(config.junit_xml)}"
+    junit = project.path(config.junit_xml)
+    print_summary(
+        console,
+        results,
+        RunFacts(
+            wall=wall,
+            lanes=list(coordinator.lanes.values()),
+            unknown_durations=coordinator.unknown_durations,
+            per_unknown=coordinator.per_unknown,
+            junit=str(junit),
+            coverage=cov,
+        ),
     )
-    return code
+    say(
+        f"JUnit XML: {junit}"
+        + (f"; coverage XML: {cov.xml}" if cov and cov.total is not None else "")
+    )
+    if interruption is not None:
+        raise interruption
+    return _exit_code(project, coordinator, results, cov)
+
+
+def _write_reports(
+    project: Project, coordinator: Coordinator, results: list[TestResult], durations_path: Path
+) -> None:
+    errors = [
+        TestResult(nodeid, "error", message="collection error", text=text)
+        for nodeid, text in coordinator.collect_errors.items()
+    ]
+    write_junit(
+        project.path(project.config.junit_xml),
+        errors + results,
+        python=python_version(project.python),
+    )
+    # A crash says nothing about a test's duration; a timeout says it is at least that slow.
+    measured = {
+        r.nodeid: r.duration
+        for r in results
+        if r.outcome != "not run" and not r.message.startswith("lane ")
+    }
+    if measured:
+        durations.merge(durations_path, measured)
+
+
+def _exit_code(
+    project: Project,
+    coordinator: Coordinator, results: list[TestResult], cov: coverage_report.CoverageOutcome | None
+) -> int:
+    if coordinator.fatal:
+        raise TestfleetError(
+            coordinator.fatal, details=coordinator.fatal_details, exit_code=coordinator.fatal_code
+        )
+    if coordinator.timed_out:
+        error(
+            f"the run timed out after {project.config.timeout:g} s and was stopped;"
+            " raise timeout (--timeout) or find the slow test (--test-timeout)"
+        )
+        return EXIT_TESTS_FAILED
+    if coordinator.collect_errors:
+        for nodeid, text in coordinator.collect_errors.items():
+            error(f"collecting {nodeid} failed", "\n".join(text.splitlines()[-15:]))
+        return EXIT_TESTS_FAILED
+    if not results:
+        error("pytest collected no tests")
+        return EXIT_NO_TESTS
+    if any(r.failing for r in results):
+        return EXIT_TESTS_FAILED
+    if cov is not None and cov.total is None and cov.fail_under is not None:
+        error("no coverage data was recorded, so coverage-fail-under cannot pass")
+        return EXIT_TESTS_FAILED
+    if cov is not None and cov.below:
+        error(f"total coverage {cov.total:.2f}% is under coverage-fail-under {cov.fail_under:g}%")
+        return EXIT_TESTS_FAILED
+    return EXIT_OK
+
+
+def plan_command(project: Project) -> int:
+    config = project.config
+    lanes = resolve_lanes(config)
+    nodeids = collect(project)
+    measured = durations.load(project.path(config.durations), project.root)
+    result = plan(nodeids, measured, lanes, config.group_by)
+    est = result.estimates
+    print(
+        f"{len(nodeids)} tests in {sum(len(lane.units) for lane in result.lanes)} units"
+        f" (group-by {config.group_by}) on {lanes} lane(s);"
+        f" {est.unknown} without a measured duration, estimated at {est.per_unknown:.2f} s"
+    )
+    for lane in result.lanes:
+        print(f"lane {lane.lane}: {lane.estimate:.2f} s estimated, {len(lane.units)} unit(s)")
+        for unit in lane.units:
+            print(f"    {unit.estimate:8.2f} s  {unit.key} ({len(unit.nodeids)} tests)")
+    ideal = ideal_bound(list(est.durations.values()), lanes)
+    print(
+        f"estimated wall {result.makespan:.2f} s; ideal bound {ideal:.2f} s"
+        f" (= max(total / {lanes}, longest test))"
+    )
+    return EXIT_OK
 
 
 def _base(project: Project) -> Path | None:

@@ -145,6 +145,24 @@ class Config(_Model):
     run_dir: str | None = None
     python: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
+    lanes: Annotated[int, Field(ge=1)] | Literal["auto"] = 1
+    test_timeout: float | None = Field(None, gt=0)
+    group_by: Literal["module", "class", "test"] = "module"
+    durations: str = ".testfleet/durations.json"
+    coverage: bool = False
+    coverage_fail_under: float | None = Field(None, ge=0, le=100)
+    coverage_xml: str = ".testfleet/coverage.xml"
+
+    @model_validator(mode="after")
+    def _pytest_args_leave_parallelism_to_us(self) -> Config:
+        for arg in self.pytest_args:
+            if arg in ("-n", "--numprocesses", "--dist") or arg.startswith(
+                ("-n=", "--numprocesses=")
+            ):
+                raise ValueError(
+                    f"pytest-args has {arg}: lanes replace pytest-xdist; use testfleet's -n/lanes"
+                )
+        return self
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ EXIT_OK = 0
 EXIT_TESTS_FAILED = 1
 EXIT_USAGE = 2
 EXIT_SERVICE = 3
+EXIT_NO_TESTS = 5
 EXIT_INTERRUPTED = 130
 
 
@@ -18,8 +19,10 @@ class TestfleetError(Exception):
     __test__ = False  # not a pytest test class, despite the name
     exit_code = EXIT_SERVICE
 
-    def __init__(self, message: str, *, details: str = "") -> None:
+    def __init__(self, message: str, *, details: str = "", exit_code: int | None = None) -> None:
         super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
         self.message = message
         # Extra lines (a service's log tail) printed under the one-line message.
         self.details = details

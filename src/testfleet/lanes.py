@@ -1,73 +1,134 @@
-"""Lane processes: pytest with one lane's env, in its own process group, bounded in time."""
+"""Lanes: how many, and how each one's pytest process is started.
+
+A lane is a plain pytest process with the lane plugin (`-p testfleet.lane`), its own env
+(the lane's services), and nothing writable shared with other lanes: its own pytest cache
+directory, basetemp and TMPDIR.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
-import time
-from collections.abc import Sequence
+import sys
+from collections.abc import Mapping
+from pathlib import Path
 
-from testfleet.config import Project
+from testfleet.config import Config, Project
+from testfleet.coordinator import LaneLaunch
 from testfleet.envvars import process_environ
-from testfleet.errors import EXIT_USAGE, TestfleetError
-from testfleet.stack import LaneEnv
-
-INTERRUPT_GRACE_SECONDS = 10.0
-
-# pytest's exit codes in testfleet's terms: a pytest usage error is a usage error.
-PYTEST_EXIT = {0: 0, 1: 1, 2: 130, 3: 3, 4: EXIT_USAGE, 5: 5}
+from testfleet.errors import ConfigError
+from testfleet.stack import LaneEnv, Stack
 
 
-class RunTimedOut(TestfleetError):
-    exit_code = 1
+def resolve_lanes(config: Config, cpus: int | None = None) -> int:
+    """`auto`: one lane per core for a suite without services (CPU-bound); two per core with
+    services, because integration tests mostly wait on their services, and a waiting lane
+    leaves its core to another."""
+    if config.lanes != "auto":
+        return config.lanes
+    cores = cpus or os.cpu_count() or 1
+    return cores * 2 if config.services else cores
 
 
-def pytest_command(project: Project, args: Sequence[str]) -> list[str]:
-    junit = project.path(project.config.junit_xml)
-    junit.parent.mkdir(parents=True, exist_ok=True)
-    return [project.python, "-m", "pytest", *args, f"--junitxml={junit}"]
+def lane_dir(run_dir: Path, lane: int) -> Path:
+    return run_dir / "lanes" / str(lane)
 
 
-def run_lane(
-    project: Project, lane: LaneEnv, argv: Sequence[str], *, deadline: float | None
-) -> int:
-    """Run one pytest process for `lane`; returns testfleet's exit code for its outcome."""
+def lane_argv(project: Project, stack: Stack, lane: LaneEnv, run_dir: Path) -> list[str]:
+    folder = lane_dir(run_dir, lane.lane)
+    return [
+        project.python,
+        "-m",
+        "pytest",
+        "-p",
+        "testfleet.lane",
+        *stack.expand_args(project.config.pytest_args, lane),
+        # Each lane its own cache and temp dirs: suites keep state in .pytest_cache that a
+        # second process would corrupt.
+        "-o",
+        f"cache_dir={folder / 'pytest_cache'}",
+        f"--basetemp={folder / 'basetemp'}",
+    ]
+
+
+def lane_environ(
+    project: Project, lane: LaneEnv, run_dir: Path, socket_path: Path, coverage_dir: Path | None
+) -> dict[str, str]:
+    folder = lane_dir(run_dir, lane.lane)
+    tmp = folder / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
     env = {**process_environ(project.python), **lane.env}
-    process = subprocess.Popen(
-        list(argv),
+    env.update({"TMPDIR": str(tmp), "TESTFLEET_QUEUE": str(socket_path)})
+    if coverage_dir is not None:
+        env["TESTFLEET_COVERAGE_FILE"] = str(coverage_dir / ".coverage")
+    return env
+
+
+def launch(
+    project: Project,
+    stack: Stack,
+    lanes: Mapping[int, LaneEnv],
+    run_dir: Path,
+    *,
+    socket_path: Path,
+    coverage_dir: Path | None,
+    interactive: bool,
+) -> LaneLaunch:
+    """One lane on a terminal prints straight to it (pytest's own output, `--pdb` works);
+    otherwise every lane writes to its own log, and testfleet shows progress."""
+    argv = {n: lane_argv(project, stack, env, run_dir) for n, env in lanes.items()}
+    envs = {
+        n: lane_environ(project, env, run_dir, socket_path, coverage_dir)
+        for n, env in lanes.items()
+    }
+    single = len(lanes) == 1 and interactive
+
+    def log_path(n: int) -> Path | None:
+        return None if single else lane_dir(run_dir, n) / "output.log"
+
+    return LaneLaunch(
+        argv=lambda n: argv[n],
+        env=lambda n: envs[n],
+        log_path=log_path,
         cwd=project.root,
-        env=env,
-        # Its own group: a timeout or Ctrl-C ends the whole group, forked workers included.
-        preexec_fn=os.setpgrp,  # noqa: PLW1509 - called from the main thread only
+        foreground=single and sys.stdin.isatty(),
     )
-    try:
-        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        try:
-            code = process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            _end_group(process, signal.SIGTERM)
-            raise RunTimedOut(
-                f"the run timed out after {project.config.timeout:g} s and was stopped;"
-                " raise timeout (--timeout) or find the slow test"
-            ) from None
-        except BaseException:
-            # Ctrl-C or SIGTERM: let pytest finish its reports, then make sure it is gone.
-            _end_group(process, signal.SIGINT)
-            raise
-        return PYTEST_EXIT.get(code, code)
-    finally:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
 
 
-def _end_group(process: subprocess.Popen[bytes], signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signum)
-    try:
-        process.wait(INTERRUPT_GRACE_SECONDS)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+def collect(project: Project, extra_env: Mapping[str, str] | None = None) -> list[str]:
+    """The suite's test ids, collected in the target interpreter, without any services."""
+    argv = [
+        project.python,
+        "-m",
+        "pytest",
+        "--collect-only",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        *project.config.pytest_args,
+    ]
+    env = {**process_environ(project.python), **(extra_env or {})}
+    result = subprocess.run(
+        argv, cwd=project.root, env=env, capture_output=True, text=True, check=False
+    )
+    nodeids = [line for line in result.stdout.splitlines() if "::" in line and " " not in line]
+    if result.returncode not in (0, 5):
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+        raise ConfigError(
+            f"collecting tests failed with exit code {result.returncode}; `testfleet plan`"
+            " collects without services, so modules that need them at import time fail here",
+            details=tail,
+        )
+    return nodeids
+
+
+def python_version(python: str) -> str:
+    if python == sys.executable:
+        return ".".join(map(str, sys.version_info[:3]))
+    out = subprocess.run(
+        [python, "-c", "import platform; print(platform.python_version())"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return out.stdout.strip() or "unknown"

@@ -29,7 +29,8 @@ def test_failing_test_exits_1(tmp_path: Path):
     )
     result = run_cli("run", "--", "-q", "-p", "no:cacheprovider", cwd=tmp_path)
     assert result.returncode == 1
-    assert "1 failed" in result.stdout
+    assert "1 failed in" in result.stderr
+    assert "AssertionError" in result.stderr  # the failure's traceback is in the summary
 
 
 def test_config_error_is_one_line_exit_2(tmp_path: Path):

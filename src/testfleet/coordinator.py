@@ -1,0 +1,442 @@
+"""The coordinator: runs N lane processes and feeds them units from one queue, slowest first.
+
+One thread, one selector loop: lane messages, lane exits, per-test and whole-run timeouts and
+progress are all handled in the same place, in the order they happen. A lane that hangs past
+the test timeout or dies is killed (its whole process group), its test reported, the rest of
+its unit requeued, and a replacement lane started on the same services.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from testfleet.plan import GroupBy, Unit, estimate, make_units
+from testfleet.protocol import LineReader, Message, send
+from testfleet.results import TestResult
+
+TICK_SECONDS = 0.05
+LOG_TAIL_LINES = 20
+
+
+@dataclass
+class LaneState:
+    lane: int
+    process: subprocess.Popen[bytes] | None = None
+    conn: socket.socket | None = None
+    log_path: Path | None = None
+    collected: bool = False
+    assigned: list[str] = field(default_factory=list)  # handed out, no result yet
+    current: str | None = None
+    started_at: float = 0.0
+    spawned_at: float = 0.0
+    busy: float = 0.0  # sum of the durations of the tests it ran
+    wall: float = 0.0  # time its processes were alive
+    tests: int = 0
+    restarts: int = 0
+    done: bool = False  # told there is no more work
+    kill_reason: str | None = None
+
+    def log_tail(self) -> str:
+        if self.log_path is None:
+            return ""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
+
+
+class Progress(Protocol):
+    def update(self, coordinator: Coordinator) -> None: ...
+
+    def close(self, coordinator: Coordinator) -> None: ...
+
+
+@dataclass
+class LaneLaunch:
+    """How to start lane N: its argv, its env, where its output goes."""
+
+    argv: Callable[[int], Sequence[str]]
+    env: Callable[[int], Mapping[str, str]]
+    log_path: Callable[[int], Path | None]  # None: the terminal (one lane, interactive)
+    cwd: Path
+    foreground: bool = False  # give the lane the terminal (for --pdb with one lane)
+
+
+class Coordinator:
+    def __init__(
+        self,
+        launch: LaneLaunch,
+        lanes: int,
+        socket_path: Path,
+        *,
+        measured: Mapping[str, float],
+        group_by: GroupBy,
+        test_timeout: float | None,
+        deadline: float | None,
+        progress: Progress,
+        max_restarts: int = 3,
+    ) -> None:
+        self.launch = launch
+        self.socket_path = socket_path
+        self.measured = measured
+        self.group_by = group_by
+        self.test_timeout = test_timeout
+        self.deadline = deadline
+        self.progress = progress
+        self.max_restarts = max_restarts
+        self.lanes = {n: LaneState(n) for n in range(1, lanes + 1)}
+        self.nodeids: list[str] | None = None
+        self.queue: deque[Unit] = deque()
+        self.results: dict[str, TestResult] = {}
+        self.collect_errors: dict[str, str] = {}
+        self.unknown_durations = 0
+        self.per_unknown = 0.0
+        self.stopping: str | None = None  # -x / --maxfail in some lane: hand out no more
+        self.fatal: str | None = None  # a lane could not even collect: nothing can run
+        self.fatal_details = ""
+        self.fatal_code = 0
+        self.timed_out = False
+        self.interrupted = False
+        self.began = time.monotonic()
+        self._selector = selectors.DefaultSelector()
+        self._readers: dict[socket.socket, LineReader] = {}
+        self._conn_lane: dict[socket.socket, LaneState] = {}
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(self.socket_path))
+        listener.listen(64)
+        listener.setblocking(False)
+        self._selector.register(listener, selectors.EVENT_READ)
+        try:
+            for state in self.lanes.values():
+                self._spawn(state)
+            while any(s.process is not None for s in self.lanes.values()):
+                for key, _ in self._selector.select(TICK_SECONDS):
+                    if key.fileobj is listener:
+                        conn, _ = listener.accept()
+                        self._readers[conn] = LineReader()
+                        self._selector.register(conn, selectors.EVENT_READ)
+                    else:
+                        self._read(key.fileobj)  # type: ignore[arg-type]
+                self._check_exits()
+                self._check_time()
+                self.progress.update(self)
+        except BaseException:
+            self.interrupted = True
+            raise
+        finally:
+            for state in self.lanes.values():
+                self._kill(state)
+            self._selector.close()
+            listener.close()
+            for conn in list(self._readers):
+                conn.close()
+            self.progress.close(self)
+
+    def _spawn(self, state: LaneState) -> None:
+        launch = self.launch
+        log_path = launch.log_path(state.lane)
+        output: Any = None
+        if log_path is not None:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            output = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
+        state.log_path = log_path
+        try:
+            state.process = subprocess.Popen(
+                list(launch.argv(state.lane)),
+                cwd=launch.cwd,
+                env=dict(launch.env(state.lane)),
+                stdin=None if launch.foreground else subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT if output is not None else None,
+                # Its own process group: ending a lane ends what its tests forked too.
+                preexec_fn=os.setpgrp,  # noqa: PLW1509 - spawned from the main thread only
+            )
+        finally:
+            if output is not None:
+                output.close()
+        if launch.foreground:
+            _give_terminal(state.process.pid)
+        state.spawned_at = time.monotonic()
+        state.collected = False
+        state.current = None
+        state.done = False
+        state.kill_reason = None
+
+    def _read(self, conn: socket.socket) -> None:
+        try:
+            data = conn.recv(1 << 16)
+        except OSError:
+            data = b""
+        if not data:
+            self._forget(conn)
+            return
+        for message in self._readers[conn].feed(data):
+            self._handle(conn, message)
+
+    def _forget(self, conn: socket.socket) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(conn)
+        self._readers.pop(conn, None)
+        state = self._conn_lane.pop(conn, None)
+        if state is not None and state.conn is conn:
+            state.conn = None
+        conn.close()
+
+    # -- messages ------------------------------------------------------------------------------
+
+    def _handle(self, conn: socket.socket, message: Message) -> None:
+        kind = message["type"]
+        if kind == "hello":
+            state = self.lanes.get(int(message["lane"]))
+            if state is None or state.process is None or state.process.pid != message["pid"]:
+                self._forget(conn)  # a lane we already gave up on
+                return
+            state.conn = conn
+            self._conn_lane[conn] = state
+            return
+        state = self._conn_lane.get(conn)
+        if state is None:
+            return
+        if kind == "collected":
+            self._on_collected(state, message["nodeids"])
+        elif kind == "collect_error":
+            self.collect_errors.setdefault(message["nodeid"], message["text"])
+        elif kind == "next":
+            self._hand_out(state, conn)
+        elif kind == "start":
+            state.current = message["nodeid"]
+            state.started_at = time.monotonic()
+        elif kind == "result":
+            self._on_result(state, message)
+        elif kind == "stopping":
+            self.stopping = message["reason"]
+
+    def _on_collected(self, state: LaneState, nodeids: list[str]) -> None:
+        state.collected = True
+        if self.nodeids is None:
+            self.nodeids = nodeids
+            estimates = estimate(nodeids, self.measured)
+            self.unknown_durations, self.per_unknown = estimates.unknown, estimates.per_unknown
+            self.queue.extend(make_units(nodeids, estimates, self.group_by))
+        elif set(nodeids) != set(self.nodeids):
+            ours, theirs = set(self.nodeids), set(nodeids)
+            example = sorted(ours ^ theirs)[0]
+            self._fail(
+                f"lane {state.lane} collected {len(theirs)} tests where another lane collected"
+                f" {len(ours)} (e.g. {example}); collection must not depend on the lane or on"
+                " randomness",
+                "",
+                3,
+            )
+
+    def _hand_out(self, state: LaneState, conn: socket.socket) -> None:
+        if self.stopping or self.fatal or not self.queue:
+            state.done = True
+            send(conn, {"type": "done"})
+            return
+        unit = self.queue.popleft()
+        state.assigned.extend(unit.nodeids)
+        send(conn, {"type": "unit", "nodeids": list(unit.nodeids)})
+
+    def _on_result(self, state: LaneState, message: Message) -> None:
+        nodeid = message["nodeid"]
+        self.results[nodeid] = TestResult(
+            nodeid=nodeid,
+            outcome=message["outcome"],
+            duration=float(message["duration"]),
+            lane=state.lane,
+            message=message.get("message", ""),
+            text=message.get("text", ""),
+            output=message.get("output", ""),
+        )
+        state.busy += float(message["duration"])
+        state.tests += 1
+        with contextlib.suppress(ValueError):
+            state.assigned.remove(nodeid)
+        if state.current == nodeid:
+            state.current = None
+
+    # -- faults --------------------------------------------------------------------------------
+
+    def _check_time(self) -> None:
+        now = time.monotonic()
+        if self.deadline is not None and now >= self.deadline and not self.timed_out:
+            self.timed_out = True
+            for state in self.lanes.values():
+                self._kill(state)
+            return
+        if self.test_timeout is None:
+            return
+        for state in self.lanes.values():
+            if state.current is not None and now - state.started_at > self.test_timeout:
+                nodeid = state.current
+                self.results[nodeid] = TestResult(
+                    nodeid=nodeid,
+                    outcome="failed",
+                    duration=now - state.started_at,
+                    lane=state.lane,
+                    message=f"timed out after {self.test_timeout:g} s",
+                    text=f"timed out after {self.test_timeout:g} s; lane {state.lane} was"
+                    " killed and replaced\n\nlane output:\n" + state.log_tail(),
+                )
+                state.assigned.remove(nodeid)
+                state.current = None
+                state.busy += now - state.started_at
+                state.tests += 1
+                state.kill_reason = "test timeout"
+                self._kill(state, keep_state=True)
+
+    def _check_exits(self) -> None:
+        for state in self.lanes.values():
+            process = state.process
+            if process is None or process.poll() is None:
+                continue
+            code = process.returncode
+            # What the lane sent before it died is still in the socket: read it first.
+            self._kill(state, keep_state=True)
+            self._drain(state)
+            state.process = None
+            state.wall += time.monotonic() - state.spawned_at
+            if self.launch.foreground:
+                _take_terminal_back()
+            self._after_exit(state, code)
+
+    def _after_exit(self, state: LaneState, code: int) -> None:
+        if self.timed_out or self.interrupted or self.fatal:
+            return
+        if code == 2 and self.launch.foreground and state.collected:
+            self.interrupted = True  # Ctrl-C reached the interactive lane, which owns the tty
+            return
+        if not state.collected:
+            if self.collect_errors:
+                return  # reported with the results; every lane would fail the same way
+            self._fail(
+                f"lane {state.lane} exited with code {code} before collecting tests",
+                state.log_tail(),
+                2 if code == 4 else 3,
+            )
+            return
+        if state.current is not None:
+            nodeid = state.current
+            self.results[nodeid] = TestResult(
+                nodeid=nodeid,
+                outcome="error",
+                lane=state.lane,
+                duration=time.monotonic() - state.started_at,
+                message=f"lane {state.lane} crashed ({_describe_exit(code)}) while running"
+                " this test",
+                text="lane output:\n" + state.log_tail(),
+            )
+            state.assigned.remove(nodeid)
+            state.current = None
+            state.busy += self.results[nodeid].duration
+            state.tests += 1
+        if state.assigned:
+            # Unfinished work goes back to the queue, first in line: it is already late.
+            self.queue.appendleft(
+                Unit(f"requeued from lane {state.lane}", tuple(state.assigned), 0.0)
+            )
+            state.assigned.clear()
+        if self.queue and not self.stopping and state.restarts < self.max_restarts:
+            state.restarts += 1
+            self._spawn(state)
+
+    def _drain(self, state: LaneState) -> None:
+        conn = state.conn
+        if conn is None:
+            return
+        conn.setblocking(False)
+        while True:
+            try:
+                data = conn.recv(1 << 16)
+            except (BlockingIOError, OSError):
+                data = b""
+            if not data:
+                break
+            for message in self._readers[conn].feed(data):
+                self._handle(conn, message)
+        self._forget(conn)
+
+    def _fail(self, message: str, details: str, code: int) -> None:
+        if self.fatal is None:
+            self.fatal, self.fatal_details, self.fatal_code = message, details, code
+        for state in self.lanes.values():
+            self._kill(state, keep_state=True)
+
+    def _kill(self, state: LaneState, *, keep_state: bool = False) -> None:
+        process = state.process
+        if process is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        if not keep_state:
+            state.wall += time.monotonic() - state.spawned_at
+            state.process = None
+            if self.launch.foreground:
+                _take_terminal_back()
+
+    # -- what the reports need -------------------------------------------------------------------
+
+    def final_results(self) -> list[TestResult]:
+        """Exactly one result per collected test, in collection order."""
+        why = (
+            "the run timed out"
+            if self.timed_out
+            else "interrupted"
+            if self.interrupted
+            else f"stopped early: {self.stopping}"
+            if self.stopping
+            else self.fatal or "its lane ended before running it"
+        )
+        ordered = []
+        for nodeid in self.nodeids or []:
+            result = self.results.get(nodeid) or TestResult(
+                nodeid, "not run", message=f"not run: {why}"
+            )
+            ordered.append(result)
+        return ordered
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _give_terminal(pgid: int) -> None:
+    """One interactive lane owns the terminal, so `--pdb` can read from it."""
+    with contextlib.suppress(OSError):
+        old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+        try:
+            os.tcsetpgrp(0, pgid)
+        finally:
+            signal.signal(signal.SIGTTOU, old)
+
+
+def _take_terminal_back() -> None:
+    with contextlib.suppress(OSError):
+        old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+        try:
+            os.tcsetpgrp(0, os.getpgrp())
+        finally:
+            signal.signal(signal.SIGTTOU, old)

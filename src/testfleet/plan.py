@@ -1,0 +1,107 @@
+"""Planning: tests grouped into units that keep fixture scopes together, estimated from
+measured durations, queued slowest first. Pure and deterministic: same input, same plan."""
+
+from __future__ import annotations
+
+import heapq
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+GroupBy = Literal["module", "class", "test"]
+GROUP_BY: tuple[GroupBy, ...] = ("module", "class", "test")
+# With nothing measured at all, a test is assumed to take this long.
+DEFAULT_ESTIMATE = 0.5
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Tests that run together in one lane, in collection order."""
+
+    key: str
+    nodeids: tuple[str, ...]
+    estimate: float
+
+
+@dataclass(frozen=True)
+class Estimates:
+    durations: dict[str, float]  # every collected test: measured or estimated
+    unknown: int  # how many had no measurement
+    per_unknown: float  # what each of those was estimated at
+
+
+@dataclass(frozen=True)
+class LanePlan:
+    lane: int
+    units: tuple[Unit, ...]
+
+    @property
+    def estimate(self) -> float:
+        return sum(u.estimate for u in self.units)
+
+
+@dataclass(frozen=True)
+class Plan:
+    lanes: tuple[LanePlan, ...]
+    estimates: Estimates
+
+    @property
+    def makespan(self) -> float:
+        return max((lane.estimate for lane in self.lanes), default=0.0)
+
+
+def unit_key(nodeid: str, group_by: GroupBy) -> str:
+    """The unit a test belongs to: its module, its class (or module), or itself."""
+    if group_by == "test":
+        return nodeid
+    path, _, rest = nodeid.partition("::")
+    if group_by == "module" or not rest:
+        return path
+    parts = rest.split("::")
+    # A class is any container above the test function; parametrization is in the last part.
+    return "::".join([path, *parts[:-1]]) if len(parts) > 1 else path
+
+
+def estimate(nodeids: Sequence[str], measured: Mapping[str, float]) -> Estimates:
+    """Measured durations where known; the median of the known ones for the rest."""
+    known = [measured[n] for n in nodeids if n in measured]
+    per_unknown = statistics.median(known) if known else DEFAULT_ESTIMATE
+    durations = {n: measured.get(n, per_unknown) for n in nodeids}
+    return Estimates(durations, len(nodeids) - len(known), per_unknown)
+
+
+def make_units(nodeids: Sequence[str], estimates: Estimates, group_by: GroupBy) -> list[Unit]:
+    """Units in queue order: slowest first, ties broken by key so every machine agrees."""
+    grouped: dict[str, list[str]] = {}
+    for nodeid in nodeids:
+        grouped.setdefault(unit_key(nodeid, group_by), []).append(nodeid)
+    units = [
+        Unit(key, tuple(ids), sum(estimates.durations[i] for i in ids))
+        for key, ids in grouped.items()
+    ]
+    return sorted(units, key=lambda u: (-u.estimate, u.key))
+
+
+def assign(units: Sequence[Unit], lanes: int) -> tuple[LanePlan, ...]:
+    """What the queue does, simulated: each unit, slowest first, goes to the lane that frees
+    up first (longest-processing-time scheduling; lowest lane number on ties)."""
+    heap = [(0.0, lane) for lane in range(1, lanes + 1)]
+    taken: dict[int, list[Unit]] = {lane: [] for lane in range(1, lanes + 1)}
+    for unit in units:
+        load, lane = heapq.heappop(heap)
+        taken[lane].append(unit)
+        heapq.heappush(heap, (load + unit.estimate, lane))
+    return tuple(LanePlan(lane, tuple(us)) for lane, us in taken.items())
+
+
+def plan(
+    nodeids: Sequence[str], measured: Mapping[str, float], lanes: int, group_by: GroupBy
+) -> Plan:
+    estimates = estimate(nodeids, measured)
+    return Plan(assign(make_units(nodeids, estimates, group_by), lanes), estimates)
+
+
+def ideal_bound(durations: Sequence[float], lanes: int) -> float:
+    """No schedule beats this: the work spread evenly, or the longest test alone."""
+    return max(sum(durations) / lanes, max(durations, default=0.0))

@@ -1,0 +1,1 @@
+"""Merged reports: JUnit XML, coverage, the terminal summary."""

@@ -1,0 +1,101 @@
+"""The end-of-run summary: failures first, then the slowest tests and how well the lanes
+were balanced, then one line with the counts."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rich.console import Console
+from rich.markup import escape
+
+from testfleet.coordinator import LaneState
+from testfleet.plan import ideal_bound
+from testfleet.reports.coverage import CoverageOutcome
+from testfleet.results import Outcome, TestResult
+
+FAILURE_TEXT_LINES = 40
+SLOWEST = 10
+ORDER: tuple[Outcome, ...] = (
+    "failed",
+    "error",
+    "passed",
+    "skipped",
+    "xfailed",
+    "xpassed",
+    "not run",
+)
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    wall: float  # lanes start to last lane end
+    lanes: Sequence[LaneState]
+    unknown_durations: int
+    per_unknown: float
+    junit: str
+    coverage: CoverageOutcome | None = None
+
+
+def counts_line(results: Sequence[TestResult]) -> str:
+    counts = Counter(r.outcome for r in results)
+    parts = [f"{counts[o]} {o}" for o in ORDER if counts[o]]
+    return ", ".join(parts) or "no tests"
+
+
+def print_summary(console: Console, results: Sequence[TestResult], facts: RunFacts) -> None:
+    failing = [r for r in results if r.failing]
+    if failing:
+        console.rule(f"[red]failures ({len(failing)})")
+        for result in failing:
+            console.print(
+                f"[bold red]{result.outcome.upper()}[/] {escape(result.nodeid)}"
+                f" (lane {result.lane})"
+            )
+            lines = result.text.rstrip().splitlines()[-FAILURE_TEXT_LINES:]
+            if lines:
+                console.print(escape("\n".join(lines)), highlight=False)
+            if result.output:
+                console.print(escape(result.output.rstrip()), style="dim", highlight=False)
+            console.print()
+    ran = [r for r in results if r.outcome != "not run"]
+    slowest = sorted(ran, key=lambda r: (-r.duration, r.nodeid))[:SLOWEST]
+    if slowest:
+        console.rule("slowest tests")
+        for result in slowest:
+            console.print(
+                f"{result.duration:8.2f} s  {escape(result.nodeid)} (lane {result.lane})",
+                highlight=False,
+            )
+    lanes = [lane for lane in facts.lanes if lane.tests]
+    if lanes:
+        busy = [lane.busy for lane in lanes]
+        mean = sum(busy) / len(busy)
+        ideal = ideal_bound([r.duration for r in ran], len(facts.lanes))
+        console.rule("lanes")
+        for lane in lanes:
+            restarts = f", {lane.restarts} restart(s)" if lane.restarts else ""
+            console.print(
+                f"lane {lane.lane}: {lane.tests} tests, busy {lane.busy:.2f} s of"
+                f" {lane.wall:.2f} s{restarts}",
+                highlight=False,
+            )
+        balance = max(busy) / mean if mean else 1.0
+        console.print(
+            f"balance: busiest lane {max(busy):.2f} s / mean {mean:.2f} s = {balance:.2f};"
+            f" wall {facts.wall:.2f} s vs ideal {ideal:.2f} s"
+            f" (= max(test time / {len(facts.lanes)} lanes, longest test))",
+            highlight=False,
+        )
+        if facts.unknown_durations:
+            console.print(
+                f"{facts.unknown_durations} test(s) had no measured duration and were"
+                f" estimated at {facts.per_unknown:.2f} s each; they are measured now",
+                highlight=False,
+            )
+    if facts.coverage is not None and facts.coverage.total is not None:
+        console.rule("coverage")
+        console.print(escape(facts.coverage.table.rstrip()), highlight=False)
+    style = "red" if failing else "green"
+    console.rule(f"[{style}]{counts_line(results)} in {facts.wall:.2f} s")
