@@ -42,6 +42,7 @@ class LaneState:
     spawned_at: float = 0.0
     busy: float = 0.0  # sum of the durations of the tests it ran
     wall: float = 0.0  # time its processes were alive
+    startup: float = 0.0  # spawn to collection reported (the first process only)
     tests: int = 0
     restarts: int = 0
     done: bool = False  # told there is no more work
@@ -229,6 +230,8 @@ class Coordinator:
 
     def _on_collected(self, state: LaneState, nodeids: list[str]) -> None:
         state.collected = True
+        if not state.restarts:
+            state.startup = time.monotonic() - state.spawned_at
         if self.nodeids is None:
             self.nodeids = nodeids
             estimates = estimate(nodeids, self.measured)

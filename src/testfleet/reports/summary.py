@@ -78,7 +78,7 @@ def print_summary(console: Console, results: Sequence[TestResult], facts: RunFac
             restarts = f", {lane.restarts} restart(s)" if lane.restarts else ""
             console.print(
                 f"lane {lane.lane}: {lane.tests} tests, busy {lane.busy:.2f} s of"
-                f" {lane.wall:.2f} s{restarts}",
+                f" {lane.wall:.2f} s (start-up and collection {lane.startup:.2f} s){restarts}",
                 highlight=False,
             )
         balance = max(busy) / mean if mean else 1.0
