@@ -34,14 +34,14 @@ pytest-args = ["-q", "-p", "no:cacheprovider"]
 [tool.testfleet.services.postgres]
 [tool.testfleet.services.valkey]
 """
-MODULE = '''import os, time
+MODULE = """import os, time
 import psycopg, redis
 
 def _touch_services():
     with psycopg.connect(os.environ["POSTGRES_URL"]) as conn:
         conn.execute("SELECT 1")
     redis.Redis.from_url(os.environ["VALKEY_URL"]).ping()
-'''
+"""
 
 
 def write_suite(root: Path, seed: int, modules: int = 24, per_module: int = 5) -> dict[str, float]:
@@ -63,8 +63,13 @@ def write_suite(root: Path, seed: int, modules: int = 24, per_module: int = 5) -
 def run(root: Path, lanes: int) -> tuple[float, float, dict[str, float]]:
     """(command wall s, lanes phase wall s from the summary, measured durations)."""
     began = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "testfleet", "run", "-n", str(lanes)], cwd=root,
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "testfleet", "run", "-n", str(lanes)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     wall = time.perf_counter() - began
     if out.returncode != 0:
         raise SystemExit(f"testfleet run -n {lanes} failed:\n{out.stderr[-3000:]}")
@@ -86,24 +91,40 @@ def main() -> None:
         for lanes in args.lanes:
             wall, phase, measured = run(root, lanes)
             ideal = ideal_bound(list(measured.values()), lanes)
-            rows.append({"lanes": lanes, "command_wall_s": round(wall, 2),
-                         "lanes_wall_s": round(phase, 2), "ideal_s": round(ideal, 2),
-                         "lanes_vs_ideal": round(phase / ideal, 3),
-                         "command_vs_ideal": round(wall / ideal, 3)})
+            rows.append(
+                {
+                    "lanes": lanes,
+                    "command_wall_s": round(wall, 2),
+                    "lanes_wall_s": round(phase, 2),
+                    "ideal_s": round(ideal, 2),
+                    "lanes_vs_ideal": round(phase / ideal, 3),
+                    "command_vs_ideal": round(wall / ideal, 3),
+                }
+            )
         total = sum(measured.values())
-    result = {"date": time.strftime("%Y-%m-%d %H:%M"), "tests": len(measured),
-              "sum_of_test_times_s": round(total, 2),
-              "longest_test_s": round(max(measured.values()), 2), "rows": rows}
+    result = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "tests": len(measured),
+        "sum_of_test_times_s": round(total, 2),
+        "longest_test_s": round(max(measured.values()), 2),
+        "rows": rows,
+    }
     out = HERE / "results" / f"lanes-{time.strftime('%Y-%m-%d')}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{result['tests']} tests, sum of test times {result['sum_of_test_times_s']} s,"
-          f" longest {result['longest_test_s']} s\n")
-    print("| lanes | `testfleet run` wall (s) | lanes phase (s) | ideal (s) | lanes / ideal |"
-          " command / ideal |\n|---|---|---|---|---|---|")
+    print(
+        f"{result['tests']} tests, sum of test times {result['sum_of_test_times_s']} s,"
+        f" longest {result['longest_test_s']} s\n"
+    )
+    print(
+        "| lanes | `testfleet run` wall (s) | lanes phase (s) | ideal (s) | lanes / ideal |"
+        " command / ideal |\n|---|---|---|---|---|---|"
+    )
     for row in rows:
-        print(f"| {row['lanes']} | {row['command_wall_s']} | {row['lanes_wall_s']} |"
-              f" {row['ideal_s']} | {row['lanes_vs_ideal']} | {row['command_vs_ideal']} |")
+        print(
+            f"| {row['lanes']} | {row['command_wall_s']} | {row['lanes_wall_s']} |"
+            f" {row['ideal_s']} | {row['lanes_vs_ideal']} | {row['command_vs_ideal']} |"
+        )
     print(f"\nwritten to {out.relative_to(HERE.parent)}")
 
 

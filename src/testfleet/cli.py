@@ -280,7 +280,9 @@ def _write_reports(
 
 def _exit_code(
     project: Project,
-    coordinator: Coordinator, results: list[TestResult], cov: coverage_report.CoverageOutcome | None
+    coordinator: Coordinator,
+    results: list[TestResult],
+    cov: coverage_report.CoverageOutcome | None,
 ) -> int:
     if coordinator.fatal:
         raise TestfleetError(

@@ -233,3 +233,30 @@ def test_bad_pytest_argument_is_a_usage_error(tmp_path: Path):
     assert result.returncode == 2
     assert "exited with code 4 before collecting tests" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_pytest_args_and_env_are_expanded_per_lane(tmp_path: Path):
+    """Suites that take their services as pytest options get each lane's own values."""
+    project = make_suite(
+        tmp_path,
+        {
+            "conftest.py": ("def pytest_addoption(parser):\n    parser.addoption('--redis-url')\n"),
+            "tests/test_a.py": (
+                "import os\n"
+                "def test_sees_own_lane(request):\n"
+                "    url = request.config.getoption('--redis-url')\n"
+                "    assert url == os.environ['VALKEY_URL'] == os.environ['CACHE']\n"
+                "    assert os.environ['LANE_NAME'] == 'lane-' + os.environ['TESTFLEET_LANE']\n"
+                "    open(f'seen-{os.environ[\"TESTFLEET_LANE\"]}', 'w').write(url)\n"
+            ),
+            "tests/test_b.py": "from tests.test_a import test_sees_own_lane as test_b\n",
+        },
+        'pytest-args = ["--redis-url={valkey.url}"]\n'
+        'env = { CACHE = "{valkey.url}", LANE_NAME = "lane-{lane}" }\n'
+        "[tool.testfleet.services.valkey]\n",
+    )
+    (project / "tests" / "__init__.py").write_text("")
+    result = run_cli("run", "-n", "2", "--group-by", "test", cwd=project)
+    assert result.returncode == 0, result.stderr
+    seen = {p.read_text() for p in project.glob("seen-*")}
+    assert len(seen) == len(list(project.glob("seen-*"))) >= 1
