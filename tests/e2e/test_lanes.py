@@ -66,9 +66,10 @@ def test_example_passes_with_four_lanes(tmp_path: Path):
     cases = junit_cases(junit)
     assert len(cases) == 36
     assert all(case.is_passed for case in cases.values())
-    suites = {s.name for s in junitparser.JUnitXml.fromfile(str(junit))}
-    assert len(suites) == 4
-    assert all(name.startswith("pytest (lane ") for name in suites)
+    names = [s.name for s in junitparser.JUnitXml.fromfile(str(junit))]
+    # A lane that starts late may find the queue empty: at most one suite per lane, unique.
+    assert 2 <= len(names) == len(set(names)) <= 4
+    assert all(name.startswith("pytest (lane ") for name in names)
 
 
 def test_shared_stack_breaks_the_example_under_xdist(tmp_path: Path):
