@@ -104,13 +104,7 @@ class Stack:
 
     def _lane_env(self, lane: int, views: Mapping[str, ServiceView]) -> dict[str, str]:
         config = self.project.config
-        common = {
-            "lane": str(lane),
-            "lanes": str(self.ctx.lanes),
-            "run_id": self.run.run_dir.run_id,
-            "run_dir": str(self.run.run_dir.path),
-            "project_dir": str(self.project.root),
-        }
+        common = self.ctx.common_values(lane)
         everything = {name: view.values for name, view in views.items()}
         env: dict[str, str] = {}
         for name, view in views.items():
@@ -130,17 +124,7 @@ class Stack:
 
     def expand_args(self, args: Sequence[str], lane: LaneEnv) -> list[str]:
         everything = {name: view.values for name, view in lane.views.items()}
-        values = placeholder_values(
-            None,
-            everything,
-            {
-                "lane": str(lane.lane),
-                "lanes": str(self.ctx.lanes),
-                "run_id": self.run.run_dir.run_id,
-                "run_dir": str(self.run.run_dir.path),
-                "project_dir": str(self.project.root),
-            },
-        )
+        values = placeholder_values(None, everything, self.ctx.common_values(lane.lane))
         return [expand(a, values, where=f"{TABLE}.pytest-args") for a in args]
 
     def stop(self) -> None:

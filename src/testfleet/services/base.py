@@ -44,6 +44,16 @@ class StackContext:
     def run_id(self) -> str:
         return self.run_dir.run_id
 
+    def common_values(self, lane: int) -> dict[str, str]:
+        """The placeholders every value may use: `{lane}`, `{lanes}`, `{run_id}`, ..."""
+        return {
+            "lane": str(lane),
+            "lanes": str(self.lanes),
+            "run_id": self.run_dir.run_id,
+            "run_dir": str(self.run_dir.path),
+            "project_dir": str(self.project.root),
+        }
+
     def service_dir(self, name: str) -> Path:
         path = self.run_dir.path / name
         path.mkdir(exist_ok=True, mode=0o711)

@@ -28,13 +28,7 @@ class CommandService:
         folder = self.ctx.service_dir(self.name) / f"lane{lane}"
         folder.mkdir(exist_ok=True)
         cwd = self.ctx.project.path(spec.cwd) if spec.cwd else self.ctx.project.root
-        common = {
-            "lane": str(lane),
-            "lanes": str(self.ctx.lanes),
-            "run_id": self.ctx.run_id,
-            "run_dir": str(self.ctx.run_dir.path),
-            "project_dir": str(self.ctx.project.root),
-        }
+        common = self.ctx.common_values(lane)
         dep_values = {name: view.values for name, view in deps.items()}
         base_env = process_environ(self.ctx.project.python)
         for name, view in deps.items():

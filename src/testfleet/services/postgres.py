@@ -268,17 +268,8 @@ class PostgresService:
         if not self.spec.setup:
             return
         view = self._view(self._port, self.template)
-        values = placeholder_values(
-            view.values,
-            {},
-            {
-                "lane": "0",
-                "lanes": "0",
-                "run_id": self.ctx.run_id,
-                "run_dir": str(self.ctx.run_dir.path),
-                "project_dir": str(self.ctx.project.root),
-            },
-        )
+        # Setup runs once for all lanes: it belongs to none of them (lane 0).
+        values = placeholder_values(view.values, {}, self.ctx.common_values(0))
         env = {
             **process_environ(self.ctx.project.python),
             **service_exports(self.name, self.spec, values),
