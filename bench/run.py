@@ -39,10 +39,10 @@ import junitparser
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stack_start import lane_provisioning, up_to_ready  # noqa: E402
-from suite import generate  # noqa: E402
+from stack_start import lane_provisioning, up_to_ready
+from suite import generate
 
-from testfleet.plan import ideal_bound  # noqa: E402
+from testfleet.plan import ideal_bound
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent

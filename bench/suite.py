@@ -82,7 +82,8 @@ def publish(subject, count, stream=None):
 BODIES = {
     "io": "    time.sleep({d})\n",
     "pg": (
-        '    pg.execute(f"INSERT INTO {{module_table}} (v) SELECT g FROM generate_series(1, 50) g")\n'
+        "    pg.execute(\n"
+        '        f"INSERT INTO {{module_table}} (v) SELECT g FROM generate_series(1, 50) g")\n'
         '    pg.execute("SELECT pg_sleep(%s)", ({half},))\n'
         '    assert pg.execute(f"SELECT count(*) FROM {{module_table}}").fetchone()[0] >= 50\n'
         "    time.sleep({half})\n"
@@ -115,7 +116,9 @@ BODIES = {
         "    time.sleep({d})\n"
         "    assert cache.dbsize() == 3\n"
     ),
-    "shared_stream": '    time.sleep({d})\n    assert publish("orders.x", 3, stream="ORDERS") == 3\n',
+    "shared_stream": (
+        '    time.sleep({d})\n    assert publish("orders.x", 3, stream="ORDERS") == 3\n'
+    ),
 }
 FIXTURES = {
     "io": "",
@@ -159,7 +162,7 @@ def generate(
             kind = rng.choices(KINDS, WEIGHTS)[0]
             if rng.random() < shared_share:
                 kind = rng.choice(SHARED)
-                seconds = max(seconds, 0.05)
+                seconds = max(seconds, 0.15)  # long enough to overlap another lane
             name = f"test_{index:04d}_{kind}"
             body = BODIES[kind].format(d=seconds, half=round(seconds / 2, 3))
             lines.append(f"\ndef {name}({FIXTURES[kind]}):\n{body}")
