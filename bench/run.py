@@ -199,63 +199,23 @@ def main() -> None:
     args = parser.parse_args()
     tests = args.tests or (120 if args.quick else 300)
     lane_counts = args.lanes or ([2, 4] if args.quick else [1, 2, 4, 8])
-    rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory() as folder:
         root, out = Path(folder) / "suite", Path(folder) / "out"
         out.mkdir()
         generate(root, tests=tests, seed=args.seed)
-        print(f"workload: {tests} synthetic tests; contenders run one after another", flush=True)
-        with stack_up(root, out / "shared-env") as env:
-            serial_wall = timed(pytest_argv(out / "serial.xml"), root, env)
-            times, serial_failed = junit_outcomes(out / "serial.xml")
-            xdist = {
-                n: (
-                    timed(pytest_argv(out / f"xdist-{n}.xml", "-n", str(n)), root, env),
-                    junit_outcomes(out / f"xdist-{n}.xml")[1],
-                )
-                for n in lane_counts
-            }
-        durations = out / "split-durations.json"
-        durations.write_text(json.dumps(split_durations(times)))
-        durations_total = sum(times.values())
-        rows.append(
-            {
-                "contender": "serial pytest, shared stack",
-                "lanes": 1,
-                "wall_s": serial_wall,
-                "failed": len(serial_failed),
-            }
-        )
-        for n in lane_counts:
-            print(f"N = {n}", flush=True)
-            split = run_split(root, n, durations, out) if n > 1 else None
-            shutil.rmtree(root / ".testfleet", ignore_errors=True)
-            cold = run_testfleet(root, n, out / f"cold-{n}.xml")
-            warm = run_testfleet(root, n, out / f"warm-{n}.xml")
-            measured = [
-                ("pytest-xdist, shared stack", xdist[n]),
-                ("pytest-split, a stack per group", split),
-                ("testfleet cold", cold),
-                ("testfleet warm", warm),
-            ]
-            for name, outcome in measured:
-                if outcome is None:
-                    continue
-                wall, failed = outcome
-                rows.append(
-                    {
-                        "contender": name,
-                        "lanes": n,
-                        "wall_s": wall,
-                        "failed": len(failed - serial_failed),
-                    }
-                )
-        for row in rows:
-            ideal = ideal_bound(list(times.values()), int(str(row["lanes"])))
-            row["ideal_s"] = round(ideal, 2)
-            row["ratio"] = round(float(str(row["wall_s"])) / ideal, 3)
-            row["wall_s"] = round(float(str(row["wall_s"])), 2)
+        print(f"workload: {tests} synthetic tests", flush=True)
+        synthetic = compare(root, lane_counts, out)
         rss = rss_per_lane(root, 4)
+    with tempfile.TemporaryDirectory() as folder:
+        print("workload: the example project", flush=True)
+        example_root = Path(folder) / "bookshop"
+        shutil.copytree(
+            REPO / "examples" / "bookshop",
+            example_root,
+            ignore=shutil.ignore_patterns(".testfleet", "__pycache__"),
+        )
+        (Path(folder) / "out").mkdir()
+        example = compare(example_root, lane_counts, Path(folder) / "out")
     with tempfile.TemporaryDirectory() as folder:
         four = Path(folder)
         (four / "pyproject.toml").write_text(
@@ -269,12 +229,10 @@ def main() -> None:
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": machine(),
-        "tests": tests,
         "seed": args.seed,
-        "serial_failed_alone": len(serial_failed),
-        "sum_of_test_times_s": round(durations_total, 2),
-        "longest_test_s": round(max(times.values()), 2),
-        "rows": rows,
+        **synthetic,
+        "example": example,
+        "services": per_service(3 if args.quick else 5),
         "stack": {
             "up_to_env_s": round(statistics.median(w for w, _ in ready), 3),
             "four_services_ready_s": round(statistics.median(r for _, r in ready), 3),
@@ -291,6 +249,97 @@ def main() -> None:
     print(markdown)
 
 
+def compare(root: Path, lane_counts: list[int], out: Path) -> dict[str, object]:
+    """Every contender on one workload; rows with wall, ratio to ideal, interference."""
+    with stack_up(root, out / "shared-env") as env:
+        serial_wall = timed(pytest_argv(out / "serial.xml"), root, env)
+        times, serial_failed = junit_outcomes(out / "serial.xml")
+        xdist = {
+            n: (
+                timed(pytest_argv(out / f"xdist-{n}.xml", "-n", str(n)), root, env),
+                junit_outcomes(out / f"xdist-{n}.xml")[1],
+            )
+            for n in lane_counts
+        }
+    durations = out / "split-durations.json"
+    durations.write_text(json.dumps(split_durations(times)))
+    rows: list[dict[str, object]] = [
+        {
+            "contender": "serial pytest, shared stack",
+            "lanes": 1,
+            "wall_s": serial_wall,
+            "failed": len(serial_failed),
+        }
+    ]
+    for n in lane_counts:
+        print(f"  N = {n}", flush=True)
+        split = run_split(root, n, durations, out) if n > 1 else None
+        shutil.rmtree(root / ".testfleet", ignore_errors=True)
+        cold = run_testfleet(root, n, out / f"cold-{n}.xml")
+        warm = run_testfleet(root, n, out / f"warm-{n}.xml")
+        measured = [
+            ("pytest-xdist, shared stack", xdist[n]),
+            ("pytest-split, a stack per group", split),
+            ("testfleet cold", cold),
+            ("testfleet warm", warm),
+        ]
+        for name, outcome in measured:
+            if outcome is None:
+                continue
+            wall, failed = outcome
+            rows.append(
+                {
+                    "contender": name,
+                    "lanes": n,
+                    "wall_s": wall,
+                    "failed": len(failed - serial_failed),
+                }
+            )
+    for row in rows:
+        ideal = ideal_bound(list(times.values()), int(str(row["lanes"])))
+        row["ideal_s"] = round(ideal, 2)
+        row["ratio"] = round(float(str(row["wall_s"])) / ideal, 3)
+        row["wall_s"] = round(float(str(row["wall_s"])), 2)
+    return {
+        "tests": len(times),
+        "serial_failed_alone": len(serial_failed),
+        "sum_of_test_times_s": round(sum(times.values()), 2),
+        "longest_test_s": round(max(times.values()), 2),
+        "rows": rows,
+    }
+
+
+def per_service(rounds: int) -> dict[str, dict[str, float]]:
+    """Each service alone: start to ready for lane 1, and one more lane."""
+    from testfleet.config import Project, validate
+    from testfleet.runtime import Run
+    from testfleet.stack import Stack, resolve_binaries
+
+    figures = {}
+    for kind in ("postgres", "valkey", "nats", "vault"):
+        ready, more = [], []
+        with tempfile.TemporaryDirectory() as folder:
+            project = Project(Path(folder), validate({"services": {kind: {}}}))
+            for _ in range(rounds + 1):  # the first round warms caches
+                with Run() as run:
+                    stack = Stack(project, run, resolve_binaries(project), lanes=2)
+                    try:
+                        began = time.perf_counter()
+                        stack.start()
+                        stack.provision(1)
+                        middle = time.perf_counter()
+                        stack.provision(2)
+                        ready.append(middle - began)
+                        more.append(time.perf_counter() - middle)
+                    finally:
+                        stack.stop()
+        figures[kind] = {
+            "ready_s": round(statistics.median(ready[1:]), 4),
+            "one_more_lane_s": round(statistics.median(more[1:]), 4),
+        }
+    return figures
+
+
 def split_durations(times: dict[str, float]) -> dict[str, float]:
     """JUnit's classname/name back to pytest node ids, for pytest-split's durations file."""
     out = {}
@@ -305,6 +354,10 @@ def render(result: dict[str, object], *, quick: bool) -> str:
     assert isinstance(rows, list)
     stack = result["stack"]
     assert isinstance(stack, dict)
+    example = result["example"]
+    services = result["services"]
+    assert isinstance(example, dict)
+    assert isinstance(services, dict)
     lines = [
         "# Benchmarks",
         "",
@@ -357,6 +410,14 @@ def render(result: dict[str, object], *, quick: bool) -> str:
     ]
     lines += goal_lines(rows, stack)
     return "\n".join(lines) + "\n"
+
+
+def table(rows: list[dict[str, object]]) -> list[str]:
+    return [
+        f"| {row['contender']} | {row['lanes']} | {row['wall_s']} | {row['ideal_s']} |"
+        f" {row['ratio']} | {row['failed']} |"
+        for row in rows
+    ]
 
 
 def goal_lines(rows: list[dict[str, object]], stack: dict[str, object]) -> list[str]:
