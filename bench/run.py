@@ -47,6 +47,7 @@ from testfleet.plan import ideal_bound
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PY = sys.executable
+HEADER = "| contender | N | wall (s) | ideal (s) | wall / ideal | failures of tests passing alone |"
 GOALS = {"warm": 1.10, "cold": 1.25, "stack_ready_s": 1.0}
 
 
@@ -386,7 +387,7 @@ def render(result: dict[str, object], *, quick: bool) -> str:
         " own stacks (counted); testfleet is timed from the command to its exit, stack start"
         " and teardown included.",
         "",
-        "| contender | N | wall (s) | ideal (s) | wall / ideal | interference failures |",
+        HEADER,
         "|---|---|---|---|---|---|",
     ]
     lines += table(rows)
@@ -397,7 +398,7 @@ def render(result: dict[str, object], *, quick: bool) -> str:
         f" times {example['sum_of_test_times_s']} s, longest {example['longest_test_s']} s:"
         " a suite this short is dominated by start-up, which is what this table shows.",
         "",
-        "| contender | N | wall (s) | ideal (s) | wall / ideal | interference failures |",
+        HEADER,
         "|---|---|---|---|---|---|",
     ]
     lines += table(example["rows"])
@@ -433,6 +434,19 @@ def render(result: dict[str, object], *, quick: bool) -> str:
         "|---|---|",
     ]
     lines += goal_lines(rows, stack)
+    lines += [
+        "",
+        "## Reading these numbers",
+        "",
+        f"The ideal bound assumes N lanes run N-wide. This machine has {os.cpu_count()} cores:"
+        " beyond that, lanes share cores, so the CPU work inside tests and each lane's"
+        " start-up (an interpreter, the suite's imports and its collection, which testfleet's"
+        " summary prints per lane) cannot overlap as the bound assumes. Waiting (on services,"
+        " on the network) still overlaps, which is why more lanes than cores still help an"
+        " integration suite. pytest-xdist pays the same start-up per worker; its wall time here"
+        " also leaves out the start of the shared stack it runs against, which testfleet's"
+        " includes.",
+    ]
     return "\n".join(lines) + "\n"
 
 
