@@ -140,13 +140,17 @@ def dispatch(args: argparse.Namespace, extra: list[str]) -> int:
     return run(project)
 
 
-def _start(project: Project, run: Run, stack: Stack) -> LaneEnv:
+def _start(project: Project, run: Run, stack: Stack, lanes: int) -> list[LaneEnv]:
+    """Start the stack and provision every lane (in parallel); say how long it took."""
     began = time.perf_counter()
     stack.start()
-    lane = stack.provision(1)
+    envs = in_parallel([partial(stack.provision, n) for n in range(1, lanes + 1)])
     names = ", ".join(project.config.services) or "no services"
-    say(f"stack ready in {time.perf_counter() - began:.2f} s ({names}); run {run.run_dir.run_id}")
-    return lane
+    say(
+        f"stack ready in {time.perf_counter() - began:.2f} s ({names}, {lanes} lane(s));"
+        f" run {run.run_dir.run_id}"
+    )
+    return envs
 
 
 def up(project: Project) -> int:
@@ -155,7 +159,7 @@ def up(project: Project) -> int:
     with Run(_base(project)) as run:
         stack = Stack(project, run, binaries)
         try:
-            lane = _start(project, run, stack)
+            (lane,) = _start(project, run, stack, 1)
             for key, value in lane.env.items():
                 print(f"export {key}={shlex.quote(value)}")
             sys.stdout.flush()
@@ -186,14 +190,7 @@ def run(project: Project) -> int:
     with Run(_base(project)) as run_:
         stack = Stack(project, run_, binaries, lanes=lanes)
         try:
-            began = time.perf_counter()
-            stack.start()
-            envs = in_parallel([partial(stack.provision, n) for n in range(1, lanes + 1)])
-            say(
-                f"stack ready in {time.perf_counter() - began:.2f} s"
-                f" ({', '.join(config.services) or 'no services'}, {lanes} lane(s));"
-                f" run {run_.run_dir.run_id}"
-            )
+            envs = _start(project, run_, stack, lanes)
             coverage_dir = run_.run_dir.path / "coverage" if config.coverage else None
             socket_path = run_.run_dir.path / "queue.sock"
             launch_spec = launch(
@@ -243,7 +240,6 @@ def run(project: Project) -> int:
             lanes=list(coordinator.lanes.values()),
             unknown_durations=coordinator.unknown_durations,
             per_unknown=coordinator.per_unknown,
-            junit=str(junit),
             coverage=cov,
         ),
     )
@@ -268,12 +264,7 @@ def _write_reports(
         errors + results,
         python=python_version(project.python),
     )
-    # A crash says nothing about a test's duration; a timeout says it is at least that slow.
-    measured = {
-        r.nodeid: r.duration
-        for r in results
-        if r.outcome != "not run" and not r.message.startswith("lane ")
-    }
+    measured = {r.nodeid: r.duration for r in results if r.timed}
     if measured:
         durations.merge(durations_path, measured)
 

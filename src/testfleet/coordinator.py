@@ -45,8 +45,6 @@ class LaneState:
     startup: float = 0.0  # spawn to collection reported (the first process only)
     tests: int = 0
     restarts: int = 0
-    done: bool = False  # told there is no more work
-    kill_reason: str | None = None
 
     def log_tail(self) -> str:
         if self.log_path is None:
@@ -176,8 +174,6 @@ class Coordinator:
         state.spawned_at = time.monotonic()
         state.collected = False
         state.current = None
-        state.done = False
-        state.kill_reason = None
 
     def _read(self, conn: socket.socket) -> None:
         try:
@@ -250,7 +246,6 @@ class Coordinator:
 
     def _hand_out(self, state: LaneState, conn: socket.socket) -> None:
         if self.stopping or self.fatal or not self.queue:
-            state.done = True
             send(conn, {"type": "done"})
             return
         unit = self.queue.popleft()
@@ -302,7 +297,6 @@ class Coordinator:
                 state.current = None
                 state.busy += now - state.started_at
                 state.tests += 1
-                state.kill_reason = "test timeout"
                 self._kill(state, keep_state=True)
 
     def _check_exits(self) -> None:
@@ -344,6 +338,7 @@ class Coordinator:
                 duration=time.monotonic() - state.started_at,
                 message=f"lane {state.lane} crashed ({_describe_exit(code)}) while running"
                 " this test",
+                timed=False,
                 text="lane output:\n" + state.log_tail(),
             )
             state.assigned.remove(nodeid)
@@ -411,7 +406,7 @@ class Coordinator:
         ordered = []
         for nodeid in self.nodeids or []:
             result = self.results.get(nodeid) or TestResult(
-                nodeid, "not run", message=f"not run: {why}"
+                nodeid, "not run", message=f"not run: {why}", timed=False
             )
             ordered.append(result)
         return ordered

@@ -152,13 +152,10 @@ def summarize(reports: list[pytest.TestReport]) -> dict[str, Any]:
             message = str(culprit.wasxfail)
         else:
             crash = getattr(culprit.longrepr, "reprcrash", None)
-            message = (
-                crash.message
-                if crash is not None
-                else text.strip().splitlines()[-1:][0]
-                if text.strip()
-                else ""
-            )
+            if crash is not None:
+                message = crash.message
+            elif text.strip():
+                message = text.strip().splitlines()[-1]
     output = ""
     if outcome in ("failed", "error"):
         output = "".join(

@@ -95,7 +95,7 @@ def launch(
     )
 
 
-def collect(project: Project, extra_env: Mapping[str, str] | None = None) -> list[str]:
+def collect(project: Project) -> list[str]:
     """The suite's test ids, collected in the target interpreter, without any services."""
     argv = [
         project.python,
@@ -107,9 +107,13 @@ def collect(project: Project, extra_env: Mapping[str, str] | None = None) -> lis
         "no:cacheprovider",
         *project.config.pytest_args,
     ]
-    env = {**process_environ(project.python), **(extra_env or {})}
     result = subprocess.run(
-        argv, cwd=project.root, env=env, capture_output=True, text=True, check=False
+        argv,
+        cwd=project.root,
+        env=process_environ(project.python),
+        capture_output=True,
+        text=True,
+        check=False,
     )
     nodeids = [line for line in result.stdout.splitlines() if "::" in line and " " not in line]
     if result.returncode not in (0, 5):

@@ -20,6 +20,9 @@ class TestResult:
     message: str = ""  # one line: the assertion, the skip reason, the crash
     text: str = ""  # the whole traceback or explanation
     output: str = ""  # captured stdout/stderr of a failing test
+    # Whether `duration` says how long the test takes: not for tests that never ran, nor for
+    # one whose lane crashed under it (a timeout does: the test is at least that slow).
+    timed: bool = True
 
     @property
     def failing(self) -> bool:

@@ -34,7 +34,6 @@ class RunFacts:
     lanes: Sequence[LaneState]
     unknown_durations: int
     per_unknown: float
-    junit: str
     coverage: CoverageOutcome | None = None
 
 
