@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import os
 import shlex
 import signal
 import sys
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from testfleet import __version__, durations
-from testfleet.config import Project, load_project
+from testfleet import __version__, durations, pytest_cache
+from testfleet.backends.native import Supervisor, describe_exit, note_spawned
+from testfleet.config import Project, check_lanes, load_project
 from testfleet.console import error, say
-from testfleet.coordinator import Coordinator, Progress
+from testfleet.coordinator import Coordinator, Progress, ServiceProblem
 from testfleet.doctor import doctor
 from testfleet.errors import (
     EXIT_INTERRUPTED,
@@ -32,13 +35,16 @@ from testfleet.errors import (
     ServiceError,
     TestfleetError,
 )
-from testfleet.files import write_private
+from testfleet.files import private_dir, write_private
 from testfleet.lanes import collect, launch, python_version, resolve_lanes
 from testfleet.options import OPTIONS
 from testfleet.plan import ideal_bound, plan
+from testfleet.preflight import check_paths
 from testfleet.progress import LiveProgress, NullProgress, PlainProgress
+from testfleet.reaper import remove_if_ours
 from testfleet.reports import coverage as coverage_report
 from testfleet.reports.junit import write_junit
+from testfleet.reports.results_file import write_results
 from testfleet.reports.summary import RunFacts, print_summary
 from testfleet.results import TestResult
 from testfleet.runtime import Run, signals_as_exceptions
@@ -53,6 +59,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from testfleet.options import Option
+
     parser = _Parser(prog="testfleet", description="Run a pytest suite fast against real services.")
     parser.add_argument("--version", action="version", version=f"testfleet {__version__}")
     parser.add_argument(
@@ -70,6 +78,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Arguments after -- go to pytest.",
     )
     plan = commands.add_parser("plan", help="show how the suite would be split, without running")
+
+    def flag_type(option: Option) -> Callable[[str], Any]:
+        # argparse shows a type's own message only for ArgumentTypeError; for a ValueError it
+        # says "invalid _lanes value", naming our function instead of what is accepted.
+        def parse(text: str) -> Any:
+            try:
+                return option.parse(text)
+            except ValueError as exc:
+                raise argparse.ArgumentTypeError(f"{exc} (got {text!r})") from None
+
+        return parse
+
     for sub in (up, run, plan):
         for option in OPTIONS:
             names = [option.short, option.flag] if option.short else [option.flag]
@@ -83,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                     *names,
                     dest=option.dest,
                     metavar=option.metavar,
-                    type=option.parse,
+                    type=flag_type(option),
                     help=help_text,
                 )
     commands.add_parser("doctor", help="show which backends and binaries this machine has")
@@ -133,11 +153,15 @@ def dispatch(args: argparse.Namespace, extra: list[str]) -> int:
     cli = {o.key: getattr(args, o.dest) for o in OPTIONS}
     cli["extra_pytest_args"] = extra
     project = load_project(start, cli=cli, environ=os.environ)
+    # Everything a user can get wrong is found here, before anything starts.
+    check_paths(project, args.command)
+    lanes = 1 if args.command == "up" else resolve_lanes(project.config)
+    check_lanes(project.config, lanes)
     if args.command == "up":
         return up(project)
     if args.command == "plan":
-        return plan_command(project)
-    return run(project)
+        return plan_command(project, lanes)
+    return run(project, lanes)
 
 
 def _start(project: Project, run: Run, stack: Stack, lanes: int) -> list[LaneEnv]:
@@ -153,10 +177,30 @@ def _start(project: Project, run: Run, stack: Stack, lanes: int) -> list[LaneEnv
     return envs
 
 
+def dead_service(supervisor: Supervisor) -> ServiceProblem | None:
+    """A server that exited although nobody stopped it: named, with its status and log."""
+    for process in supervisor.dead():
+        code = process.exit_code()
+        assert code is not None
+        return ServiceProblem(
+            f"service {process.name} exited unexpectedly ({describe_exit(code)})",
+            process.keep_log(),
+            process.tail(),
+        )
+    return None
+
+
+def _logs_dir(project: Project) -> Path:
+    return project.root / ".testfleet" / "logs"
+
+
 def up(project: Project) -> int:
     binaries = resolve_binaries(project)
     dotenv = project.path(project.config.dotenv)
-    with Run(_base(project)) as run:
+    with (
+        dotenv_lock(dotenv),
+        Run(_base(project), keep_logs=_logs_dir(project), owned_files=(dotenv,)) as run,
+    ):
         stack = Stack(project, run, binaries)
         try:
             (lane,) = _start(project, run, stack, 1)
@@ -166,33 +210,63 @@ def up(project: Project) -> int:
             write_dotenv(dotenv, lane.env)
             say(f"env written to {dotenv}; Ctrl-C stops the stack")
             while True:
-                for process in run.supervisor.dead():
-                    raise ServiceError(
-                        f"{process.name} exited unexpectedly with code {process.exit_code()};"
-                        f" its log: {process.log_path}",
-                        details=process.tail(),
-                    )
+                problem = dead_service(run.supervisor)
+                if problem is not None:
+                    raise ServiceError(problem.message, details=problem.details)
                 time.sleep(WATCH_INTERVAL_SECONDS)
         finally:
             stack.stop()
-            dotenv.unlink(missing_ok=True)
+            remove_if_ours(dotenv, run.run_dir.run_id)
 
 
-def run(project: Project) -> int:
+@contextlib.contextmanager
+def dotenv_lock(dotenv: Path) -> Iterator[None]:
+    """One `testfleet up` per env file: a second one would overwrite the first's env, and
+    stopping either would delete the file the other still serves."""
+    dotenv.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = dotenv.with_name(f".{dotenv.name}.lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise ConfigError(
+                f"another `testfleet up` (pid {holder}) serves {dotenv}; stop it first, or give"
+                " this one its own env file with --dotenv PATH"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        if dotenv.exists():
+            dotenv.unlink()
+            say(f"removed {dotenv}, left by a `testfleet up` that was killed")
+        yield
+    finally:
+        os.close(fd)
+
+
+def run(project: Project, lanes: int) -> int:
     config = project.config
+    began = time.perf_counter()
     binaries = resolve_binaries(project)
-    lanes = resolve_lanes(config)
     durations_path = project.path(config.durations)
     measured = durations.load(durations_path, project.root)
     deadline = time.monotonic() + config.timeout if config.timeout else None
     console = Console(stderr=True, soft_wrap=True)
     interactive = sys.stderr.isatty()
-    with Run(_base(project)) as run_:
+    keep_order = config.order == "pytest" or (config.order == "auto" and lanes == 1)
+    python = python_version(project.python)
+    with Run(_base(project), keep_logs=_logs_dir(project)) as run_:
         stack = Stack(project, run_, binaries, lanes=lanes)
         try:
             envs = _start(project, run_, stack, lanes)
-            coverage_dir = run_.run_dir.path / "coverage" if config.coverage else None
-            socket_path = run_.run_dir.path / "queue.sock"
+            coverage_dir = private_dir(run_.run_dir.path / "coverage") if config.coverage else None
+            socket_path = private_dir(run_.run_dir.path / "queue") / "queue.sock"
+
+            def on_spawn(pid: int) -> None:
+                run_.run_dir.record(pid)
+                note_spawned(pid)
+
             launch_spec = launch(
                 project,
                 stack,
@@ -201,6 +275,9 @@ def run(project: Project) -> int:
                 socket_path=socket_path,
                 coverage_dir=coverage_dir,
                 interactive=interactive,
+                mark=run_.run_dir.mark,
+                on_spawn=on_spawn,
+                coverage_rcfile=_rcfile(project) if coverage_dir else "",
             )
             progress: Progress = (
                 NullProgress()
@@ -218,6 +295,8 @@ def run(project: Project) -> int:
                 test_timeout=config.test_timeout,
                 deadline=deadline,
                 progress=progress,
+                keep_order=keep_order,
+                watch=partial(dead_service, run_.supervisor),
             )
             lanes_began = time.perf_counter()
             interruption: BaseException | None = None
@@ -225,48 +304,97 @@ def run(project: Project) -> int:
                 coordinator.run()
             except (KeyboardInterrupt, Interrupted) as exc:
                 interruption = exc
-            wall = time.perf_counter() - lanes_began
+            lanes_wall = time.perf_counter() - lanes_began
             results = coordinator.final_results()
-            _write_reports(project, coordinator, results, durations_path)
+            report_problems = _write_reports(
+                project, coordinator, results, durations_path, python=python
+            )
             cov = coverage_report.combine(project, coverage_dir) if coverage_dir else None
         finally:
             stack.stop()
+    for notice in coordinator.notices:
+        say(notice)
     junit = project.path(config.junit_xml)
     print_summary(
         console,
         results,
         RunFacts(
-            wall=wall,
+            wall=lanes_wall,
+            total=time.perf_counter() - began,
             lanes=list(coordinator.lanes.values()),
             unknown_durations=coordinator.unknown_durations,
             per_unknown=coordinator.per_unknown,
             coverage=cov,
         ),
     )
-    say(
-        f"JUnit XML: {junit}"
-        + (f"; coverage XML: {cov.xml}" if cov and cov.total is not None else "")
-    )
+    if coordinator.nodeids is None and interruption is not None:
+        say("stopped before the suite was collected; the previous reports were left as they were")
+    elif coordinator.nodeids is not None and not report_problems:
+        say(
+            f"JUnit XML: {junit}"
+            + (f"; coverage XML: {cov.xml}" if cov and cov.total is not None else "")
+        )
+    for problem in report_problems:
+        error(problem)
     if interruption is not None:
         raise interruption
-    return _exit_code(project, coordinator, results, cov)
+    code = _exit_code(project, coordinator, results, cov)
+    if report_problems and code in (EXIT_OK, EXIT_TESTS_FAILED, EXIT_NO_TESTS):
+        return EXIT_SERVICE
+    return code
+
+
+def _rcfile(project: Project) -> str:
+    found = coverage_report.config_file(project.root)
+    return found if isinstance(found, str) else ""
 
 
 def _write_reports(
-    project: Project, coordinator: Coordinator, results: list[TestResult], durations_path: Path
-) -> None:
+    project: Project,
+    coordinator: Coordinator,
+    results: list[TestResult],
+    durations_path: Path,
+    *,
+    python: str,
+) -> list[str]:
+    """The results file first (plain JSON, it cannot fail on odd characters), then every
+    report from the same results; a report that fails is named, and the others still get
+    written. Returns what failed."""
+    if coordinator.nodeids is None and not coordinator.collect_errors:
+        # Stopped before anything was collected: the last run's reports stay as they are
+        # rather than being replaced by empty ones.
+        return []
+    results_path = project.root / ".testfleet" / "results.json"
     errors = [
         TestResult(nodeid, "error", message="collection error", text=text)
         for nodeid, text in coordinator.collect_errors.items()
     ]
-    write_junit(
-        project.path(project.config.junit_xml),
-        errors + results,
-        python=python_version(project.python),
+    problems: list[str] = []
+
+    def attempt(what: str, write: Callable[[], object]) -> None:
+        try:
+            write()
+        except Exception as exc:
+            problems.append(
+                f"writing {what} failed ({type(exc).__name__}: {exc}); every result is in"
+                f" {results_path}"
+            )
+
+    write_results(results_path, results, python=python, collect_errors=coordinator.collect_errors)
+    attempt(
+        "the JUnit XML",
+        lambda: write_junit(
+            project.path(project.config.junit_xml), errors + results, python=python
+        ),
     )
     measured = {r.nodeid: r.duration for r in results if r.timed}
     if measured:
-        durations.merge(durations_path, measured)
+        attempt("the durations", lambda: durations.merge(durations_path, measured))
+    attempt(
+        "pytest's lastfailed cache",
+        lambda: pytest_cache.merge_lastfailed(project, results, coordinator.collect_errors),
+    )
+    return problems
 
 
 def _exit_code(
@@ -303,12 +431,12 @@ def _exit_code(
     return EXIT_OK
 
 
-def plan_command(project: Project) -> int:
+def plan_command(project: Project, lanes: int) -> int:
     config = project.config
-    lanes = resolve_lanes(config)
     nodeids = collect(project)
     measured = durations.load(project.path(config.durations), project.root)
-    result = plan(nodeids, measured, lanes, config.group_by)
+    keep_order = config.order == "pytest" or (config.order == "auto" and lanes == 1)
+    result = plan(nodeids, measured, lanes, config.group_by, keep_order=keep_order)
     est = result.estimates
     print(
         f"{len(nodeids)} tests in {sum(len(lane.units) for lane in result.lanes)} units"

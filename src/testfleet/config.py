@@ -14,11 +14,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictBool,
+    ValidationError,
+    model_validator,
+)
 
 from testfleet.errors import ConfigError, did_you_mean
-from testfleet.options import OPTIONS, Option
-from testfleet.placeholders import references
+from testfleet.options import OPTION_BY_KEY, OPTIONS, Option, seconds
+from testfleet.placeholders import check_syntax, references
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -28,10 +37,50 @@ else:  # pragma: no cover - exercised on 3.10 only
 TABLE = "tool.testfleet"
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 IDENT_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
+# Valkey's default `databases` count: with isolation = "database" each lane takes one.
+VALKEY_DB_NUMBERS = 16
 
 
 def _kebab(name: str) -> str:
     return name.replace("_", "-")
+
+
+def _option(key: str) -> BeforeValidator:
+    """The run option's own parser, so pyproject.toml, env vars and flags share one rule."""
+    return BeforeValidator(OPTION_BY_KEY[key].parse)
+
+
+def _port(value: object) -> object:
+    # bool is an int to Python: `port = true` must not mean port 1.
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ValueError("must be a TCP port number from 1 to 65535")
+    return value
+
+
+def _command(value: object) -> object:
+    """One message for both forms, rather than one per member of the union."""
+    if isinstance(value, str) or (
+        isinstance(value, list) and value and all(isinstance(part, str) for part in value)
+    ):
+        return value
+    raise ValueError("must be a shell command (a string) or an argv (a non-empty list of strings)")
+
+
+def _settings(*kinds: type) -> BeforeValidator:
+    def check(value: object) -> object:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(item, kinds):
+                    names = " or ".join(dict.fromkeys(_TYPE_NAMES[kind] for kind in kinds))
+                    raise ValueError(f"{key} must be a {names} (got {item!r})")
+        return value
+
+    return BeforeValidator(check)
+
+
+_TYPE_NAMES = {str: "string", int: "number", float: "number", bool: "boolean"}
+Port = Annotated[int | None, BeforeValidator(_port)]
+Seconds = Annotated[float, BeforeValidator(seconds)]
 
 
 class _Model(BaseModel):
@@ -46,8 +95,20 @@ class ServiceSpec(_Model):
     kind: str
     depends_on: tuple[str, ...] = ()
     export: dict[str, str] = Field(default_factory=dict)
-    export_defaults: bool = True
-    start_timeout: float = Field(30.0, gt=0)
+    export_defaults: StrictBool = True
+    start_timeout: Seconds = 30.0
+    port: Port = None
+    # Set by Config: the first service of its kind in config order exports the kind's
+    # well-known variables (PostgreSQL's PGHOST, ...); a second one would clobber them.
+    _first_of_kind: bool = PrivateAttr(default=False)
+
+    @property
+    def first_of_kind(self) -> bool:
+        return self._first_of_kind
+
+    def runs_per_lane(self) -> bool:
+        """Whether every lane starts a server of its own (so a fixed port cannot serve two)."""
+        return getattr(self, "isolation", "server") == "server"
 
 
 class NativeServiceSpec(ServiceSpec):
@@ -59,22 +120,26 @@ class PostgresSpec(NativeServiceSpec):
     isolation: Literal["database", "server"] = "database"
     database: Annotated[str, Field(pattern=IDENT_RE.pattern)] = "test"
     user: Annotated[str, Field(pattern=IDENT_RE.pattern)] = "testfleet"
-    setup: str | tuple[str, ...] | None = None
-    settings: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    setup: Annotated[str | tuple[str, ...] | None, BeforeValidator(_command)] = None
+    settings: Annotated[dict[str, str | int | float | bool], _settings(str, int, float, bool)] = (
+        Field(default_factory=dict)
+    )
+    # Migrations of a large schema can take minutes; a hung one must still end the run.
+    setup_timeout: Seconds = 600.0
 
 
 class ValkeySpec(NativeServiceSpec):
     kind: Literal["valkey"] = "valkey"
     isolation: Literal["server", "database"] = "server"
-    password: bool = False
-    settings: dict[str, str | int] = Field(default_factory=dict)
+    password: StrictBool = False
+    settings: Annotated[dict[str, str | int], _settings(str, int)] = Field(default_factory=dict)
 
 
 class NatsSpec(NativeServiceSpec):
     kind: Literal["nats"] = "nats"
     isolation: Literal["server"] = "server"
-    jetstream: bool = True
-    token: bool = False
+    jetstream: StrictBool = True
+    token: StrictBool = False
 
 
 class VaultSpec(NativeServiceSpec):
@@ -85,7 +150,7 @@ class VaultSpec(NativeServiceSpec):
 class ReadyCheck(_Model):
     """Exactly one way to tell that a command service is ready."""
 
-    tcp: bool = False
+    tcp: StrictBool = False
     http: str | None = None
     log: str | None = None
     command: str | None = None
@@ -108,17 +173,28 @@ class ReadyCheck(_Model):
 
 class CommandSpec(ServiceSpec):
     kind: Literal["command"] = "command"
-    command: str | tuple[str, ...]
+    command: Annotated[str | tuple[str, ...], BeforeValidator(_command)]
     ready: ReadyCheck | None = None
     env: dict[str, str] = Field(default_factory=dict)
     cwd: str | None = None
 
     def templates(self) -> list[str]:
         parts = [self.command] if isinstance(self.command, str) else list(self.command)
-        return parts + list(self.env.values()) + list(self.export.values())
+        return parts + list(self.env.values()) + list(self.export.values()) + self.ready_templates()
+
+    def ready_templates(self) -> list[str]:
+        """`ready` values that are placeholder templates; a `/path` for http and a log regex
+        are used as written (a regex has its own braces)."""
+        ready = self.ready
+        if ready is None:
+            return []
+        http = [ready.http] if ready.http is not None and not ready.http.startswith("/") else []
+        return http + ([ready.command] if ready.command is not None else [])
 
     def uses_port(self) -> bool:
-        return any("port" in references(t) for t in self.templates())
+        """Whether the service listens on a port testfleet knows: a fixed `port`, or `{port}`
+        in its templates (then a free one is picked); its `{url}` points there."""
+        return self.port is not None or any("port" in references(t) for t in self.templates())
 
 
 AnyServiceSpec = PostgresSpec | ValkeySpec | NatsSpec | VaultSpec | CommandSpec
@@ -138,20 +214,31 @@ class Config(_Model):
     services: dict[str, Annotated[AnyServiceSpec, Field(discriminator="kind")]] = Field(
         default_factory=dict
     )
-    pytest_args: tuple[str, ...] = ()
-    timeout: float | None = Field(None, gt=0)
-    junit_xml: str = ".testfleet/junit.xml"
-    dotenv: str = ".testfleet/env"
-    run_dir: str | None = None
-    python: str | None = None
+    # Run options go through their option's parser first (bool refused for numbers, the
+    # lanes bound, one message per key); the types after it are what the code reads.
+    pytest_args: Annotated[tuple[str, ...], _option("pytest-args")] = ()
+    timeout: Annotated[float | None, _option("timeout")] = None
+    junit_xml: Annotated[str, _option("junit-xml")] = ".testfleet/junit.xml"
+    dotenv: Annotated[str, _option("dotenv")] = ".testfleet/env"
+    run_dir: Annotated[str | None, _option("run-dir")] = None
+    python: Annotated[str | None, _option("python")] = None
     env: dict[str, str] = Field(default_factory=dict)
-    lanes: Annotated[int, Field(ge=1)] | Literal["auto"] = 1
-    test_timeout: float | None = Field(None, gt=0)
-    group_by: Literal["module", "class", "test"] = "module"
-    durations: str = ".testfleet/durations.json"
-    coverage: bool = False
-    coverage_fail_under: float | None = Field(None, ge=0, le=100)
-    coverage_xml: str = ".testfleet/coverage.xml"
+    lanes: Annotated[int | Literal["auto"], _option("lanes")] = 1
+    test_timeout: Annotated[float | None, _option("test-timeout")] = None
+    group_by: Annotated[Literal["module", "class", "test"], _option("group-by")] = "module"
+    order: Annotated[Literal["auto", "duration", "pytest"], _option("order")] = "auto"
+    durations: Annotated[str, _option("durations")] = ".testfleet/durations.json"
+    coverage: Annotated[bool, _option("coverage")] = False
+    coverage_fail_under: Annotated[float | None, _option("coverage-fail-under")] = None
+    coverage_xml: Annotated[str, _option("coverage-xml")] = ".testfleet/coverage.xml"
+
+    @model_validator(mode="after")
+    def _mark_first_of_each_kind(self) -> Config:
+        seen: set[str] = set()
+        for spec in self.services.values():
+            spec._first_of_kind = spec.kind not in seen
+            seen.add(spec.kind)
+        return self
 
     @model_validator(mode="after")
     def _pytest_args_leave_parallelism_to_us(self) -> Config:
@@ -196,10 +283,21 @@ SERVICE_FIELDS: dict[str, tuple[str, ...]] = {
     "command": ("url", "host", "port"),
 }
 COMMON_PLACEHOLDERS = ("lane", "lanes", "run_id", "run_dir", "project_dir")
+# libpq (psql, psycopg, asyncpg, SQLAlchemy's defaults) reads these when a suite connects
+# without a URL.
+LIBPQ_EXPORTS = {
+    "PGHOST": "{host}",
+    "PGPORT": "{port}",
+    "PGUSER": "{user}",
+    "PGPASSWORD": "{password}",
+    "PGDATABASE": "{database}",
+}
 
 
-def default_exports(name: str, kind: str) -> dict[str, str]:
-    """The env vars a service exports unless `export-defaults = false`."""
+def default_exports(name: str, kind: str, *, first_of_kind: bool = False) -> dict[str, str]:
+    """The env vars a service exports unless `export-defaults = false`. `first_of_kind`: the
+    first service of its kind in config order also exports the kind's well-known variables
+    (PGHOST, ... for postgres); only one service can own them."""
     prefix = re.sub(r"[^A-Z0-9]", "_", name.upper())
     if kind == "vault":
         return {f"{prefix}_ADDR": "{addr}", f"{prefix}_TOKEN": "{token}"}
@@ -208,7 +306,38 @@ def default_exports(name: str, kind: str) -> dict[str, str]:
     exports = {f"{prefix}_URL": "{url}"}
     if kind == "valkey" and name in ("valkey", "redis"):
         exports = {"VALKEY_URL": "{url}", "REDIS_URL": "{url}"}
+    if kind == "postgres" and first_of_kind:
+        exports.update(LIBPQ_EXPORTS)
     return exports
+
+
+def check_lanes(config: Config, lanes: int) -> None:
+    """Refuse a number of lanes the services cannot serve, before any of them starts.
+
+    Called by `validate` when `lanes` is a number, and again once `"auto"` is resolved."""
+    for name, spec in config.services.items():
+        where = f"{TABLE}.services.{name}"
+        if (
+            isinstance(spec, ValkeySpec)
+            and spec.isolation == "database"
+            and lanes > VALKEY_DB_NUMBERS
+        ):
+            raise ConfigError(
+                f'{where}.isolation = "database": each lane takes one of valkey\'s'
+                f" {VALKEY_DB_NUMBERS} DB numbers, so at most {VALKEY_DB_NUMBERS} lanes"
+                f' (this run has {lanes}); use isolation = "server" (a server per lane, no'
+                f" limit) or -n {VALKEY_DB_NUMBERS}"
+            )
+        if spec.port is not None and lanes > 1 and spec.runs_per_lane():
+            exported = list(default_exports(name, spec.kind, first_of_kind=spec.first_of_kind))
+            picks = f"exports {exported[0]}" if exported else "fills {port} with it"
+            shared = isinstance(spec, PostgresSpec | ValkeySpec)
+            raise ConfigError(
+                f"{where}.port = {spec.port}: every lane starts its own {name} server, and"
+                f" only one can listen on port {spec.port}; use -n 1"
+                f"{',' if shared else ' or'} drop port (testfleet picks free ports and {picks})"
+                + (', or isolation = "database" (one server for every lane)' if shared else "")
+            )
 
 
 def find_pyproject(start: Path) -> Path:
@@ -230,6 +359,11 @@ def load_project(
     pyproject = find_pyproject(start.resolve())
     try:
         document = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{pyproject}: not UTF-8 (byte {exc.object[exc.start]:#04x} at offset {exc.start});"
+            " TOML files must be UTF-8, so save it as UTF-8"
+        ) from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{pyproject}: cannot read it as TOML: {exc}") from None
     table = document.get("tool", {}).get("testfleet")
@@ -279,11 +413,19 @@ def validate(raw: Mapping[str, Any], sources: Mapping[str, str] | None = None) -
     try:
         config = Config.model_validate(prepared)
     except ValidationError as exc:
-        lines = [_describe(error, prepared, sources) for error in exc.errors()]
-        raise ConfigError(lines[0], details="\n".join(lines[1:])) from None
+        # One line: the first problem, and how many wait behind it. A union reports every
+        # member's complaint about one key; the user made one mistake there, so count keys.
+        lines = list(dict.fromkeys(_describe(error, prepared, sources) for error in exc.errors()))
+        keys = {line.split(":", 1)[0] for line in lines}
+        more = len(keys) - 1
+        suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+        raise ConfigError(lines[0] + suffix) from None
     _check_graph(config)
     _check_placeholders(config)
     _check_exports(config)
+    _check_ports(config)
+    if isinstance(config.lanes, int):
+        check_lanes(config, config.lanes)
     return config
 
 
@@ -324,13 +466,37 @@ def _model_at(loc: Sequence[str | int], raw: Mapping[str, Any]) -> type[BaseMode
     return None
 
 
+def _user_loc(error: Any, raw: Mapping[str, Any]) -> list[str | int]:
+    """The error's key path as the user wrote it. Unions add tags to pydantic's path (the
+    service kind, 'str', "literal['auto']") that are no key: keep only the parts found in
+    the input, and a missing key's own name."""
+    loc: list[str | int] = []
+    node: Any = raw
+    parts = list(error["loc"])
+    # The services' discriminated union names the kind after the service: `command` would
+    # pass for a key of a command service.
+    if len(parts) >= 3 and parts[0] == "services" and parts[2] in SPEC_BY_KIND:
+        del parts[2]
+    for index, part in enumerate(parts):
+        found = (isinstance(node, Mapping) and part in node) or (
+            isinstance(node, list | tuple) and isinstance(part, int) and part < len(node)
+        )
+        if found:
+            node = node[part]
+        elif error["type"] != "missing" or index < len(parts) - 1:
+            continue
+        loc.append(part)
+    return loc
+
+
+def _key_path(loc: Sequence[str | int]) -> str:
+    return TABLE + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
+
+
 def _describe(error: Any, raw: Mapping[str, Any], sources: Mapping[str, str]) -> str:
-    loc = [str(part) for part in error["loc"]]
-    # A discriminated union adds the tag ('postgres', ...) after the service name; users never
-    # wrote it, so it must not appear in the key path.
-    if len(loc) >= 3 and loc[0] == "services" and loc[2] in SPEC_BY_KIND:
-        del loc[2]
-    path = ".".join([TABLE, *loc])
+    user_loc = _user_loc(error, raw)
+    loc = [str(part) for part in user_loc]
+    path = _key_path(user_loc)
     source = sources.get(loc[0]) if loc else None
     where = f" (from {source})" if source and source != "pyproject.toml" else ""
     if error["type"] == "extra_forbidden":
@@ -343,6 +509,7 @@ def _describe(error: Any, raw: Mapping[str, Any], sources: Mapping[str, str]) ->
     message = error["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
+    message = re.sub(r" or instance of \w+", "", message)  # our class names mean nothing to users
     got = error.get("input")
     shown = "" if isinstance(got, dict) else f" (got {got!r})"
     return f"{path}: {message}{shown}{where}"
@@ -383,18 +550,35 @@ def start_order(config: Config) -> list[list[str]]:
 
 
 def _check_placeholders(config: Config) -> None:
-    def check(where: str, template: str, own: str | None, allowed: Sequence[str]) -> None:
+    """Every templated value: brace syntax, known placeholders, reachable services; shell
+    strings also where their values can be quoted."""
+
+    def check(
+        where: str,
+        template: str,
+        own: str | None,
+        deps: Sequence[str],
+        *,
+        shell: bool = False,
+        other_services: bool = True,
+    ) -> None:
+        check_syntax(template, where=where, shell=shell)
+        own_fields = SERVICE_FIELDS[config.services[own].kind] if own is not None else ()
         for ref in references(template):
             service, _, key = ref.partition(".")
             if not key:
-                if own is not None and ref in (*SERVICE_FIELDS[own_kind(own)], "port"):
-                    continue
-                if ref in COMMON_PLACEHOLDERS:
+                if ref in own_fields or ref in COMMON_PLACEHOLDERS:
                     continue
                 raise ConfigError(
                     f"{where}: unknown placeholder {{{ref}}}"
-                    f"{did_you_mean(ref, COMMON_PLACEHOLDERS)}; write {{service.url}}-style"
-                    " references or {{ for a literal brace"
+                    f"{did_you_mean(ref, [*own_fields, *COMMON_PLACEHOLDERS])};"
+                    " write {service.url}-style references or {{ for a literal brace"
+                )
+            if not other_services:
+                raise ConfigError(
+                    f"{where}: {{{ref}}}: setup runs once, before any lane has other services'"
+                    f" values; use {own}'s own fields ({', '.join(own_fields)}) and"
+                    " {project_dir}, {run_id}, {run_dir}"
                 )
             if service not in config.services:
                 raise ConfigError(
@@ -406,14 +590,25 @@ def _check_placeholders(config: Config) -> None:
                     f"{where}: {{{ref}}}: {service} has no '{key}'{did_you_mean(key, fields)}"
                     f" (it has {', '.join(fields)})"
                 )
-            if service not in allowed:
+            if service not in deps:
                 raise ConfigError(
                     f"{where}: uses {{{ref}}} but {own} does not depend on {service};"
                     f" add '{service}' to depends-on"
                 )
 
-    def own_kind(name: str) -> str:
-        return config.services[name].kind
+    def check_command(
+        where: str,
+        command: str | Sequence[str],
+        own: str,
+        deps: Sequence[str],
+        other_services: bool,
+    ) -> None:
+        """A string runs through /bin/sh; each part of a list is one argument."""
+        if isinstance(command, str):
+            check(where, command, own, deps, shell=True, other_services=other_services)
+            return
+        for index, part in enumerate(command):
+            check(f"{where}[{index}]", part, own, deps, other_services=other_services)
 
     everyone = list(config.services)
     for key, value in config.env.items():
@@ -424,29 +619,67 @@ def _check_placeholders(config: Config) -> None:
         where = f"{TABLE}.services.{name}"
         for key, value in spec.export.items():
             check(f"{where}.export.{key}", value, name, spec.depends_on)
+        if isinstance(spec, PostgresSpec) and spec.setup is not None:
+            check_command(f"{where}.setup", spec.setup, name, (), other_services=False)
         if isinstance(spec, CommandSpec):
             for key, value in spec.env.items():
                 check(f"{where}.env.{key}", value, name, spec.depends_on)
-            commands = [spec.command] if isinstance(spec.command, str) else spec.command
-            for value in commands:
-                check(f"{where}.command", value, name, spec.depends_on)
+            check_command(f"{where}.command", spec.command, name, spec.depends_on, True)
+            ready = spec.ready
+            if ready is not None and ready.http is not None and not ready.http.startswith("/"):
+                check(f"{where}.ready.http", ready.http, name, spec.depends_on)
+            if ready is not None and ready.command is not None:
+                check(f"{where}.ready.command", ready.command, name, spec.depends_on, shell=True)
             if spec.ready is None and not spec.uses_port():
                 raise ConfigError(
                     f'{where}: no readiness check; add ready = {{ http = "/health" }}'
-                    " (or tcp, log, command), or use {port} so a TCP check applies"
+                    " (or tcp, log, command), use {port} so a TCP check applies, or set port"
                 )
 
 
 def _check_exports(config: Config) -> None:
-    seen: dict[str, str] = {}
+    seen: dict[str, tuple[str, bool]] = {}  # variable -> (service, exported by default)
     for name, spec in config.services.items():
-        names = list(spec.export)
+        names = [(var, False) for var in spec.export]
         if spec.export_defaults:
-            names += list(default_exports(name, spec.kind))
-        for var in names:
-            if var in seen and seen[var] != name:
-                raise ConfigError(
-                    f"{TABLE}.services.{name}.export: {var} is exported by {seen[var]} too;"
-                    " rename one of them"
-                )
-            seen[var] = name
+            defaults = default_exports(name, spec.kind, first_of_kind=spec.first_of_kind)
+            names += [(var, True) for var in defaults]
+        for var, by_default in names:
+            other, other_by_default = seen.setdefault(var, (name, by_default))
+            if other != name:
+                raise ConfigError(_collision(var, name, by_default, other, other_by_default))
+
+
+def _collision(var: str, name: str, by_default: bool, other: str, other_by_default: bool) -> str:
+    """Which service to change, and how: a default variable is renamed by dropping it."""
+    where = f"{TABLE}.services.{name}"
+    if by_default and other_by_default:
+        return (
+            f"{where}: {var} is a default variable of both {other} and {name}; set"
+            " export-defaults = false on one of them (and export its own names)"
+        )
+    if by_default:
+        return (
+            f"{where}: {var}, one of its default variables, is exported by {other} too;"
+            f" rename {other}'s, or set export-defaults = false on {name}"
+        )
+    if other_by_default:
+        return (
+            f"{where}.export: {var} is exported by {other} by default too; rename it here,"
+            f" or set export-defaults = false on {other}"
+        )
+    return f"{where}.export: {var} is exported by {other} too; rename one of them"
+
+
+def _check_ports(config: Config) -> None:
+    """Two services cannot listen on one fixed port, whatever the number of lanes."""
+    taken: dict[int, str] = {}
+    for name, spec in config.services.items():
+        if spec.port is None:
+            continue
+        if spec.port in taken:
+            raise ConfigError(
+                f"{TABLE}.services.{name}.port = {spec.port}: {taken[spec.port]} has that port"
+                " too; give each its own, or drop port (testfleet picks free ports)"
+            )
+        taken[spec.port] = name

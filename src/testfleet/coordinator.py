@@ -21,12 +21,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from testfleet.backends.native import describe_exit
+from testfleet.files import open_private
 from testfleet.plan import GroupBy, Unit, estimate, make_units
 from testfleet.protocol import LineReader, Message, send
 from testfleet.results import TestResult
 
 TICK_SECONDS = 0.05
 LOG_TAIL_LINES = 20
+FAULT_LINES = 40
+
+
+@dataclass(frozen=True)
+class ServiceProblem:
+    """A service that failed while tests ran: what happened, where its log is kept, and the
+    log's last lines."""
+
+    what: str
+    log: Path
+    details: str
+
+    @property
+    def message(self) -> str:
+        return f"{self.what}; its log: {self.log}"
 
 
 @dataclass
@@ -47,13 +64,20 @@ class LaneState:
     restarts: int = 0
 
     def log_tail(self) -> str:
+        """The end of the lane's output; a Python fault dump (faulthandler) when there is one,
+        since it names the test's own frames where the tail shows only pytest's."""
         if self.log_path is None:
             return ""
         try:
-            text = self.log_path.read_text(errors="replace")
+            lines = self.log_path.read_text(errors="replace").splitlines()
         except OSError:
             return ""
-        return "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
+        for index in range(len(lines) - 1, -1, -1):
+            # pytest's progress dots may share the line: ".Fatal Python error: ..."
+            start = lines[index].find("Fatal Python error")
+            if start >= 0:
+                return "\n".join([lines[index][start:], *lines[index + 1 : index + FAULT_LINES]])
+        return "\n".join(lines[-LOG_TAIL_LINES:])
 
 
 class Progress(Protocol):
@@ -71,6 +95,9 @@ class LaneLaunch:
     log_path: Callable[[int], Path | None]  # None: the terminal (one lane, interactive)
     cwd: Path
     foreground: bool = False  # give the lane the terminal (for --pdb with one lane)
+    # Told every lane pid as soon as it exists, so the run's reaper and the next run's stale
+    # cleanup can stop a lane that outlives a killed testfleet.
+    on_spawn: Callable[[int], None] = lambda pid: None
 
 
 class Coordinator:
@@ -86,6 +113,8 @@ class Coordinator:
         deadline: float | None,
         progress: Progress,
         max_restarts: int = 3,
+        keep_order: bool = False,
+        watch: Callable[[], ServiceProblem | None] | None = None,
     ) -> None:
         self.launch = launch
         self.socket_path = socket_path
@@ -95,6 +124,9 @@ class Coordinator:
         self.deadline = deadline
         self.progress = progress
         self.max_restarts = max_restarts
+        self.keep_order = keep_order
+        self.watch = watch
+        self.notices: list[str] = []  # said once each, after the run
         self.lanes = {n: LaneState(n) for n in range(1, lanes + 1)}
         self.nodeids: list[str] | None = None
         self.queue: deque[Unit] = deque()
@@ -132,11 +164,14 @@ class Coordinator:
                         self._selector.register(conn, selectors.EVENT_READ)
                     else:
                         self._read(key.fileobj)  # type: ignore[arg-type]
+                self._check_services()
                 self._check_exits()
                 self._check_time()
                 self.progress.update(self)
         except BaseException:
             self.interrupted = True
+            for state in self.lanes.values():
+                self._abandon_current(state, "interrupted while this test ran")
             raise
         finally:
             for state in self.lanes.values():
@@ -153,7 +188,7 @@ class Coordinator:
         output: Any = None
         if log_path is not None:
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            output = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
+            output = os.fdopen(open_private(log_path), "ab")
         state.log_path = log_path
         try:
             state.process = subprocess.Popen(
@@ -169,6 +204,7 @@ class Coordinator:
         finally:
             if output is not None:
                 output.close()
+        launch.on_spawn(state.process.pid)
         if launch.foreground:
             _give_terminal(state.process.pid)
         state.spawned_at = time.monotonic()
@@ -223,6 +259,12 @@ class Coordinator:
             self._on_result(state, message)
         elif kind == "stopping":
             self.stopping = message["reason"]
+        elif kind == "notice":
+            self._notice(message["text"])
+
+    def _notice(self, text: str) -> None:
+        if text not in self.notices:
+            self.notices.append(text)
 
     def _on_collected(self, state: LaneState, nodeids: list[str]) -> None:
         state.collected = True
@@ -232,7 +274,14 @@ class Coordinator:
             self.nodeids = nodeids
             estimates = estimate(nodeids, self.measured)
             self.unknown_durations, self.per_unknown = estimates.unknown, estimates.per_unknown
-            self.queue.extend(make_units(nodeids, estimates, self.group_by))
+            units = make_units(nodeids, estimates, self.group_by, keep_order=self.keep_order)
+            self.queue.extend(units)
+            in_file_order = make_units(nodeids, estimates, self.group_by, keep_order=True)
+            if [u.key for u in units] != [u.key for u in in_file_order]:
+                self._notice(
+                    f"{len(self.lanes)} lanes take the slowest {self.group_by}s first, so tests"
+                    ' do not run in pytest\'s order; order = "pytest" hands them out in file order'
+                )
         elif set(nodeids) != set(self.nodeids):
             ours, theirs = set(self.nodeids), set(nodeids)
             example = sorted(ours ^ theirs)[0]
@@ -277,6 +326,7 @@ class Coordinator:
         if self.deadline is not None and now >= self.deadline and not self.timed_out:
             self.timed_out = True
             for state in self.lanes.values():
+                self._abandon_current(state, "the run timed out while this test ran")
                 self._kill(state)
             return
         if self.test_timeout is None:
@@ -314,11 +364,43 @@ class Coordinator:
                 _take_terminal_back()
             self._after_exit(state, code)
 
+    def _check_services(self) -> None:
+        if self.watch is None or self.fatal:
+            return
+        problem = self.watch()
+        if problem is not None:
+            for state in self.lanes.values():
+                self._abandon_current(state, problem.what)
+            self._fail(problem.message, problem.details, 3)
+
+    def _abandon_current(self, state: LaneState, why: str) -> None:
+        """The test a lane was running when the run stopped under it: an error, never "not
+        run", since it did run (and may be why the run stopped)."""
+        nodeid = state.current
+        if nodeid is None or nodeid in self.results:
+            return
+        took = time.monotonic() - state.started_at
+        self.results[nodeid] = TestResult(
+            nodeid=nodeid,
+            outcome="error",
+            duration=took,
+            lane=state.lane,
+            message=f"{why} (after {took:.1f} s)",
+            text=f"{why} (after {took:.1f} s)\n\nlane output:\n" + state.log_tail(),
+            timed=False,
+        )
+        with contextlib.suppress(ValueError):
+            state.assigned.remove(nodeid)
+        state.current = None
+        state.busy += took
+        state.tests += 1
+
     def _after_exit(self, state: LaneState, code: int) -> None:
         if self.timed_out or self.interrupted or self.fatal:
             return
         if code == 2 and self.launch.foreground and state.collected:
             self.interrupted = True  # Ctrl-C reached the interactive lane, which owns the tty
+            self._abandon_current(state, "interrupted while this test ran")
             return
         if not state.collected:
             if self.collect_errors:
@@ -336,7 +418,7 @@ class Coordinator:
                 outcome="error",
                 lane=state.lane,
                 duration=time.monotonic() - state.started_at,
-                message=f"lane {state.lane} crashed ({_describe_exit(code)}) while running"
+                message=f"lane {state.lane} crashed ({describe_exit(code)}) while running"
                 " this test",
                 timed=False,
                 text="lane output:\n" + state.log_tail(),
@@ -410,15 +492,6 @@ class Coordinator:
             )
             ordered.append(result)
         return ordered
-
-
-def _describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
 
 
 def _give_terminal(pgid: int) -> None:

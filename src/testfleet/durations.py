@@ -3,12 +3,15 @@ and written atomically, never clobbered. A pytest-split `.test_durations` file i
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from testfleet.errors import ConfigError
+from testfleet.files import staging_name
 
 FORMAT_VERSION = 1
 PYTEST_SPLIT_FILE = ".test_durations"
@@ -38,23 +41,43 @@ def load(path: Path, project_root: Path) -> dict[str, float]:
     return durations
 
 
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock for `path` across a read-modify-write.
+
+    The lock lives on a sibling file that stays in place: `path` itself is replaced on every
+    write, and a lock on a replaced file guards nothing.
+    """
+    lock = path.with_name(f".{path.name}.lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 def merge(path: Path, measured: Mapping[str, float]) -> dict[str, float]:
     """Update the store with this run's measurements; other tests keep theirs.
 
-    Several runs (or CI shards) may merge into one file: read, update, write to a temp
-    file and rename over, so a reader sees the old or the new file, never half of one.
+    Several runs (or CI shards) may merge into one file at once: the read-modify-write holds
+    a lock, and the new content goes to a temp file renamed over the old, so a reader (who
+    takes no lock) sees the old or the new file, never half of one.
     """
-    current = _read_json(path)
-    durations = _numbers(current.get("durations")) if isinstance(current, dict) else {}
-    durations.update({k: round(v, 4) for k, v in measured.items()})
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.{os.getpid()}")
-    staging.write_text(
-        json.dumps(
+    with _locked(path):
+        current = _read_json(path)
+        durations = _numbers(current.get("durations")) if isinstance(current, dict) else {}
+        durations.update({k: round(v, 4) for k, v in measured.items()})
+        text = json.dumps(
             {"version": FORMAT_VERSION, "durations": dict(sorted(durations.items()))}, indent=1
         )
-        + "\n",
-        encoding="utf-8",
-    )
-    os.replace(staging, path)
+        staging = staging_name(path)
+        try:
+            fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(text + "\n")
+            os.replace(staging, path)
+        finally:
+            staging.unlink(missing_ok=True)
     return durations

@@ -26,7 +26,14 @@ def placeholder_values(
 
 
 def service_exports(name: str, spec: AnyServiceSpec, values: Mapping[str, str]) -> dict[str, str]:
-    templates = dict(default_exports(name, spec.kind)) if spec.export_defaults else {}
+    """The variables `name` exports with these values: its defaults (PG* too when it is the
+    first postgres, as the validated config marked it) unless `export-defaults = false`, then
+    its `export` table."""
+    templates = (
+        default_exports(name, spec.kind, first_of_kind=spec.first_of_kind)
+        if spec.export_defaults
+        else {}
+    )
     templates.update(spec.export)
     where = f"{TABLE}.services.{name}.export"
     return {var: expand(t, values, where=f"{where}.{var}") for var, t in templates.items()}

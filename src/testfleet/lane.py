@@ -9,9 +9,11 @@ that of subprocesses) from before conftest files load.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,7 +32,9 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         return
     import coverage
 
-    cov = coverage.Coverage(data_file=data_file, data_suffix=True, config_file=True)
+    # The same settings file the combined report reads (testfleet's coverage.config_file).
+    rcfile: str | bool = os.environ.get("TESTFLEET_COVERAGE_RCFILE") or True
+    cov = coverage.Coverage(data_file=data_file, data_suffix=True, config_file=rcfile)
     # Measure what the tests start too (coverage >= 7.10); older versions lack the option.
     with contextlib.suppress(Exception):
         cov.set_option("run:patch", ["subprocess"])
@@ -45,10 +49,48 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         cov.save()
 
 
+_notices: list[str] = []
+_collect_errors: dict[str, str] = {}
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
+    # pytest-xdist's -n from the project's addopts would start workers inside every lane;
+    # lanes replace it, so it is switched off here (before xdist's trylast configure).
+    workers = getattr(config.option, "numprocesses", None)
+    if workers:
+        config.option.numprocesses = 0
+        config.option.dist = "no"
+        config.option.tx = []
+        _notices.append(
+            f"-n {workers} (pytest-xdist) from pytest's addopts is ignored inside lanes;"
+            " testfleet's -n/lanes replaces it"
+        )
     address = os.environ.get("TESTFLEET_QUEUE")
     if address and not config.option.collectonly:
         config.pluginmanager.register(LaneWorker(config, address), "testfleet-lane-worker")
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    if report.failed and os.environ.get("TESTFLEET_COLLECT_FILE"):
+        _collect_errors[report.nodeid] = str(report.longrepr)[-MAX_OUTPUT:]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """`testfleet plan` collects through this file rather than parsing pytest's terminal
+    output, which `-q`, `-vv` and plugins all change."""
+    target = os.environ.get("TESTFLEET_COLLECT_FILE")
+    if target:
+        Path(target).write_text(
+            json.dumps(
+                {
+                    "nodeids": [item.nodeid for item in session.items],
+                    "errors": _collect_errors,
+                    "notices": _notices,
+                }
+            ),
+            encoding="utf-8",
+        )
 
 
 class LaneWorker:
@@ -67,6 +109,8 @@ class LaneWorker:
                 "pid": os.getpid(),
             },
         )
+        for notice in _notices:
+            send(self.sock, {"type": "notice", "text": notice})
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:

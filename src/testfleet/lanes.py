@@ -7,31 +7,47 @@ directory, basetemp and TMPDIR.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from testfleet.config import Config, Project
+from testfleet import pytest_cache
+from testfleet.config import TABLE, VALKEY_DB_NUMBERS, Config, Project
 from testfleet.coordinator import LaneLaunch
-from testfleet.envvars import process_environ
+from testfleet.envvars import placeholder_values, process_environ
 from testfleet.errors import ConfigError
+from testfleet.files import private_dir
+from testfleet.options import MAX_LANES
+from testfleet.placeholders import expand
+from testfleet.rundir import MARK_VARIABLE
+from testfleet.services import planned_values
 from testfleet.stack import LaneEnv, Stack
 
 
 def resolve_lanes(config: Config, cpus: int | None = None) -> int:
     """`auto`: one lane per core for a suite without services (CPU-bound); two per core with
     services, because integration tests mostly wait on their services, and a waiting lane
-    leaves its core to another."""
+    leaves its core to another. Never more than the services allow: one lane when a server
+    per lane must take a fixed port, 16 with Valkey DB numbers, 64 in all."""
     if config.lanes != "auto":
         return config.lanes
     cores = cpus or os.cpu_count() or 1
-    return cores * 2 if config.services else cores
+    lanes = min(cores * 2 if config.services else cores, MAX_LANES)
+    for spec in config.services.values():
+        if spec.port is not None and spec.runs_per_lane():
+            return 1
+        if spec.kind == "valkey" and not spec.runs_per_lane():
+            lanes = min(lanes, VALKEY_DB_NUMBERS)
+    return lanes
 
 
 def lane_dir(run_dir: Path, lane: int) -> Path:
-    return run_dir / "lanes" / str(lane)
+    """The lane's own private directory: cache, basetemp, TMPDIR, output log."""
+    return private_dir(private_dir(run_dir / "lanes") / str(lane))
 
 
 def lane_argv(project: Project, stack: Stack, lane: LaneEnv, run_dir: Path) -> list[str]:
@@ -52,15 +68,32 @@ def lane_argv(project: Project, stack: Stack, lane: LaneEnv, run_dir: Path) -> l
 
 
 def lane_environ(
-    project: Project, lane: LaneEnv, run_dir: Path, socket_path: Path, coverage_dir: Path | None
+    project: Project,
+    lane: LaneEnv,
+    run_dir: Path,
+    socket_path: Path,
+    coverage_dir: Path | None,
+    *,
+    mark: str,
+    coverage_rcfile: str = "",
 ) -> dict[str, str]:
     folder = lane_dir(run_dir, lane.lane)
-    tmp = folder / "tmp"
-    tmp.mkdir(parents=True, exist_ok=True)
+    tmp = private_dir(folder / "tmp")
     env = {**process_environ(project.python), **lane.env}
-    env.update({"TMPDIR": str(tmp), "TESTFLEET_QUEUE": str(socket_path)})
+    env.update(
+        {
+            "TMPDIR": str(tmp),
+            "TESTFLEET_QUEUE": str(socket_path),
+            MARK_VARIABLE: mark,
+            # A segfault in a test prints the Python frames that led to it into the lane's log.
+            "PYTHONFAULTHANDLER": "1",
+        }
+    )
     if coverage_dir is not None:
         env["TESTFLEET_COVERAGE_FILE"] = str(coverage_dir / ".coverage")
+        env["TESTFLEET_COVERAGE_RCFILE"] = coverage_rcfile
+    # --lf / --ff see the failures of earlier runs: each lane starts from the project's cache.
+    pytest_cache.seed_lastfailed(project, folder / "pytest_cache")
     return env
 
 
@@ -73,12 +106,23 @@ def launch(
     socket_path: Path,
     coverage_dir: Path | None,
     interactive: bool,
+    mark: str,
+    on_spawn: Callable[[int], None],
+    coverage_rcfile: str = "",
 ) -> LaneLaunch:
     """One lane on a terminal prints straight to it (pytest's own output, `--pdb` works);
     otherwise every lane writes to its own log, and testfleet shows progress."""
     argv = {n: lane_argv(project, stack, env, run_dir) for n, env in lanes.items()}
     envs = {
-        n: lane_environ(project, env, run_dir, socket_path, coverage_dir)
+        n: lane_environ(
+            project,
+            env,
+            run_dir,
+            socket_path,
+            coverage_dir,
+            mark=mark,
+            coverage_rcfile=coverage_rcfile,
+        )
         for n, env in lanes.items()
     }
     single = len(lanes) == 1 and interactive
@@ -92,38 +136,61 @@ def launch(
         log_path=log_path,
         cwd=project.root,
         foreground=single and sys.stdin.isatty(),
+        on_spawn=on_spawn,
     )
+
+
+def planning_args(project: Project) -> list[str]:
+    """pytest-args with placeholders filled as lane 1 would see them, from each service's
+    typical values (nothing is started to plan): `--redis-url={valkey.url}` must still parse."""
+    config = project.config
+    views = {name: planned_values(name, spec) for name, spec in config.services.items()}
+    common = {
+        "lane": "1",
+        "lanes": "1",
+        "run_id": "plan",
+        "run_dir": str(project.root / ".testfleet"),
+        "project_dir": str(project.root),
+    }
+    values = placeholder_values(None, views, common)
+    return [expand(a, values, where=f"{TABLE}.pytest-args") for a in config.pytest_args]
 
 
 def collect(project: Project) -> list[str]:
-    """The suite's test ids, collected in the target interpreter, without any services."""
-    argv = [
-        project.python,
-        "-m",
-        "pytest",
-        "--collect-only",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        *project.config.pytest_args,
-    ]
-    result = subprocess.run(
-        argv,
-        cwd=project.root,
-        env=process_environ(project.python),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    nodeids = [line for line in result.stdout.splitlines() if "::" in line and " " not in line]
-    if result.returncode not in (0, 5):
+    """The suite's test ids, collected in the target interpreter without any services, as
+    the lane plugin reports them (pytest's terminal output changes with -q, -vv, plugins)."""
+    with tempfile.TemporaryDirectory(prefix="testfleet-collect-") as folder:
+        target = Path(folder) / "collected.json"
+        argv = [
+            project.python,
+            "-m",
+            "pytest",
+            "--collect-only",
+            "-q",
+            "-p",
+            "testfleet.lane",
+            "-p",
+            "no:cacheprovider",
+            *planning_args(project),
+        ]
+        env = process_environ(project.python)
+        env["TESTFLEET_COLLECT_FILE"] = str(target)
+        env.pop("TESTFLEET_QUEUE", None)
+        result = subprocess.run(
+            argv, cwd=project.root, env=env, capture_output=True, text=True, check=False
+        )
+        try:
+            report = json.loads(target.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            report = None
+    if result.returncode not in (0, 5) or report is None or report["errors"]:
         tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
         raise ConfigError(
             f"collecting tests failed with exit code {result.returncode}; `testfleet plan`"
             " collects without services, so modules that need them at import time fail here",
             details=tail,
         )
-    return nodeids
+    return list(report["nodeids"])
 
 
 def python_version(python: str) -> str:

@@ -1,4 +1,9 @@
-"""Run options, each declared once: the CLI flag, the env var and the config key derive from it."""
+"""Run options, each declared once: the CLI flag, the env var and the config key derive from it.
+
+An option's `parse` takes either the text of a flag or env var, or the value a user wrote in
+pyproject.toml, and raises ValueError with a message saying what is accepted; so the three
+sources share one rule and one wording.
+"""
 
 from __future__ import annotations
 
@@ -7,25 +12,75 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+MAX_LANES = 64
+GROUP_BY = ("module", "class", "test")
 
-def _seconds(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise ValueError("must be a positive number of seconds")
+
+def _number(value: object, what: str) -> float:
+    # bool is an int to Python; `timeout = true` is a mistake, not one second.
+    if isinstance(value, bool):
+        raise ValueError(what)
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(what) from None
+    raise ValueError(what)
+
+
+def seconds(value: object) -> float:
+    what = "must be a positive number of seconds"
+    number = _number(value, what)
+    if not 0 < number < float("inf"):
+        raise ValueError(what)
+    return number
+
+
+def _percent(value: object) -> float:
+    what = "must be a percentage from 0 to 100"
+    percent = _number(value, what)
+    if not 0 <= percent <= 100:
+        raise ValueError(what)
+    return percent
+
+
+def _lanes(value: object) -> int | str:
+    what = f'must be a whole number of lanes from 1 to {MAX_LANES}, or "auto"'
+    if value == "auto":
+        return "auto"
+    if isinstance(value, bool):
+        raise ValueError(what)
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            raise ValueError(what) from None
+    if not isinstance(value, int) or not 1 <= value <= MAX_LANES:
+        raise ValueError(what)
     return value
 
 
-def _lanes(text: str) -> int | str:
-    if text == "auto":
-        return text
-    value = int(text)
-    if value < 1:
-        raise ValueError("must be a whole number of lanes, 1 or more, or 'auto'")
-    return value
+def _group_by(value: object) -> str:
+    if value not in GROUP_BY:
+        raise ValueError(f"must be one of {', '.join(GROUP_BY)}")
+    return str(value)
 
 
-def _switch(text: str) -> bool:
-    lowered = text.strip().lower()
+ORDERS = ("auto", "duration", "pytest")
+
+
+def _order(value: object) -> str:
+    if value not in ORDERS:
+        raise ValueError(f"must be one of {', '.join(ORDERS)}")
+    return str(value)
+
+
+def _switch(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    lowered = value.strip().lower() if isinstance(value, str) else None
     if lowered in ("1", "true", "yes", "on"):
         return True
     if lowered in ("0", "false", "no", "off", ""):
@@ -33,11 +88,28 @@ def _switch(text: str) -> bool:
     raise ValueError("must be true or false")
 
 
+def _path(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("must be a path (a non-empty string)")
+    return value
+
+
+def _arguments(value: object) -> list[str]:
+    if isinstance(value, str):
+        try:
+            return shlex.split(value)
+        except ValueError as exc:  # "No closing quotation"
+            raise ValueError(f"must be shell-quoted arguments ({exc})") from None
+    if isinstance(value, list | tuple) and all(isinstance(arg, str) for arg in value):
+        return list(value)
+    raise ValueError('must be a list of strings, such as ["-q", "-x"]')
+
+
 @dataclass(frozen=True)
 class Option:
     key: str  # the [tool.testfleet] key
     help: str
-    parse: Callable[[str], Any] = str
+    parse: Callable[[Any], Any] = _path
     metavar: str = "VALUE"
     short: str | None = None
     switch: bool = False  # a flag without a value: --coverage
@@ -45,6 +117,11 @@ class Option:
     @property
     def flag(self) -> str:
         return f"--{self.key}"
+
+    @property
+    def flags(self) -> str:
+        """How argparse and error messages name it: `-n/--lanes`."""
+        return f"{self.short}/{self.flag}" if self.short else self.flag
 
     @property
     def env(self) -> str:
@@ -58,7 +135,7 @@ class Option:
 OPTIONS: tuple[Option, ...] = (
     Option(
         "lanes",
-        "parallel lanes, each with its own services; 'auto' (see docs)",
+        f"parallel lanes (1 to {MAX_LANES}), each with its own services; 'auto' (see docs)",
         _lanes,
         "N",
         short="-n",
@@ -66,23 +143,32 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "test-timeout",
         "fail a test running longer than this, kill and replace its lane",
-        _seconds,
+        seconds,
         "SECONDS",
     ),
-    Option("group-by", "what a lane runs together: module, class or test", metavar="SCOPE"),
+    Option("group-by", "what a lane runs together: module, class or test", _group_by, "SCOPE"),
+    Option(
+        "order",
+        "hand out units slowest first (duration) or in file order (pytest); auto: pytest's"
+        " order with one lane, duration with more",
+        _order,
+        "ORDER",
+    ),
     Option("durations", "the durations file, merged on every run", metavar="PATH"),
     Option("coverage", "measure coverage in every lane and combine it", _switch, switch=True),
     Option(
         "coverage-fail-under",
         "fail the run when total coverage is lower (percent)",
-        float,
+        _percent,
         "PERCENT",
     ),
     Option("coverage-xml", "where to write the combined coverage XML", metavar="PATH"),
-    Option("timeout", "stop the whole run after this many seconds", _seconds, "SECONDS"),
+    Option("timeout", "stop the whole run after this many seconds", seconds, "SECONDS"),
     Option("junit-xml", "where to write the JUnit XML report", metavar="PATH"),
     Option("dotenv", "where `up` writes the stack's env as a dotenv file", metavar="PATH"),
     Option("run-dir", "where run data lives (default: /dev/shm when present)", metavar="DIR"),
     Option("python", "the interpreter that runs pytest (default: this one)", metavar="PATH"),
-    Option("pytest-args", "arguments always passed to pytest", shlex.split, "ARGS"),
+    Option("pytest-args", "arguments always passed to pytest", _arguments, "ARGS"),
 )
+
+OPTION_BY_KEY: dict[str, Option] = {option.key: option for option in OPTIONS}

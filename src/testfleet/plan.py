@@ -71,8 +71,12 @@ def estimate(nodeids: Sequence[str], measured: Mapping[str, float]) -> Estimates
     return Estimates(durations, len(nodeids) - len(known), per_unknown)
 
 
-def make_units(nodeids: Sequence[str], estimates: Estimates, group_by: GroupBy) -> list[Unit]:
-    """Units in queue order: slowest first, ties broken by key so every machine agrees."""
+def make_units(
+    nodeids: Sequence[str], estimates: Estimates, group_by: GroupBy, *, keep_order: bool = False
+) -> list[Unit]:
+    """Units in queue order: slowest first, ties broken by key so every machine agrees; or,
+    with `keep_order`, in collection order (pytest's own), for suites whose tests depend on
+    running in it."""
     grouped: dict[str, list[str]] = {}
     for nodeid in nodeids:
         grouped.setdefault(unit_key(nodeid, group_by), []).append(nodeid)
@@ -80,6 +84,8 @@ def make_units(nodeids: Sequence[str], estimates: Estimates, group_by: GroupBy) 
         Unit(key, tuple(ids), sum(estimates.durations[i] for i in ids))
         for key, ids in grouped.items()
     ]
+    if keep_order:
+        return units
     return sorted(units, key=lambda u: (-u.estimate, u.key))
 
 
@@ -96,10 +102,16 @@ def assign(units: Sequence[Unit], lanes: int) -> tuple[LanePlan, ...]:
 
 
 def plan(
-    nodeids: Sequence[str], measured: Mapping[str, float], lanes: int, group_by: GroupBy
+    nodeids: Sequence[str],
+    measured: Mapping[str, float],
+    lanes: int,
+    group_by: GroupBy,
+    *,
+    keep_order: bool = False,
 ) -> Plan:
     estimates = estimate(nodeids, measured)
-    return Plan(assign(make_units(nodeids, estimates, group_by), lanes), estimates)
+    units = make_units(nodeids, estimates, group_by, keep_order=keep_order)
+    return Plan(assign(units, lanes), estimates)
 
 
 def ideal_bound(durations: Sequence[float], lanes: int) -> float:

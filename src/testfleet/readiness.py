@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
-import subprocess
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
-from testfleet.backends.native import ManagedProcess
+from testfleet.backends.native import ManagedProcess, Supervisor, describe_exit, read_tail
 from testfleet.errors import ServiceError
 
-Probe = Callable[[], None]  # returns when ready, raises while not
+# Called with the seconds left before the deadline; returns when ready, raises while not. No
+# probe may block longer than it is given, so a start-timeout is kept to the poll interval.
+Probe = Callable[[float], None]
 
 
 class NotReady(Exception):
@@ -28,12 +31,13 @@ def wait_ready(process: ManagedProcess, probe: Probe, *, timeout: float, what: s
     while True:
         code = process.exit_code()
         if code is not None:
+            ended = f"exited with code {code}" if code >= 0 else f"was {describe_exit(code)}"
             raise ServiceError(
-                f"{what} exited with code {code} while starting; its log: {process.log_path}",
+                f"{what} {ended} while starting; its log: {process.keep_log()}",
                 details=process.tail(),
             )
         try:
-            probe()
+            probe(max(deadline - time.monotonic(), 0.05))
             return
         except (OSError, NotReady, ValueError) as exc:
             last = f"{type(exc).__name__}: {exc}"
@@ -42,7 +46,7 @@ def wait_ready(process: ManagedProcess, probe: Probe, *, timeout: float, what: s
         if time.monotonic() >= deadline:
             raise ServiceError(
                 f"{what} not ready after {timeout:g} s (last check: {last}); raise its"
-                f" start-timeout if it is only slow; its log: {process.log_path}",
+                f" start-timeout if it is only slow; its log: {process.keep_log()}",
                 details=process.tail(),
             )
         time.sleep(delay)  # poll interval, grows to 50 ms
@@ -50,8 +54,8 @@ def wait_ready(process: ManagedProcess, probe: Probe, *, timeout: float, what: s
 
 
 def tcp(host: str, port: int) -> Probe:
-    def probe() -> None:
-        socket.create_connection((host, port), timeout=1).close()
+    def probe(left: float) -> None:
+        socket.create_connection((host, port), timeout=min(1.0, left)).close()
 
     return probe
 
@@ -59,9 +63,9 @@ def tcp(host: str, port: int) -> Probe:
 def http(url: str, *, expect_json: Mapping[str, object] | None = None) -> Probe:
     """Any 2xx answer; with `expect_json`, those keys must hold those values."""
 
-    def probe() -> None:
+    def probe(left: float) -> None:
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
+            with urllib.request.urlopen(url, timeout=min(2.0, left)) as response:
                 body = response.read()
         except urllib.error.HTTPError as exc:
             raise NotReady(f"HTTP {exc.code} from {url}") from None
@@ -85,8 +89,8 @@ def _resp_command(*parts: str) -> bytes:
 def resp_ping(host: str, port: int, password: str | None) -> Probe:
     """Valkey/Redis: AUTH (when set) and PING must answer +PONG (not -LOADING)."""
 
-    def probe() -> None:
-        with socket.create_connection((host, port), timeout=1) as sock:
+    def probe(left: float) -> None:
+        with socket.create_connection((host, port), timeout=min(1.0, left)) as sock:
             request = _resp_command("AUTH", password) if password else b""
             sock.sendall(request + _resp_command("PING"))
             answer = _read_until(sock, b"PONG", b"-")
@@ -100,8 +104,8 @@ def nats_jetstream(host: str, port: int, token: str | None, jetstream: bool) -> 
     """NATS: the INFO greeting, then a PING round trip and, with JetStream, an account info
     request that only a ready JetStream answers. Raw socket: a failed client connect costs ~2 s."""
 
-    def probe() -> None:
-        with socket.create_connection((host, port), timeout=2) as sock:
+    def probe(left: float) -> None:
+        with socket.create_connection((host, port), timeout=min(2.0, left)) as sock:
             greeting = _read_until(sock, b"\r\n")
             if not greeting.startswith(b"INFO "):
                 raise NotReady(f"unexpected greeting {greeting[:40]!r}")
@@ -137,23 +141,42 @@ def _read_until(
 
 
 def log_line(process: ManagedProcess, pattern: str) -> Probe:
-    import re
-
     compiled = re.compile(pattern)
 
-    def probe() -> None:
+    def probe(left: float) -> None:
         if not compiled.search(process.log_text()):
             raise NotReady(f"no log line matches {pattern!r} yet")
 
     return probe
 
 
-def command(cmd: str, env: Mapping[str, str], cwd: str) -> Probe:
-    def probe() -> None:
-        result = subprocess.run(
-            cmd, shell=True, env=dict(env), cwd=cwd, capture_output=True, timeout=10, check=False
+def command(
+    supervisor: Supervisor,
+    name: str,
+    cmd: str,
+    *,
+    env: Mapping[str, str],
+    cwd: Path,
+    log_path: Path,
+    per_check: float = 10.0,
+) -> Probe:
+    """A user's command that exits 0 when the service is ready. It runs as a supervised
+    process group and is killed, children included, when the deadline comes first."""
+
+    def probe(left: float) -> None:
+        log_path.unlink(missing_ok=True)
+        code, _ = supervisor.run_to_end(
+            f"{name} ready check",
+            [cmd],
+            log_path=log_path,
+            timeout=min(per_check, left),
+            env=env,
+            cwd=cwd,
+            shell=True,
         )
-        if result.returncode != 0:
-            raise NotReady(f"exit code {result.returncode}: {result.stderr.decode()[-200:]}")
+        if code is None:
+            raise NotReady(f"ready command still running after {min(per_check, left):.1f} s")
+        if code != 0:
+            raise NotReady(f"{describe_exit(code)}: {read_tail(log_path, 3)[-200:]}")
 
     return probe

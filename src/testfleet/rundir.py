@@ -1,5 +1,10 @@
 """The per-run directory: data of every service, a lock held while the run lives, and the
-process registry that lets a later run (or the reaper) stop what a killed run left behind."""
+process registry that lets a later run (or the reaper) stop what a killed run left behind.
+
+Nothing here trusts what another local user could have put in place: the base directory must
+be ours (see `files.secure_dir`), and stale runs are cleaned only when their directory, lock
+and records are owned by this user.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,20 @@ import os
 import secrets
 import shutil
 import signal
+import stat
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+from testfleet.files import TRAVERSABLE_DIR, open_private, secure_dir, unsafe_reason
 
 LOCK_NAME = "run.lock"
 PIDS_NAME = "pids"
+# Every process a run starts carries this variable (set for the run, inherited by servers,
+# lanes and whatever their tests start), so what escaped its process group can still be found.
+# It is not among the variables `up` prints: a shell that sources them must not be marked.
+MARK_VARIABLE = "_TESTFLEET_RUN"
 
 
 def default_base() -> Path:
@@ -27,11 +40,19 @@ def default_base() -> Path:
 def process_start_ticks(pid: int) -> int | None:
     """A process's start time in clock ticks, to tell it apart from a later one with its pid."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat_text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # Field 22; the command name (field 2) may hold spaces, so count from its closing ')'.
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    return int(stat_text.rsplit(")", 1)[1].split()[19])
+
+
+def parent_pid(pid: int) -> int | None:
+    try:
+        stat_text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat_text.rsplit(")", 1)[1].split()[1])
 
 
 class RunDir:
@@ -42,42 +63,67 @@ class RunDir:
         self.run_id = run_id
         self._lock_fd = lock_fd
 
+    @property
+    def mark(self) -> str:
+        """The value of MARK_VARIABLE for this run's processes."""
+        return str(self.path)
+
     @classmethod
     def create(cls, base: Path) -> RunDir:
-        base.mkdir(parents=True, exist_ok=True)
-        # Others need to traverse into it: PostgreSQL runs as an unprivileged user under root.
-        base.chmod(0o711)
+        if not base.parent.is_dir():
+            base.parent.mkdir(parents=True, exist_ok=True)
+        secure_dir(base, TRAVERSABLE_DIR, what="run directory base")
         cleanup_stale(base)
         run_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
         path = base / run_id
-        path.mkdir(mode=0o711)
-        lock_fd = os.open(path / LOCK_NAME, os.O_CREAT | os.O_RDWR, 0o600)
+        # Others may enter (PostgreSQL's account walks through to its data) but not list it;
+        # everything inside is private to this user.
+        path.mkdir(mode=TRAVERSABLE_DIR)
+        os.chmod(path, TRAVERSABLE_DIR)
+        lock_fd = open_private(path / LOCK_NAME, os.O_RDWR | os.O_CREAT)
         fcntl.flock(lock_fd, fcntl.LOCK_EX)
         return cls(path, run_id, lock_fd)
 
     def record(self, pid: int) -> None:
         """Remember a process group leader this run started."""
         ticks = process_start_ticks(pid)
-        with open(self.path / PIDS_NAME, "a", encoding="ascii") as registry:
+        fd = open_private(self.path / PIDS_NAME)
+        with os.fdopen(fd, "a", encoding="ascii") as registry:
             registry.write(f"{pid} {ticks or 0}\n")
 
     def remove(self) -> None:
         kill_recorded(self.path)
+        kill_marked(self.mark)
         shutil.rmtree(self.path, ignore_errors=True)
         os.close(self._lock_fd)
 
 
+def _owned_file(path: Path) -> bool:
+    """A regular file (not a link) of this user: only such records are believed."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid()
+
+
 def kill_recorded(path: Path) -> int:
     """SIGKILL every recorded process group still alive; returns how many were."""
+    registry = path / PIDS_NAME
+    if not _owned_file(registry):
+        return 0
     try:
-        lines = (path / PIDS_NAME).read_text(encoding="ascii").splitlines()
-    except OSError:
+        lines = registry.read_text(encoding="ascii").splitlines()
+    except (OSError, UnicodeDecodeError):
         return 0
     killed = 0
     for line in lines:
         pid_text, _, ticks_text = line.partition(" ")
-        pid, ticks = int(pid_text), int(ticks_text or 0)
-        if process_start_ticks(pid) != ticks:
+        try:
+            pid, ticks = int(pid_text), int(ticks_text or 0)
+        except ValueError:
+            continue
+        if pid <= 1 or process_start_ticks(pid) != ticks:
             continue  # gone, or the pid now belongs to someone else
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
@@ -85,15 +131,52 @@ def kill_recorded(path: Path) -> int:
     return killed
 
 
+def _pids() -> Iterator[int]:
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            yield int(entry.name)
+
+
+def marked_processes(mark: str, *, skip: Iterable[int] = ()) -> list[int]:
+    """Processes started with MARK_VARIABLE=mark in their environment (readable ones only:
+    our own, or any when root)."""
+    needle = f"{MARK_VARIABLE}={mark}".encode()
+    skipped = {os.getpid(), *skip}
+    found = []
+    for pid in _pids():
+        if pid in skipped:
+            continue
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0"):
+            found.append(pid)
+    return found
+
+
+def kill_marked(mark: str, *, skip: Iterable[int] = ()) -> int:
+    """SIGKILL what escaped its process group (setsid, double fork) but carries the mark."""
+    pids = marked_processes(mark, skip=skip)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    return len(pids)
+
+
 def cleanup_stale(base: Path) -> list[Path]:
-    """Stop the processes and remove the directories of runs whose owner is gone."""
+    """Stop the processes and remove the directories of runs whose owner is gone.
+
+    Only directories, locks and process records this user owns are trusted: a "stale run"
+    planted by someone else must not make us kill a process of their choosing.
+    """
     removed = []
     for path in sorted(base.iterdir()) if base.is_dir() else []:
         lock = path / LOCK_NAME
-        if not path.is_dir() or not lock.exists():
+        if unsafe_reason(path) is not None or not _owned_file(lock):
             continue
         try:
-            fd = os.open(lock, os.O_RDWR)
+            fd = os.open(lock, os.O_RDWR | os.O_NOFOLLOW)
         except OSError:
             continue
         try:
@@ -102,6 +185,7 @@ def cleanup_stale(base: Path) -> list[Path]:
             os.close(fd)
             continue  # its run is alive
         kill_recorded(path)
+        kill_marked(str(path))
         shutil.rmtree(path, ignore_errors=True)
         os.close(fd)
         removed.append(path)

@@ -41,12 +41,21 @@ def resolve_binaries(project: Project) -> dict[str, Binary]:
 
 
 def in_parallel(tasks: Sequence[Callable[[], T]]) -> list[T]:
-    """Run tasks on threads; after all have ended, raise the first error if any failed."""
+    """Run tasks on threads; after all have ended, raise the first error if any failed.
+
+    On Ctrl-C or SIGTERM it returns at once instead of waiting for the threads: teardown then
+    stops the processes they wait on (a setup command, a server starting), which ends them.
+    """
     if len(tasks) == 1:
         return [tasks[0]()]
-    with ThreadPoolExecutor(max_workers=len(tasks)) as pool:
+    pool = ThreadPoolExecutor(max_workers=len(tasks))
+    try:
         futures = [pool.submit(task) for task in tasks]
         errors = [f.exception() for f in futures]
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     for error in errors:
         if error is not None:
             raise error

@@ -128,7 +128,7 @@ def test_server_dying_ends_up_with_exit_3(project: Path):
     valkey = [pid for pid, _ in up.pids if "valkey" in Path(f"/proc/{pid}/cmdline").read_text()]
     os.kill(valkey[0], signal.SIGKILL)
     assert up.finish() == 3
-    assert "valkey (lane1) exited unexpectedly" in up.log[-1]
+    assert "service valkey (lane 1) exited unexpectedly (killed by SIGKILL)" in up.log[-1]
     assert alive(up.pids) == []
 
 

@@ -8,12 +8,14 @@ import pytest
 
 from testfleet.config import (
     PostgresSpec,
+    check_lanes,
     default_exports,
     layer,
     load_project,
     start_order,
     validate,
 )
+from testfleet.envvars import service_exports
 from testfleet.errors import ConfigError
 from tests.helpers import write_pyproject
 
@@ -162,6 +164,14 @@ def test_default_exports_follow_service_names():
     assert default_exports("valkey", "valkey") == {"VALKEY_URL": "{url}", "REDIS_URL": "{url}"}
     assert default_exports("sessions", "valkey") == {"SESSIONS_URL": "{url}"}
     assert default_exports("vault", "vault") == {"VAULT_ADDR": "{addr}", "VAULT_TOKEN": "{token}"}
+    assert set(default_exports("db", "postgres", first_of_kind=True)) == {
+        "DB_URL",
+        "PGHOST",
+        "PGPORT",
+        "PGUSER",
+        "PGPASSWORD",
+        "PGDATABASE",
+    }
 
 
 def test_start_order_levels():
@@ -234,3 +244,332 @@ def test_config_is_frozen():
     config = validate({"timeout": 3})
     with pytest.raises(ValueError, match="frozen"):
         config.timeout = 4  # type: ignore[misc]
+
+
+# -- values: one line each, naming the key and what is accepted ------------------------------
+
+LANES_RULE = 'must be a whole number of lanes from 1 to 64, or "auto"'
+
+
+def test_lanes_word_is_one_line():
+    """A word for lanes gives one line with the rule, not pydantic's two union complaints."""
+    with pytest.raises(ConfigError) as info:
+        validate({"lanes": "four"})
+    assert info.value.message == f"tool.testfleet.lanes: {LANES_RULE} (got 'four')"
+    assert info.value.details == ""
+
+
+@pytest.mark.parametrize(
+    ("table", "key"),
+    [
+        ({"lanes": True}, "lanes"),
+        ({"timeout": True}, "timeout"),
+        ({"test-timeout": True}, "test-timeout"),
+        ({"coverage-fail-under": True}, "coverage-fail-under"),
+        ({"services": {"postgres": {"start-timeout": True}}}, "services.postgres.start-timeout"),
+        ({"services": {"valkey": {"port": True}}}, "services.valkey.port"),
+        ({"services": {"valkey": {"password": 1}}}, "services.valkey.password"),
+        ({"services": {"nats": {"export-defaults": "no"}}}, "services.nats.export-defaults"),
+    ],
+)
+def test_booleans_and_numbers_are_not_interchangeable(table: dict, key: str):
+    """`lanes = true` is not one lane, nor `password = 1` a yes: pydantic's lax casts are off."""
+    assert error_of(table).startswith(f"tool.testfleet.{key}: ")
+
+
+@pytest.mark.parametrize("lanes", [0, 65, 100000, -1])
+def test_lanes_out_of_range(lanes: int):
+    """Lanes run from 1 to 64; the message says so."""
+    assert error_of({"lanes": lanes}) == f"tool.testfleet.lanes: {LANES_RULE} (got {lanes})"
+
+
+def test_lanes_bounds_are_accepted():
+    """1, 64 and "auto" are all valid lane counts."""
+    assert [validate({"lanes": n}).lanes for n in (1, 64, "auto")] == [1, 64, "auto"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "text", "rule"),
+    [
+        ("TESTFLEET_LANES", "many", LANES_RULE),
+        ("TESTFLEET_LANES", "65", LANES_RULE),
+        ("TESTFLEET_TEST_TIMEOUT", "soon", "must be a positive number of seconds"),
+        ("TESTFLEET_COVERAGE_FAIL_UNDER", "x", "must be a percentage from 0 to 100"),
+        ("TESTFLEET_GROUP_BY", "bogus", "must be one of module, class, test"),
+        ("TESTFLEET_PYTEST_ARGS", "-k 'x", "must be shell-quoted arguments"),
+    ],
+)
+def test_bad_env_value_says_what_is_accepted(variable: str, text: str, rule: str):
+    """An env var's bad value is one line naming the variable and the rule, not int()'s text."""
+    with pytest.raises(ConfigError) as info:
+        layer({}, cli={}, environ={variable: text})
+    assert info.value.message.startswith(f"{variable}={text!r}: {rule}")
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag", "rule"),
+    [
+        (["run", "-n", "abc"], "-n/--lanes", LANES_RULE),
+        (["run", "-n", "500"], "-n/--lanes", LANES_RULE),
+        (["plan", "-n", "100000"], "-n/--lanes", LANES_RULE),
+        (["run", "--timeout", "soon"], "--timeout", "must be a positive number of seconds"),
+        (["run", "--test-timeout", "-1"], "--test-timeout", "must be a positive number"),
+        (["run", "--coverage-fail-under", "x"], "--coverage-fail-under", "must be a percentage"),
+        (["up", "--group-by", "bogus"], "--group-by", "must be one of module, class, test"),
+    ],
+)
+def test_bad_flag_value_names_the_flag_and_the_rule(argv: list[str], flag: str, rule: str):
+    """argparse shows the option's own rule, not "invalid _lanes value"."""
+    from testfleet.cli import build_parser
+
+    with pytest.raises(ConfigError) as info:
+        build_parser().parse_args(argv)
+    assert info.value.message.startswith(f"argument {flag}: {rule}")
+    assert repr(argv[-1]) in info.value.message
+
+
+def test_several_problems_are_still_one_line():
+    """Pydantic's list of errors becomes the first one and a count of the rest."""
+    with pytest.raises(ConfigError) as info:
+        validate({"timeout": "soon", "group-by": "file", "junit-xml": 3})
+    assert info.value.message.endswith("(and 2 more problems)")
+    assert info.value.details == ""
+
+
+def test_union_value_error_names_the_key_only():
+    """A key with two accepted forms names the key, without pydantic's member tags."""
+    message = error_of({"services": {"postgres": {"setup": 3}}})
+    assert message == (
+        "tool.testfleet.services.postgres.setup: must be a shell command (a string) or an argv"
+        " (a non-empty list of strings) (got 3)"
+    )
+
+
+def test_error_inside_ready_names_ready():
+    """The kind tag of a command service is not mistaken for its `command` key."""
+    cmd = {"kind": "command", "command": "x {port}", "ready": {"tcp": "yes"}}
+    message = error_of({"services": {"api": cmd}})
+    assert message.startswith("tool.testfleet.services.api.ready.tcp: ")
+
+
+def test_non_utf8_pyproject_is_one_line(tmp_path: Path):
+    """A pyproject.toml in another encoding names the file, not a UnicodeDecodeError."""
+    (tmp_path / "pyproject.toml").write_bytes(b"[tool.testfleet]\n# caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"pyproject.toml: not UTF-8 \(byte 0xe9 at offset 22\)"):
+        load_project(tmp_path, environ={})
+
+
+# -- placeholders, checked in every templated value before anything starts -------------------
+
+CMD = {"kind": "command", "command": "serve {port}"}
+
+
+@pytest.mark.parametrize(
+    ("table", "key"),
+    [
+        ({"env": {"A": "{lane"}}, "tool.testfleet.env.A"),
+        ({"pytest-args": ["--x={lane"]}, "tool.testfleet.pytest-args[0]"),
+        ({"services": {"postgres": {"export": {"A": "{url"}}}}, "services.postgres.export.A"),
+        ({"services": {"api": {**CMD, "command": "serve {port"}}}, "services.api.command"),
+        ({"services": {"api": {**CMD, "command": ["s", "{port"]}}}, "services.api.command[1]"),
+        ({"services": {"api": {**CMD, "env": {"B": "{lane"}}}}, "services.api.env.B"),
+        (
+            {"services": {"api": {**CMD, "ready": {"command": "probe {url"}}}},
+            "services.api.ready.command",
+        ),
+        (
+            {"services": {"api": {**CMD, "ready": {"http": "http://{host:{port}/"}}}},
+            "services.api.ready.http",
+        ),
+        ({"services": {"postgres": {"setup": "migrate {url"}}}, "services.postgres.setup"),
+    ],
+)
+def test_unclosed_brace_names_the_key(table: dict, key: str):
+    """`{lane` without its `}` is an error naming the key and `{{`, wherever placeholders go."""
+    message = error_of(table)
+    assert key in message.split(":", 1)[0]
+    assert "unclosed '{'" in message
+    assert "write {{ for a literal brace" in message
+
+
+def test_lone_closing_brace_is_refused():
+    """A stray `}` is refused too, with `}}` as the way to write one."""
+    message = error_of({"env": {"JSON": '{{"lane": {lane}}'}})
+    assert message.startswith("tool.testfleet.env.JSON: a lone '}'")
+    assert "write }} for a literal brace" in message
+
+
+def test_literal_braces_and_log_regexes_pass():
+    """`{{`/`}}` are literal braces; a log regex keeps its own braces (it is no template)."""
+    validate(
+        {
+            "env": {"JSON": '{{"lane": {lane}}}'},
+            "services": {"api": {**CMD, "ready": {"log": r"listening on \d{4,5}"}}},
+        }
+    )
+
+
+def test_ready_command_placeholders_are_checked_at_validation():
+    """A typo in ready.command is found before any service starts."""
+    message = error_of({"services": {"api": {**CMD, "ready": {"command": "probe {uri}"}}}})
+    assert message.startswith("tool.testfleet.services.api.ready.command: unknown placeholder")
+    assert "did you mean 'url'?" in message
+
+
+def test_ready_command_needs_dependency():
+    """ready.command may use another service only when the command service depends on it."""
+    ready = {"command": "pg_isready -d {postgres.url}"}
+    message = error_of({"services": {"postgres": {}, "api": {**CMD, "ready": ready}}})
+    assert "add 'postgres' to depends-on" in message
+
+
+def test_ready_http_url_template_is_checked():
+    """A ready.http URL (not a /path) is a template: its placeholders are checked."""
+    message = error_of({"services": {"api": {**CMD, "ready": {"http": "http://{host}:{prot}/"}}}})
+    assert "tool.testfleet.services.api.ready.http: unknown placeholder {prot}" in message
+
+
+def test_setup_may_use_its_own_fields():
+    """postgres.setup may use the service's own fields and the common placeholders."""
+    validate({"services": {"postgres": {"setup": "migrate --url {url} --dir {project_dir}"}}})
+    validate({"services": {"postgres": {"setup": ["migrate", "--db", "{database}"]}}})
+
+
+def test_setup_placeholder_typo_is_refused():
+    """An unknown placeholder in setup is found at validation."""
+    message = error_of({"services": {"postgres": {"setup": "migrate --url {urll}"}}})
+    assert message.startswith("tool.testfleet.services.postgres.setup: unknown placeholder {urll}")
+
+
+def test_setup_cannot_use_other_services():
+    """Setup runs once before any lane, so other services' values do not exist yet."""
+    table = {"services": {"valkey": {}, "postgres": {"setup": "migrate {valkey.url}"}}}
+    assert "setup runs once, before any lane" in error_of(table)
+
+
+def test_shell_placeholder_inside_backticks_is_refused():
+    """In a shell-string command, a value inside backticks cannot be quoted: use $(...)."""
+    message = error_of({"services": {"api": {**CMD, "command": "serve `echo {port}`"}}})
+    assert message.endswith("use $(...) instead")
+
+
+# -- lanes the services can serve --------------------------------------------------------------
+
+
+def test_valkey_database_isolation_caps_lanes_at_validation():
+    """17 lanes on Valkey's 16 DB numbers is refused before anything starts."""
+    table = {"lanes": 17, "services": {"valkey": {"isolation": "database"}}}
+    message = error_of(table)
+    assert message.startswith('tool.testfleet.services.valkey.isolation = "database"')
+    assert "at most 16 lanes" in message
+    assert 'isolation = "server"' in message
+
+
+def test_check_lanes_after_auto():
+    """check_lanes refuses the number `auto` resolved to, for the same reason."""
+    config = validate({"lanes": "auto", "services": {"valkey": {"isolation": "database"}}})
+    check_lanes(config, 16)
+    with pytest.raises(ConfigError, match="at most 16 lanes"):
+        check_lanes(config, 17)
+
+
+@pytest.mark.parametrize(
+    ("service", "exported"),
+    [
+        ({"valkey": {"port": 6379}}, "VALKEY_URL"),
+        ({"postgres": {"port": 5432, "isolation": "server"}}, "POSTGRES_URL"),
+        ({"nats": {"port": 4222}}, "NATS_URL"),
+        ({"vault": {"port": 8200}}, "VAULT_ADDR"),
+        ({"api": {"kind": "command", "command": "serve", "port": 8000}}, "{port}"),
+    ],
+)
+def test_fixed_port_with_a_server_per_lane_needs_one_lane(service: dict, exported: str):
+    """A fixed port is fine for one lane; with two, each lane's own server would collide."""
+    (name,) = service
+    validate({"lanes": 1, "services": service})
+    message = error_of({"lanes": 2, "services": service})
+    port = service[name]["port"]
+    assert message.startswith(
+        f"tool.testfleet.services.{name}.port = {port}: every lane starts its own {name} server,"
+        f" and only one can listen on port {port}; use -n 1"
+    )
+    assert exported in message
+
+
+@pytest.mark.parametrize("kind", ["postgres", "valkey"])
+def test_fixed_port_on_a_shared_server_allows_many_lanes(kind: str):
+    """isolation = "database" runs one server for every lane, so a fixed port suits any -n."""
+    config = validate({"lanes": 8, "services": {kind: {"port": 15000, "isolation": "database"}}})
+    assert config.services[kind].port == 15000
+
+
+@pytest.mark.parametrize("port", [0, 65536, "6379", 6379.5])
+def test_port_must_be_a_port_number(port: object):
+    """`port` takes a whole number from 1 to 65535."""
+    message = error_of({"services": {"nats": {"port": port}}})
+    assert message.startswith("tool.testfleet.services.nats.port: must be a TCP port number")
+
+
+def test_command_with_fixed_port_needs_no_placeholder():
+    """A command service with `port` gets the TCP check on it without `{port}` or `ready`."""
+    config = validate({"services": {"api": {"kind": "command", "command": "serve", "port": 8000}}})
+    assert config.services["api"].uses_port()
+
+
+def test_two_services_on_one_fixed_port():
+    """Two services cannot share a fixed port, even with one lane."""
+    message = error_of({"services": {"valkey": {"port": 7000}, "nats": {"port": 7000}}})
+    assert message.startswith("tool.testfleet.services.nats.port = 7000: valkey has that port")
+
+
+# -- libpq variables -----------------------------------------------------------------------------
+
+PG_VALUES = {
+    "url": "postgresql://u:pw@h:1/d",
+    "host": "h",
+    "port": "1",
+    "user": "u",
+    "password": "pw",
+    "database": "d",
+}
+
+
+def test_first_postgres_exports_libpq_variables():
+    """Only the first postgres in config order exports PGHOST and friends, with its values."""
+    config = validate({"services": {"main": {"kind": "postgres"}, "postgres": {}}})
+    first = service_exports("main", config.services["main"], PG_VALUES)
+    second = service_exports("postgres", config.services["postgres"], PG_VALUES)
+    assert first == {
+        "MAIN_URL": PG_VALUES["url"],
+        "PGHOST": "h",
+        "PGPORT": "1",
+        "PGUSER": "u",
+        "PGPASSWORD": "pw",
+        "PGDATABASE": "d",
+    }
+    assert second == {"POSTGRES_URL": PG_VALUES["url"]}
+
+
+def test_export_defaults_false_drops_libpq_variables():
+    """`export-defaults = false` drops the PG* variables with the rest of the defaults."""
+    config = validate({"services": {"postgres": {"export-defaults": False}}})
+    assert service_exports("postgres", config.services["postgres"], PG_VALUES) == {}
+
+
+def test_libpq_variable_collision_names_both_services():
+    """Another service exporting PGHOST collides with the first postgres's default."""
+    message = error_of(
+        {"services": {"postgres": {}, "db2": {"kind": "postgres", "export": {"PGHOST": "{host}"}}}}
+    )
+    assert message == (
+        "tool.testfleet.services.db2.export: PGHOST is exported by postgres by default too;"
+        " rename it here, or set export-defaults = false on postgres"
+    )
+
+
+def test_libpq_collision_found_from_either_side():
+    """A service declared before the postgres that exports PGHOST collides too."""
+    api = {**CMD, "export": {"PGHOST": "{host}"}}
+    message = error_of({"services": {"api": api, "postgres": {}}})
+    assert message.startswith("tool.testfleet.services.postgres: PGHOST, one of its default")
+    assert "exported by api too" in message

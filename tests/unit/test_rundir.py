@@ -5,7 +5,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from testfleet.rundir import RunDir, cleanup_stale, kill_recorded
+import pytest
+
+from testfleet.errors import ConfigError
+from testfleet.rundir import (
+    MARK_VARIABLE,
+    RunDir,
+    cleanup_stale,
+    kill_recorded,
+    process_start_ticks,
+)
 from tests.helpers import alive, recorded_pids
 
 
@@ -62,3 +71,106 @@ def test_run_ids_differ(tmp_path: Path):
         first.remove()
         second.remove()
         assert os.listdir(tmp_path) == []
+
+
+# -- a hostile local user ------------------------------------------------------------------------
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="planting another user's files needs root"
+)
+OTHER_UID = 65534  # nobody
+
+
+def test_base_dir_is_created_private_and_traversable(tmp_path: Path):
+    """The base is made by us with mode 711: others may enter (PostgreSQL's account) but not
+    list or write it."""
+    base = tmp_path / "base"
+    run = RunDir.create(base)
+    try:
+        assert oct(base.stat().st_mode)[-3:] == "711"
+        assert base.stat().st_uid == os.geteuid()
+    finally:
+        run.remove()
+
+
+def test_symlinked_base_dir_is_refused(tmp_path: Path):
+    """A base dir that is a link (to a target of the linker's choosing) is never used."""
+    target = tmp_path / "target"
+    target.mkdir()
+    (tmp_path / "base").symlink_to(target)
+    with pytest.raises(ConfigError, match="is a symbolic link"):
+        RunDir.create(tmp_path / "base")
+    assert list(target.iterdir()) == []
+
+
+def test_group_writable_base_dir_is_refused(tmp_path: Path):
+    base = tmp_path / "base"
+    base.mkdir(mode=0o777)
+    os.chmod(base, 0o777)
+    with pytest.raises(ConfigError, match="writable by others"):
+        RunDir.create(base)
+
+
+@needs_root
+def test_base_dir_of_another_user_is_refused(tmp_path: Path):
+    """`/dev/shm/testfleet-0` made by someone else first: refused, naming the fix."""
+    base = tmp_path / "base"
+    base.mkdir(mode=0o711)
+    os.chown(base, OTHER_UID, OTHER_UID)
+    with pytest.raises(ConfigError) as info:
+        RunDir.create(base)
+    assert f"owned by uid {OTHER_UID}" in info.value.message
+    assert "rm -rf" in info.value.message
+    assert info.value.exit_code == 2
+
+
+@needs_root
+def test_planted_stale_run_does_not_get_a_process_killed(tmp_path: Path):
+    """A fake dead run whose records are not ours is ignored, whatever pid it names."""
+    base = tmp_path / "base"
+    run = RunDir.create(base)
+    run.remove()
+    victim = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        planted = base / "20200101-000000-abcdef"
+        planted.mkdir()
+        (planted / "run.lock").write_text("")
+        ticks = process_start_ticks(victim.pid)
+        (planted / "pids").write_text(f"{victim.pid} {ticks}\n")
+        for path in (planted, planted / "run.lock", planted / "pids"):
+            os.chown(path, OTHER_UID, OTHER_UID)
+        assert cleanup_stale(base) == []
+        assert victim.poll() is None
+        assert planted.exists()
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+def test_pid_record_that_is_a_link_is_not_believed(tmp_path: Path):
+    victim = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        real = tmp_path / "elsewhere"
+        real.write_text(f"{victim.pid} {process_start_ticks(victim.pid)}\n")
+        (tmp_path / "pids").symlink_to(real)
+        assert kill_recorded(tmp_path) == 0
+        assert victim.poll() is None
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+def test_escaped_process_is_found_by_its_mark(tmp_path: Path):
+    """A process that left its group (setsid) but carries the run's mark is stopped too."""
+    run = RunDir.create(tmp_path)
+    env = {**os.environ, MARK_VARIABLE: run.mark}
+    escaped = subprocess.Popen(["sleep", "300"], start_new_session=True, env=env)
+    try:
+        ticks = process_start_ticks(escaped.pid) or 0
+        run.remove()
+        escaped.wait(10)
+        assert alive([(escaped.pid, ticks)]) == []
+    finally:
+        if escaped.poll() is None:
+            escaped.kill()
+            escaped.wait()

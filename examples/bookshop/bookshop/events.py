@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import nats
@@ -41,7 +42,9 @@ async def read_orders(url: str, durable: str) -> list[dict[str, object]]:
         while True:
             try:
                 batch = await sub.fetch(10, timeout=0.2)
-            except nats.errors.TimeoutError:
+            # "Nothing more" arrives as nats' own TimeoutError or, when the client's deadline
+            # runs out between its two pull requests, as asyncio's.
+            except (nats.errors.TimeoutError, asyncio.TimeoutError):
                 return events
             for message in batch:
                 events.append(json.loads(message.data))

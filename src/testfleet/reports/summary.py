@@ -31,6 +31,7 @@ ORDER: tuple[Outcome, ...] = (
 @dataclass(frozen=True)
 class RunFacts:
     wall: float  # lanes start to last lane end
+    total: float  # the whole command: stack, lanes, reports, teardown
     lanes: Sequence[LaneState]
     unknown_durations: int
     per_unknown: float
@@ -53,6 +54,9 @@ def print_summary(console: Console, results: Sequence[TestResult], facts: RunFac
                 f" (lane {result.lane})"
             )
             lines = result.text.rstrip().splitlines()[-FAILURE_TEXT_LINES:]
+            # The why of a crash, a timeout or an interrupt may be in the message alone.
+            if result.message and result.message not in "\n".join(lines):
+                console.print(f"[red]{escape(result.message)}[/]", highlight=False)
             if lines:
                 console.print(escape("\n".join(lines)), highlight=False)
             if result.output:
@@ -97,4 +101,4 @@ def print_summary(console: Console, results: Sequence[TestResult], facts: RunFac
         console.rule("coverage")
         console.print(escape(facts.coverage.table.rstrip()), highlight=False)
     style = "red" if failing else "green"
-    console.rule(f"[{style}]{counts_line(results)} in {facts.wall:.2f} s")
+    console.rule(f"[{style}]{counts_line(results)} in {facts.total:.2f} s")

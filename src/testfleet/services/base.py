@@ -12,6 +12,7 @@ from testfleet.backends.native import ManagedProcess, RunAs, Supervisor
 from testfleet.binaries import Binary
 from testfleet.config import Project
 from testfleet.errors import ServiceError
+from testfleet.files import PRIVATE_DIR, TRAVERSABLE_DIR, private_dir
 from testfleet.ports import address_in_use, free_port
 from testfleet.readiness import Probe, wait_ready
 from testfleet.rundir import RunDir
@@ -39,6 +40,14 @@ class StackContext:
     run_as: RunAs | None
     binaries: Mapping[str, Binary] = field(default_factory=dict)
     lanes: int = 1
+    # Every credential of the run, so that logs of processes that may print them (a dev
+    # server's banner, the user's own app) have them replaced.
+    secrets: list[str] = field(default_factory=list)
+
+    def secret(self) -> str:
+        value = secret()
+        self.secrets.append(value)
+        return value
 
     @property
     def run_id(self) -> str:
@@ -54,10 +63,16 @@ class StackContext:
             "project_dir": str(self.project.root),
         }
 
-    def service_dir(self, name: str) -> Path:
-        path = self.run_dir.path / name
-        path.mkdir(exist_ok=True, mode=0o711)
-        return path
+    def service_dir(self, name: str, *, traversable: bool = False) -> Path:
+        """The service's directory in the run: private, unless another account (PostgreSQL's,
+        under root) must walk through it to its own folder."""
+        return private_dir(
+            self.run_dir.path / name, TRAVERSABLE_DIR if traversable else PRIVATE_DIR
+        )
+
+    def folder(self, name: str, label: str) -> Path:
+        """A private folder for one of the service's servers: its config, data and log."""
+        return private_dir(self.service_dir(name) / label)
 
 
 class Service(Protocol):
@@ -91,14 +106,18 @@ def start_on_free_port(
     stop_signal: int | None = None,
     shell: bool = False,
     signal_group: bool = False,
+    fixed_port: int | None = None,
+    redact: Sequence[str] = (),
+    umask: int = -1,
 ) -> tuple[ManagedProcess, int]:
-    """Start a server on a fresh port and wait until it is ready.
+    """Start a server on a fresh port (or the configured one) and wait until it is ready.
 
-    Another process may take the port between our check and the server's bind; then the
-    server says so and we try a new port.
+    Another process may take a fresh port between our check and the server's bind; then the
+    server says so and we try a new port. A configured port is tried once.
     """
-    for attempt in range(1, PORT_ATTEMPTS + 1):
-        port = free_port()
+    attempts = 1 if fixed_port else PORT_ATTEMPTS
+    for attempt in range(1, attempts + 1):
+        port = fixed_port or free_port()
         kwargs = {} if stop_signal is None else {"stop_signal": stop_signal}
         process = ctx.supervisor.spawn(
             name,
@@ -109,15 +128,23 @@ def start_on_free_port(
             run_as=run_as,
             shell=shell,
             signal_group=signal_group,
+            redact=redact,
+            umask=umask,
             **kwargs,
         )
         try:
             wait_ready(process, probe_for(port, process), timeout=timeout, what=name)
-        except ServiceError:
+        except ServiceError as exc:
             in_use = address_in_use(process.tail())
             process.stop()
             ctx.supervisor.forget(process)
-            if in_use and attempt < PORT_ATTEMPTS:
+            if in_use and fixed_port:
+                raise ServiceError(
+                    f"{name}: port {fixed_port} is already in use by another process; stop it,"
+                    " or drop `port` so testfleet picks a free one",
+                    details=exc.details,
+                ) from None
+            if in_use and attempt < attempts:
                 continue
             raise
         return process, port

@@ -25,8 +25,7 @@ class CommandService:
 
     def provision(self, lane: int, deps: Mapping[str, ServiceView]) -> ServiceView:
         spec, where = self.spec, self.where
-        folder = self.ctx.service_dir(self.name) / f"lane{lane}"
-        folder.mkdir(exist_ok=True)
+        folder = self.ctx.folder(self.name, f"lane{lane}")
         cwd = self.ctx.project.path(spec.cwd) if spec.cwd else self.ctx.project.root
         common = self.ctx.common_values(lane)
         dep_values = {name: view.values for name, view in deps.items()}
@@ -40,9 +39,9 @@ class CommandService:
             url = f"http://{HOST}:{port}" if spec.uses_port() else ""
             return {"port": str(port), "host": HOST, "url": url}
 
-        def fill(template: str, port: int, key: str) -> str:
+        def fill(template: str, port: int, key: str, *, shell: bool = False) -> str:
             values = placeholder_values(own(port), dep_values, common)
-            return expand(template, values, where=f"{where}.{key}")
+            return expand(template, values, where=f"{where}.{key}", shell=shell)
 
         def env(port: int) -> dict[str, str]:
             return {**base_env, **{k: fill(v, port, f"env.{k}") for k, v in spec.env.items()}}
@@ -51,7 +50,7 @@ class CommandService:
             if isinstance(spec.command, str):
                 # Through /bin/sh so users may write `&&` and pipes; the stop signal goes to
                 # the whole process group, so the server gets it, not only the shell.
-                return [fill(spec.command, port, "command")]
+                return [fill(spec.command, port, "command", shell=True)]
             return [fill(part, port, "command") for part in spec.command]
 
         def probe(port: int, process: ManagedProcess) -> readiness.Probe:
@@ -70,7 +69,12 @@ class CommandService:
                 return readiness.log_line(process, ready.log)
             assert ready.command is not None
             return readiness.command(
-                fill(ready.command, port, "ready.command"), env(port), str(cwd)
+                self.ctx.supervisor,
+                f"{self.name} (lane {lane})",
+                fill(ready.command, port, "ready.command", shell=True),
+                env=env(port),
+                cwd=cwd,
+                log_path=folder / "ready.log",
             )
 
         _, port = start_on_free_port(
@@ -84,8 +88,17 @@ class CommandService:
             cwd=cwd,
             shell=isinstance(spec.command, str),
             signal_group=True,
+            fixed_port=spec.port,
+            # The app gets every URL with its password; it may well print one.
+            redact=self.ctx.secrets,
         )
         return ServiceView(self.name, "command", own(port))
 
     def stop(self) -> None:
         """Processes are stopped by the supervisor; nothing else to release."""
+
+
+def planned(spec: CommandSpec) -> dict[str, str]:
+    """Lane 1's values in the shape a run gives them, for planning without a server."""
+    port = str(spec.port or 8000)
+    return {"url": f"http://{HOST}:{port}", "host": HOST, "port": port}

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from testfleet import readiness
 from testfleet.config import NatsSpec
 from testfleet.files import write_private
-from testfleet.services.base import HOST, ServiceView, StackContext, secret, start_on_free_port
+from testfleet.services.base import HOST, ServiceView, StackContext, start_on_free_port
 
 
 class NatsService:
@@ -16,14 +16,13 @@ class NatsService:
         self.name = name
         self.spec = spec
         self.ctx = ctx
-        self.token = secret() if spec.token else None
+        self.token = ctx.secret() if spec.token else None
 
     def start(self) -> None:
         """Every lane gets its own server; nothing is shared."""
 
     def provision(self, lane: int, deps: Mapping[str, ServiceView]) -> ServiceView:
-        folder = self.ctx.service_dir(self.name) / f"lane{lane}"
-        folder.mkdir(exist_ok=True)
+        folder = self.ctx.folder(self.name, f"lane{lane}")
         binary = self.ctx.binaries[self.name]
 
         def argv(port: int) -> list[str]:
@@ -47,6 +46,7 @@ class NatsService:
             stop_signal=signal.SIGKILL,
             timeout=self.spec.start_timeout,
             cwd=folder,
+            fixed_port=self.spec.port,
         )
         auth = f"{self.token}@" if self.token else ""
         return ServiceView(
@@ -62,3 +62,9 @@ class NatsService:
 
     def stop(self) -> None:
         """Processes are stopped by the supervisor; nothing else to release."""
+
+
+def planned(spec: NatsSpec) -> dict[str, str]:
+    """Lane 1's values in the shape a run gives them, for planning without a server."""
+    port = str(spec.port or 4222)
+    return {"url": f"nats://{HOST}:{port}", "host": HOST, "port": port, "token": ""}

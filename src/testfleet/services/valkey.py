@@ -8,12 +8,9 @@ from collections.abc import Mapping
 
 from testfleet import readiness
 from testfleet.backends.native import ManagedProcess
-from testfleet.config import ValkeySpec
-from testfleet.errors import ConfigError
+from testfleet.config import VALKEY_DB_NUMBERS, ValkeySpec
 from testfleet.files import write_private
-from testfleet.services.base import HOST, ServiceView, StackContext, secret, start_on_free_port
-
-DB_NUMBERS = 16
+from testfleet.services.base import HOST, ServiceView, StackContext, start_on_free_port
 
 
 class ValkeyService:
@@ -21,16 +18,15 @@ class ValkeyService:
         self.name = name
         self.spec = spec
         self.ctx = ctx
-        self.password = secret() if spec.password else None
+        self.password = ctx.secret() if spec.password else None
         self._shared: tuple[ManagedProcess, int] | None = None
 
     def start(self) -> None:
         if self.spec.isolation == "database":
-            self._shared = self._start_server("shared")
+            self._shared = self._start_server("shared", "shared")
 
-    def _start_server(self, label: str) -> tuple[ManagedProcess, int]:
-        folder = self.ctx.service_dir(self.name) / label
-        folder.mkdir(exist_ok=True)
+    def _start_server(self, folder_name: str, label: str) -> tuple[ManagedProcess, int]:
+        folder = self.ctx.folder(self.name, folder_name)
         binary = self.ctx.binaries[self.name]
 
         def argv(port: int) -> list[str]:
@@ -42,7 +38,7 @@ class ValkeyService:
                 "save": '""',
                 "appendonly": "no",
                 "daemonize": "no",
-                "databases": str(DB_NUMBERS),
+                "databases": str(VALKEY_DB_NUMBERS),
             }
             if self.password:
                 lines["requirepass"] = self.password
@@ -61,18 +57,14 @@ class ValkeyService:
             stop_signal=signal.SIGKILL,
             timeout=self.spec.start_timeout,
             cwd=folder,
+            fixed_port=self.spec.port,
         )
 
     def provision(self, lane: int, deps: Mapping[str, ServiceView]) -> ServiceView:
         if self._shared is not None:
-            if lane > DB_NUMBERS:
-                raise ConfigError(
-                    f'{self.name}: isolation = "database" gives at most {DB_NUMBERS} lanes;'
-                    ' use isolation = "server"'
-                )
             port, db = self._shared[1], lane - 1
         else:
-            port, db = self._start_server(f"lane{lane}")[1], 0
+            port, db = self._start_server(f"lane{lane}", f"lane {lane}")[1], 0
         auth = f":{self.password}@" if self.password else ""
         return ServiceView(
             self.name,
@@ -88,3 +80,15 @@ class ValkeyService:
 
     def stop(self) -> None:
         """Processes are stopped by the supervisor; nothing else to release."""
+
+
+def planned(spec: ValkeySpec) -> dict[str, str]:
+    """Lane 1's values in the shape a run gives them, for planning without a server."""
+    port = str(spec.port or 6379)
+    return {
+        "url": f"redis://{HOST}:{port}/0",
+        "host": HOST,
+        "port": port,
+        "password": "",
+        "db": "0",
+    }

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 from testfleet import readiness
 from testfleet.config import VaultSpec
-from testfleet.services.base import HOST, ServiceView, StackContext, secret, start_on_free_port
+from testfleet.services.base import HOST, ServiceView, StackContext, start_on_free_port
 
 
 class VaultService:
@@ -17,14 +17,13 @@ class VaultService:
         self.name = name
         self.spec = spec
         self.ctx = ctx
-        self.token = secret()
+        self.token = ctx.secret()
 
     def start(self) -> None:
         """Every lane gets its own server; nothing is shared."""
 
     def provision(self, lane: int, deps: Mapping[str, ServiceView]) -> ServiceView:
-        folder = self.ctx.service_dir(self.name) / f"lane{lane}"
-        folder.mkdir(exist_ok=True)
+        folder = self.ctx.folder(self.name, f"lane{lane}")
         binary = self.ctx.binaries[self.name]
         # The dev server writes its token to ~/.vault-token; keep the user's own file intact,
         # and keep the user's VAULT_*/BAO_* settings from steering our server.
@@ -56,6 +55,9 @@ class VaultService:
             timeout=self.spec.start_timeout,
             env=env,
             cwd=folder,
+            fixed_port=self.spec.port,
+            # The dev server prints its root token in a banner: keep it out of the log.
+            redact=[self.token],
         )
         addr = f"http://{HOST}:{port}"
         return ServiceView(
@@ -72,3 +74,10 @@ class VaultService:
 
     def stop(self) -> None:
         """Processes are stopped by the supervisor; nothing else to release."""
+
+
+def planned(spec: VaultSpec) -> dict[str, str]:
+    """Lane 1's values in the shape a run gives them, for planning without a server."""
+    port = str(spec.port or 8200)
+    addr = f"http://{HOST}:{port}"
+    return {"url": addr, "addr": addr, "host": HOST, "port": port, "token": ""}

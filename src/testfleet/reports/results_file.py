@@ -1,0 +1,127 @@
+"""The run's results as plain JSON, written before any other report.
+
+JSON escapes every character, so this file cannot fail on what a test printed, and every
+other report (and, later, the merge of CI shards) can be made again from it. The format is
+explicit and versioned: a reader refuses a version it does not know instead of guessing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, get_args
+
+from testfleet.errors import ConfigError
+from testfleet.files import staging_name
+from testfleet.results import Outcome, TestResult
+
+FORMAT = "testfleet-results"
+FORMAT_VERSION = 1
+OUTCOMES: frozenset[str] = frozenset(get_args(Outcome))
+
+
+def _entry(result: TestResult) -> dict[str, Any]:
+    return {
+        "nodeid": result.nodeid,
+        "outcome": result.outcome,
+        "duration": result.duration,
+        "lane": result.lane,
+        "message": result.message,
+        "text": result.text,
+        "output": result.output,
+        "timed": result.timed,
+    }
+
+
+def write_results(
+    path: Path,
+    results: Sequence[TestResult],
+    *,
+    python: str,
+    collect_errors: Mapping[str, str],
+) -> None:
+    """Write every result and collection error to `path`, replacing it atomically."""
+    document = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "python": python,
+        "results": [_entry(result) for result in results],
+        "collect_errors": dict(collect_errors),
+    }
+    # ensure_ascii keeps lone surrogates (undecodable output) representable: the file is
+    # pure ASCII and reads back to the very same strings.
+    data = (json.dumps(document, ensure_ascii=True, indent=1) + "\n").encode("ascii")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = staging_name(path)
+    try:
+        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
+
+
+class _Invalid(ValueError):
+    pass
+
+
+def _field(entry: Mapping[str, Any], key: str, *kinds: type) -> Any:
+    if key not in entry:
+        raise _Invalid(f"a result has no {key!r}")
+    value = entry[key]
+    # bool is an int to isinstance, but a lane or duration of `true` is as wrong as "1".
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        raise _Invalid(f"{key!r} of a result is {value!r}")
+    return value
+
+
+def _result(entry: object) -> TestResult:
+    if not isinstance(entry, dict):
+        raise _Invalid(f"a result is {type(entry).__name__}, not an object")
+    outcome = _field(entry, "outcome", str)
+    if outcome not in OUTCOMES:
+        raise _Invalid(f"unknown outcome {outcome!r}")
+    return TestResult(
+        nodeid=_field(entry, "nodeid", str),
+        outcome=outcome,
+        duration=float(_field(entry, "duration", int, float)),
+        lane=_field(entry, "lane", int, type(None)),
+        message=_field(entry, "message", str),
+        text=_field(entry, "text", str),
+        output=_field(entry, "output", str),
+        timed=_field(entry, "timed", bool),
+    )
+
+
+def _parse(document: object) -> tuple[list[TestResult], dict[str, str], str]:
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise _Invalid(f"no 'format': {FORMAT!r}")
+    version = document.get("version")
+    if version != FORMAT_VERSION:
+        raise _Invalid(
+            f"format version {version!r}, this testfleet reads version {FORMAT_VERSION};"
+            " write it with the same testfleet version that reads it"
+        )
+    python = document.get("python")
+    results = document.get("results")
+    errors = document.get("collect_errors")
+    if not isinstance(python, str):
+        raise _Invalid("'python' is not a string")
+    if not isinstance(results, list):
+        raise _Invalid("'results' is not a list")
+    if not isinstance(errors, dict) or not all(isinstance(v, str) for v in errors.values()):
+        raise _Invalid("'collect_errors' is not an object of strings")
+    return [_result(entry) for entry in results], dict(errors), python
+
+
+def read_results(path: Path) -> tuple[list[TestResult], dict[str, str], str]:
+    """(results, collection errors, Python version) from a file `write_results` wrote."""
+    try:
+        document = json.loads(path.read_bytes())
+        return _parse(document)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"{path}: not a readable testfleet results file ({reason})") from None
