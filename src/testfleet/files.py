@@ -69,7 +69,13 @@ def unsafe_reason(path: Path, *, uid: int | None = None) -> str | None:
     return None
 
 
-def secure_dir(path: Path, mode: int = PRIVATE_DIR, *, what: str = "directory") -> Path:
+def secure_dir(
+    path: Path,
+    mode: int = PRIVATE_DIR,
+    *,
+    what: str = "directory",
+    instead: str = "set run-dir to a directory of your own",
+) -> Path:
     """Create `path` as this user's with `mode`, or accept an existing one only when it is a
     real directory owned by this user that no one else may write to.
 
@@ -96,7 +102,7 @@ def secure_dir(path: Path, mode: int = PRIVATE_DIR, *, what: str = "directory") 
     if reason is not None:
         raise ConfigError(
             f"{what} {path} cannot be trusted: {reason}; another local user may have"
-            f" created it. Remove it (rm -rf {path}) or set run-dir to a directory of your own"
+            f" created it. Remove it (rm -rf {path}) or {instead}"
         )
     if stat.S_IMODE(os.lstat(path).st_mode) != mode:
         os.chmod(path, mode)

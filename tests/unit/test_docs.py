@@ -23,3 +23,21 @@ def test_ci_runs_the_readme_test_command():
     match = re.search(r'TEST_COMMAND="(.*)"', ci)
     assert match is not None
     assert match.group(1) == quick_start_commands()[1]
+
+
+def test_every_run_option_is_documented_with_its_flag_and_env_var():
+    """The reference table cannot fall behind the options the CLI accepts."""
+    from testfleet.options import OPTIONS
+
+    reference = (REPO / "docs" / "configuration.md").read_text()
+    rows = [line for line in reference.splitlines() if line.startswith("| `")]
+    for option in OPTIONS:
+        row = next((r for r in rows if r.startswith(f"| `{option.key}` |")), None)
+        assert row is not None, f"{option.key} is not in docs/configuration.md"
+        assert option.flag in row, option.key
+        assert option.env in row, option.key
+
+
+def test_exit_codes_in_the_readme_cover_the_signals_we_handle():
+    readme = (REPO / "README.md").read_text()
+    assert "| 130 / 143 / 129 |" in readme

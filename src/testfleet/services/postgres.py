@@ -128,7 +128,12 @@ def public_copy_of_install(bin_dir: Path, run_as: RunAs, base: Path | None = Non
     key = hashlib.sha256(
         f"{install}|{info.st_size}|{info.st_mtime_ns}|{run_as.uid}".encode()
     ).hexdigest()[:16]
-    base = secure_dir(base or shared_copies_base(), TRAVERSABLE_DIR, what="PostgreSQL copy base")
+    base = secure_dir(
+        base or shared_copies_base(),
+        TRAVERSABLE_DIR,
+        what="PostgreSQL copy base",
+        instead=f"install the venv where '{run_as.name}' can read it (not under /root)",
+    )
     target = base / f"postgres-{key}"
     copied_bin = target / package.name / install.name / "bin"
     if target.exists():
