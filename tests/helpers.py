@@ -69,3 +69,28 @@ def write_pyproject(root: Path, body: str) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "pyproject.toml").write_text('[project]\nname = "p"\nversion = "0"\n\n' + body)
     return root
+
+
+def start_cli(
+    project: Path, *args: str, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """The CLI in the background, its stderr readable line by line."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "testfleet", *args],
+        cwd=project,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_until_up(process: subprocess.Popen[str]) -> list[str]:
+    """Read a background `testfleet up`'s stderr until its stack serves; the lines read."""
+    assert process.stderr is not None
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        if "Ctrl-C stops the stack" in line:
+            return lines
+    raise AssertionError("up ended before its stack was ready: " + "".join(lines))

@@ -37,22 +37,25 @@ def default_base() -> Path:
     return root / f"testfleet-{os.getuid()}"
 
 
-def process_start_ticks(pid: int) -> int | None:
-    """A process's start time in clock ticks, to tell it apart from a later one with its pid."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat from field 3 on; the command name (field 2) may hold spaces and
+    parentheses, so split after its last ')'."""
     try:
         stat_text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    # Field 22; the command name (field 2) may hold spaces, so count from its closing ')'.
-    return int(stat_text.rsplit(")", 1)[1].split()[19])
+    return stat_text.rsplit(")", 1)[1].split()
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """A process's start time in clock ticks, to tell it apart from a later one with its pid."""
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields else None  # field 22
 
 
 def parent_pid(pid: int) -> int | None:
-    try:
-        stat_text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat_text.rsplit(")", 1)[1].split()[1])
+    fields = _stat_fields(pid)
+    return int(fields[1]) if fields else None  # field 4
 
 
 class RunDir:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import junitparser
@@ -87,3 +88,16 @@ def test_doctor_lists_backends(tmp_path: Path):
     assert result.returncode == 0
     for label in ("postgres", "valkey", "nats", "vault", "docker", "uv", "pythons"):
         assert any(line.startswith(label) for line in result.stdout.splitlines()), label
+
+
+def test_summary_time_covers_the_whole_run(tmp_path: Path):
+    """The "in X s" of the summary includes stack start-up (here a 1 s setup), not only the
+    lanes' part."""
+    write_pyproject(tmp_path, "[tool.testfleet.services.postgres]\nsetup = 'sleep 1'\n")
+    (tmp_path / "test_x.py").write_text("def test_x(): pass\n")
+    result = run_cli("run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    stack = float(re.search(r"stack ready in ([\d.]+) s", result.stderr).group(1))
+    total = float(re.search(r"1 passed in ([\d.]+) s", result.stderr).group(1))
+    assert stack >= 1.0
+    assert total >= stack

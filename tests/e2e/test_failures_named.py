@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import urllib.parse
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import psutil
 import pytest
 
 from tests.e2e.test_lanes import FAULTS, junit_cases, make_suite
-from tests.helpers import EXAMPLE, run_cli, wait_for, write_pyproject
+from tests.helpers import EXAMPLE, run_cli, start_cli, wait_for, wait_until_up, write_pyproject
 
 pytestmark = pytest.mark.e2e
 
@@ -38,13 +36,7 @@ def test_service_dying_mid_run_is_named_and_reports_are_written(tmp_path: Path, 
         },
         f"[tool.testfleet.services.{kind}]\n",
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "testfleet", "run", "-n", "1"],
-        cwd=project,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_cli(project, "run", "-n", "1")
     wait_for((project / "waiting").exists, what="the test to start")
     port = urllib.parse.urlparse((project / "waiting").read_text()).port
     server = [
@@ -86,13 +78,7 @@ def test_interrupted_test_is_an_error_not_skipped(tmp_path: Path):
     (project / "tests" / "conftest.py").write_text(
         "def pytest_runtest_call(item):\n    open('started', 'w').close()\n"
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "testfleet", "run", "-n", "2"],
-        cwd=project,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_cli(project, "run", "-n", "2")
     wait_for((project / "started").exists, what="the test to start")
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
@@ -118,14 +104,7 @@ def test_interrupt_before_collection_keeps_the_previous_junit(tmp_path: Path):
     assert run_cli("run", "-n", "2", cwd=project).returncode == 0
     junit = project / ".testfleet" / "junit.xml"
     before = junit.read_text()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "testfleet", "run", "-n", "2"],
-        cwd=project,
-        env={**os.environ, "SLOW_COLLECT": "1"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_cli(project, "run", "-n", "2", env={"SLOW_COLLECT": "1"})
     wait_for((project / "collecting").exists, what="collection to start")
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
@@ -136,17 +115,8 @@ def test_interrupt_before_collection_keeps_the_previous_junit(tmp_path: Path):
 
 def test_second_up_on_the_same_env_file_is_refused(tmp_path: Path):
     project = write_pyproject(tmp_path, "[tool.testfleet.services.valkey]\n")
-    first = subprocess.Popen(
-        [sys.executable, "-m", "testfleet", "up"],
-        cwd=project,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert first.stderr is not None
-    for line in first.stderr:
-        if "Ctrl-C stops the stack" in line:
-            break
+    first = start_cli(project, "up")
+    wait_until_up(first)
     dotenv = project / ".testfleet" / "env"
     served = dotenv.read_text()
     second = run_cli("up", cwd=project)
@@ -164,19 +134,8 @@ def test_env_file_of_a_killed_up_is_detected(tmp_path: Path):
     dotenv = project / ".testfleet" / "env"
     dotenv.parent.mkdir()
     dotenv.write_text("VALKEY_URL=redis://127.0.0.1:1/0\nTESTFLEET_RUN_ID=gone\n")
-    up = subprocess.Popen(
-        [sys.executable, "-m", "testfleet", "up"],
-        cwd=project,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert up.stderr is not None
-    log = []
-    for line in up.stderr:
-        log.append(line)
-        if "Ctrl-C stops the stack" in line:
-            break
+    up = start_cli(project, "up")
+    log = wait_until_up(up)
     assert any("left by a `testfleet up` that was killed" in line for line in log)
     assert "TESTFLEET_RUN_ID=gone" not in dotenv.read_text()
     up.send_signal(signal.SIGINT)
@@ -300,3 +259,21 @@ def test_last_failed_works_across_runs(tmp_path: Path):
     assert second.returncode == 0, second.stderr
     cases = junit_cases(project / ".testfleet" / "junit.xml")
     assert list(cases) == ["tests.test_a::test_fails"]
+
+
+def test_a_lane_is_replaced_at_most_three_times(tmp_path: Path):
+    """Every test crashes its lane: after three replacements the lane is not started again,
+    and the tests nobody ran say why."""
+    crashing = "".join(
+        f"def test_crash_{i}(): os.kill(os.getpid(), signal.SIGSEGV)\n" for i in range(6)
+    )
+    project = make_suite(tmp_path, {"tests/test_c.py": "import os, signal\n" + crashing})
+    result = run_cli("run", "-n", "1", cwd=project)
+    assert result.returncode == 1, result.stderr
+    assert "3 restart(s)" in result.stderr
+    cases = junit_cases(project / ".testfleet" / "junit.xml")
+    crashed = [c for c in cases.values() if isinstance(c.result[0], junitparser.Error)]
+    not_run = [c for c in cases.values() if isinstance(c.result[0], junitparser.Skipped)]
+    assert len(crashed) == 4  # the first lane and its three replacements
+    assert len(not_run) == 2
+    assert all(c.result[0].message.startswith("not run: ") for c in not_run)

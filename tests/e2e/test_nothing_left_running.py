@@ -4,27 +4,15 @@ tests start, PostgreSQL's shared memory. Each test checks the process table itse
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from testfleet.rundir import default_base, process_start_ticks
-from tests.helpers import alive, run_cli, wait_for, write_pyproject
+from tests.helpers import alive, run_cli, start_cli, wait_for, wait_until_up, write_pyproject
 
 pytestmark = pytest.mark.e2e
-
-
-def start_cli(project: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "testfleet", *args],
-        cwd=project,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def pids_in(path: Path) -> list[tuple[int, int]]:
@@ -143,17 +131,8 @@ def test_daemons_started_by_tests_are_stopped(tmp_path: Path, how: str):
 def test_killed_postgres_leaves_no_shared_memory(tmp_path: Path):
     project = write_pyproject(tmp_path, "[tool.testfleet.services.postgres]\n")
     before = set(Path("/dev/shm").glob("PostgreSQL.*"))
-    up = subprocess.Popen(
-        [sys.executable, "-m", "testfleet", "up"],
-        cwd=project,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert up.stderr is not None
-    for line in up.stderr:
-        if "Ctrl-C stops the stack" in line:
-            break
+    up = start_cli(project, "up")
+    wait_until_up(up)
     run_dir = next(p for p in run_dirs() if (p / "postgres").exists())
     up.kill()
     up.communicate(timeout=30)

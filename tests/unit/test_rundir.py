@@ -174,3 +174,26 @@ def test_escaped_process_is_found_by_its_mark(tmp_path: Path):
         if escaped.poll() is None:
             escaped.kill()
             escaped.wait()
+
+
+def test_kept_logs_outlive_the_run_and_are_pruned(tmp_path: Path):
+    """A failed service's log is copied out of the run directory; only the newest are kept."""
+    from testfleet.backends.native import KEPT_LOGS, Supervisor
+
+    keep = tmp_path / "logs"
+    run = RunDir.create(tmp_path / "base")
+    try:
+        supervisor = Supervisor(run, keep_dir=keep)
+        for index in range(KEPT_LOGS + 3):
+            log = run.path / f"server-{index}.log"
+            process = supervisor.spawn(f"svc {index}", ["echo", f"line {index}"], log_path=log)
+            process.popen.wait()
+            kept = process.keep_log()
+            os.utime(kept, (index, index))
+            assert kept.parent == keep
+            assert kept.read_text() == f"line {index}\n"
+            assert oct(kept.stat().st_mode)[-3:] == "600"
+        supervisor.stop_all()
+    finally:
+        run.remove()
+    assert len(list(keep.iterdir())) == KEPT_LOGS

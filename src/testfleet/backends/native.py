@@ -142,7 +142,7 @@ class ManagedProcess:
             fd = open_private(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
             with os.fdopen(fd, "wb") as out, open(self.log_path, "rb") as log:
                 shutil.copyfileobj(log, out)
-            _prune(self._keep_dir)
+            _prune(self._keep_dir, target)
         except OSError:
             return self.log_path
         self._kept = target
@@ -176,9 +176,12 @@ class ManagedProcess:
             self._copier.join(timeout=2)
 
 
-def _prune(folder: Path) -> None:
-    logs = sorted(folder.glob("*.log"), key=lambda p: p.stat().st_mtime)
-    for old in logs[:-KEPT_LOGS]:
+def _prune(folder: Path, current: Path) -> None:
+    """Keep the newest logs; never the one just written, whatever the clock says."""
+    others = sorted(
+        (p for p in folder.glob("*.log") if p != current), key=lambda p: p.stat().st_mtime
+    )
+    for old in others[: max(len(others) - (KEPT_LOGS - 1), 0)]:
         old.unlink(missing_ok=True)
 
 
