@@ -23,6 +23,7 @@ from pathlib import Path
 from testfleet.files import TRAVERSABLE_DIR, open_private, secure_dir, unsafe_reason
 
 LOCK_NAME = "run.lock"
+DEBRIS_SECONDS = 60.0
 PIDS_NAME = "pids"
 # Every process a run starts carries this variable (set for the run, inherited by servers,
 # lanes and whatever their tests start), so what escaped its process group can still be found.
@@ -176,7 +177,16 @@ def cleanup_stale(base: Path) -> list[Path]:
     removed = []
     for path in sorted(base.iterdir()) if base.is_dir() else []:
         lock = path / LOCK_NAME
-        if unsafe_reason(path) is not None or not _owned_file(lock):
+        if unsafe_reason(path) is not None:
+            continue
+        if not lock.exists():
+            # No lock: a run being created this instant, or debris that a process of a dead
+            # run wrote after its directory was removed. Only the second is old.
+            if time.time() - path.stat().st_mtime > DEBRIS_SECONDS:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+            continue
+        if not _owned_file(lock):
             continue
         try:
             fd = os.open(lock, os.O_RDWR | os.O_NOFOLLOW)

@@ -197,3 +197,18 @@ def test_kept_logs_outlive_the_run_and_are_pruned(tmp_path: Path):
     finally:
         run.remove()
     assert len(list(keep.iterdir())) == KEPT_LOGS
+
+
+def test_debris_without_a_lock_is_removed_once_old(tmp_path: Path):
+    """A directory left by a dead run's late writer (no lock, no records) goes; a fresh one,
+    which may be a run being created right now, stays."""
+    base = tmp_path / "base"
+    RunDir.create(base).remove()
+    old = base / "20200101-000000-aaaaaa"
+    (old / "lanes" / "1").mkdir(parents=True)
+    os.utime(old, (0, 0))
+    fresh = base / "20990101-000000-bbbbbb"
+    fresh.mkdir()
+    assert cleanup_stale(base) == [old]
+    assert not old.exists()
+    assert fresh.exists()
