@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from testfleet.errors import ConfigError, did_you_mean
-from testfleet.options import OPTION_BY_KEY, OPTIONS, Option, seconds
+from testfleet.options import OPTION_BY_KEY, OPTIONS, Option, is_version, seconds
 from testfleet.placeholders import check_syntax, references
 
 if sys.version_info >= (3, 11):
@@ -221,7 +221,10 @@ class Config(_Model):
     junit_xml: Annotated[str, _option("junit-xml")] = ".testfleet/junit.xml"
     dotenv: Annotated[str, _option("dotenv")] = ".testfleet/env"
     run_dir: Annotated[str | None, _option("run-dir")] = None
-    python: Annotated[str | None, _option("python")] = None
+    python: Annotated[tuple[str, ...] | None, _option("python")] = None
+    extras: Annotated[tuple[str, ...], _option("extras")] = ()
+    dependency_groups: Annotated[tuple[str, ...], _option("dependency-groups")] = ()
+    shard: Annotated[str | None, _option("shard")] = None
     env: dict[str, str] = Field(default_factory=dict)
     lanes: Annotated[int | Literal["auto"], _option("lanes")] = 1
     test_timeout: Annotated[float | None, _option("test-timeout")] = None
@@ -262,12 +265,12 @@ class Project:
 
     @property
     def python(self) -> str:
-        """The interpreter that runs pytest: a path relative to the project, a name on PATH,
-        or (unset) the one running testfleet."""
+        """The interpreter that runs pytest when one is named: a path relative to the project,
+        a name on PATH, or (unset, or versions for uv) the one running testfleet."""
         configured = self.config.python
-        if configured is None:
+        if configured is None or is_version(configured[0]):
             return sys.executable
-        return str(self.path(configured)) if "/" in configured else configured
+        return str(self.path(configured[0])) if "/" in configured[0] else configured[0]
 
     def path(self, relative: str) -> Path:
         """A path from the config, relative to the project root."""

@@ -7,12 +7,14 @@ sources share one rule and one wording.
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 MAX_LANES = 64
+MAX_SHARDS = 256
 GROUP_BY = ("module", "class", "test")
 
 
@@ -94,6 +96,47 @@ def _path(value: object) -> str:
     return value
 
 
+VERSION_SPEC = re.compile(r"^3\.\d+(\.\d+)?$")
+
+
+def is_version(spec: str) -> bool:
+    """'3.12' asks for an environment made with uv; anything else names an interpreter."""
+    return bool(VERSION_SPEC.match(spec))
+
+
+def _pythons(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        parts = [part.strip() for part in value.split(",")]
+    elif isinstance(value, list | tuple) and all(isinstance(p, str) for p in value):
+        parts = [p.strip() for p in value]
+    else:
+        raise ValueError('must be a version ("3.12"), a list of them, or an interpreter path')
+    if not parts or not all(parts):
+        raise ValueError('must be a version ("3.12"), a list of them, or an interpreter path')
+    if len(parts) != len(set(parts)):
+        raise ValueError("names a Python twice")
+    if len(parts) > 1 and not all(is_version(p) for p in parts):
+        raise ValueError('a matrix lists versions ("3.11", "3.12"); a path names one interpreter')
+    return tuple(parts)
+
+
+def _names(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, list | tuple) and all(
+        isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v) for v in value
+    ):
+        return tuple(value)
+    raise ValueError('must be a list of names, such as ["test"]')
+
+
+def _shard(value: object) -> str:
+    match = re.fullmatch(r"(\d+)/(\d+)", value) if isinstance(value, str) else None
+    if match is None or not 1 <= int(match.group(1)) <= int(match.group(2)) <= MAX_SHARDS:
+        raise ValueError(f"must be I/M with 1 <= I <= M <= {MAX_SHARDS}, such as 2/4")
+    return str(value)
+
+
 def _arguments(value: object) -> list[str]:
     if isinstance(value, str):
         try:
@@ -167,7 +210,26 @@ OPTIONS: tuple[Option, ...] = (
     Option("junit-xml", "where to write the JUnit XML report", metavar="PATH"),
     Option("dotenv", "where `up` writes the stack's env as a dotenv file", metavar="PATH"),
     Option("run-dir", "where run data lives (default: /dev/shm when present)", metavar="DIR"),
-    Option("python", "the interpreter that runs pytest (default: this one)", metavar="PATH"),
+    Option(
+        "python",
+        "Python versions to run on, each in an environment made with uv (3.11,3.12), or the"
+        " interpreter that runs pytest (default: this one)",
+        _pythons,
+        "VERSIONS|PATH",
+    ),
+    Option(
+        "extras",
+        "extras of the project to install in the environments uv makes (test,dev)",
+        _names,
+        "NAMES",
+    ),
+    Option(
+        "dependency-groups",
+        "dependency groups (PEP 735) to install in the environments uv makes",
+        _names,
+        "NAMES",
+    ),
+    Option("shard", "run shard I of M (CI machines), written to .testfleet/shards", _shard, "I/M"),
     Option("pytest-args", "arguments always passed to pytest", _arguments, "ARGS"),
 )
 

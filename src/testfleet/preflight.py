@@ -17,6 +17,7 @@ from pathlib import Path
 from testfleet.config import TABLE, Project
 from testfleet.envvars import process_environ
 from testfleet.errors import ConfigError
+from testfleet.options import is_version
 
 # The files each command writes; `durations` is read by both `run` and `plan`.
 WRITES: dict[str, tuple[str, ...]] = {
@@ -69,9 +70,10 @@ def _label(project: Project, key: str, value: str) -> str:
 
 
 def _check_python(project: Project) -> None:
-    configured = project.config.python
-    if configured is None:
-        return
+    pythons = project.config.python
+    if pythons is None or is_version(pythons[0]):
+        return  # versions are found (or refused) when their environments are made
+    configured = pythons[0]
     label = _label(project, "python", configured)
     fix = f"point it at a Python with pytest installed, or leave it unset to use {sys.executable}"
     if "/" not in configured:
