@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import fcntl
 import os
 import shlex
 import signal
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -18,12 +20,13 @@ from typing import Any
 
 from rich.console import Console
 
-from testfleet import __version__, durations, pytest_cache
+from testfleet import __version__, durations, pytest_cache, shards
 from testfleet.backends.native import Supervisor, describe_exit, note_spawned
 from testfleet.config import Project, check_lanes, load_project
 from testfleet.console import error, say
-from testfleet.coordinator import Coordinator, Progress, ServiceProblem
+from testfleet.coordinator import Coordinator, Progress, RunOutcome, ServiceProblem
 from testfleet.doctor import doctor
+from testfleet.envs import PythonTarget, prepare_targets
 from testfleet.errors import (
     EXIT_INTERRUPTED,
     EXIT_NO_TESTS,
@@ -36,19 +39,21 @@ from testfleet.errors import (
     TestfleetError,
 )
 from testfleet.files import private_dir, write_private
-from testfleet.lanes import collect, launch, python_version, resolve_lanes
-from testfleet.options import OPTIONS
-from testfleet.plan import ideal_bound, plan
+from testfleet.lanes import collect, launch, resolve_lanes
+from testfleet.options import OPTIONS, is_version
+from testfleet.plan import ideal_bound, plan, work_source
 from testfleet.preflight import check_paths
 from testfleet.progress import LiveProgress, NullProgress, PlainProgress
 from testfleet.reaper import remove_if_ours
 from testfleet.reports import coverage as coverage_report
+from testfleet.reports import step_summary
 from testfleet.reports.junit import write_junit
 from testfleet.reports.results_file import write_results
 from testfleet.reports.summary import RunFacts, print_summary
 from testfleet.results import TestResult
 from testfleet.runtime import Run, signals_as_exceptions
 from testfleet.stack import LaneEnv, Stack, in_parallel, resolve_binaries
+from testfleet.verdict import coverage_verdict, verdict
 
 WATCH_INTERVAL_SECONDS = 0.25
 
@@ -107,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help=help_text,
                 )
     commands.add_parser("doctor", help="show which backends and binaries this machine has")
+    merge = commands.add_parser(
+        "merge",
+        help="join the shard directories of a CI run into one set of reports",
+        description="Default: every directory under .testfleet/shards/.",
+    )
+    merge.add_argument("dirs", nargs="*", metavar="DIR", help="shard directories")
     return parser
 
 
@@ -148,6 +159,8 @@ def dispatch(args: argparse.Namespace, extra: list[str]) -> int:
         except ConfigError:
             project = None
         return doctor(project)
+    if args.command == "merge":
+        return merge_command(load_project(start, environ=os.environ), args.dirs)
     if extra and args.command != "run":
         raise ConfigError(f"arguments after -- go to pytest, which only 'run' starts: {extra}")
     cli = {o.key: getattr(args, o.dest) for o in OPTIONS}
@@ -249,17 +262,35 @@ def run(project: Project, lanes: int) -> int:
     config = project.config
     began = time.perf_counter()
     binaries = resolve_binaries(project)
-    durations_path = project.path(config.durations)
-    measured = durations.load(durations_path, project.root)
+    targets = prepare_targets(project, say=say)
+    matrix = config.python is not None and is_version(config.python[0])
+    label_of = {t.label: (t.label if matrix else "") for t in targets}
+    versions = {label_of[t.label]: t.version for t in targets}
+    # Setup commands and command services use the first version's interpreter.
+    stack_project = dataclasses.replace(
+        project, config=config.model_copy(update={"python": (targets[0].python,)})
+    )
+    total_lanes = lanes * len(targets)
+
+    def target_of(lane: int) -> PythonTarget:
+        return targets[(lane - 1) // lanes]
+
+    measured = durations.load(project.path(config.durations), project.root)
+    shard = _shard(config.shard)
+    work = work_source(
+        measured,
+        config.group_by,
+        keep_order=config.order == "pytest" or (config.order == "auto" and lanes == 1),
+        lanes=lanes,
+        shard=shard,
+    )
     deadline = time.monotonic() + config.timeout if config.timeout else None
     console = Console(stderr=True, soft_wrap=True)
     interactive = sys.stderr.isatty()
-    keep_order = config.order == "pytest" or (config.order == "auto" and lanes == 1)
-    python = python_version(project.python)
     with Run(_base(project), keep_logs=_logs_dir(project)) as run_:
-        stack = Stack(project, run_, binaries, lanes=lanes)
+        stack = Stack(stack_project, run_, binaries, lanes=total_lanes)
         try:
-            envs = _start(project, run_, stack, lanes)
+            envs = _start(project, run_, stack, total_lanes)
             coverage_dir = private_dir(run_.run_dir.path / "coverage") if config.coverage else None
             socket_path = private_dir(run_.run_dir.path / "queue") / "queue.sock"
 
@@ -277,6 +308,8 @@ def run(project: Project, lanes: int) -> int:
                 interactive=interactive,
                 mark=run_.run_dir.mark,
                 on_spawn=on_spawn,
+                python_of=lambda n: target_of(n).python,
+                group_of=lambda n: label_of[target_of(n).label],
                 coverage_rcfile=_rcfile(project) if coverage_dir else "",
             )
             progress: Progress = (
@@ -288,14 +321,12 @@ def run(project: Project, lanes: int) -> int:
             )
             coordinator = Coordinator(
                 launch_spec,
-                lanes,
+                total_lanes,
                 socket_path,
-                measured=measured,
-                group_by=config.group_by,
+                work=work,
                 test_timeout=config.test_timeout,
                 deadline=deadline,
                 progress=progress,
-                keep_order=keep_order,
                 watch=partial(dead_service, run_.supervisor),
             )
             lanes_began = time.perf_counter()
@@ -305,43 +336,69 @@ def run(project: Project, lanes: int) -> int:
             except (KeyboardInterrupt, Interrupted) as exc:
                 interruption = exc
             lanes_wall = time.perf_counter() - lanes_began
-            results = coordinator.final_results()
+            outcome = coordinator.outcome()
+            if shard is not None:
+                outcome = shards.label(outcome, shard)
+            # A shard leaves the durations file as it found it: every shard must plan from the
+            # same one. What it measured goes in its directory, and merge brings it home.
             report_problems = _write_reports(
-                project, coordinator, results, durations_path, python=python
+                project, outcome, versions, keep_durations=shard is not None
             )
             cov = coverage_report.combine(project, coverage_dir) if coverage_dir else None
+            if shard is not None and outcome.collected:
+                shards.write_shard(
+                    project, shard, outcome, versions, measured=measured, coverage_dir=coverage_dir
+                )
         finally:
             stack.stop()
-    for notice in coordinator.notices:
+    for notice in outcome.notices:
         say(notice)
-    junit = project.path(config.junit_xml)
     print_summary(
         console,
-        results,
+        outcome.results,
         RunFacts(
             wall=lanes_wall,
             total=time.perf_counter() - began,
-            lanes=list(coordinator.lanes.values()),
-            unknown_durations=coordinator.unknown_durations,
-            per_unknown=coordinator.per_unknown,
+            lanes=outcome.lanes,
+            unknown_durations=sum(g.unknown_durations for g in outcome.groups),
+            per_unknown=max((g.per_unknown for g in outcome.groups), default=0.0),
             coverage=cov,
+            versions=versions if matrix else {},
         ),
     )
-    if coordinator.nodeids is None and interruption is not None:
+    if not outcome.collected and interruption is not None:
         say("stopped before the suite was collected; the previous reports were left as they were")
-    elif coordinator.nodeids is not None and not report_problems:
+    elif outcome.collected and not report_problems:
+        junit = project.path(config.junit_xml)
         say(
             f"JUnit XML: {junit}"
             + (f"; coverage XML: {cov.xml}" if cov and cov.total is not None else "")
+            + (
+                f"; shard: {shards.shard_dir(project, shard, list(label_of.values()))}"
+                if shard
+                else ""
+            )
         )
     for problem in report_problems:
         error(problem)
     if interruption is not None:
         raise interruption
-    code = _exit_code(project, coordinator, results, cov)
-    if report_problems and code in (EXIT_OK, EXIT_TESTS_FAILED, EXIT_NO_TESTS):
+    result = verdict(outcome, cov, timeout=config.timeout)
+    if result.fatal is not None:
+        message, details, code = result.fatal
+        raise TestfleetError(message, details=details, exit_code=code)
+    for message, details in result.errors:
+        error(message, details)
+    if report_problems and result.code in (EXIT_OK, EXIT_TESTS_FAILED, EXIT_NO_TESTS):
         return EXIT_SERVICE
-    return code
+    return result.code
+
+
+def _shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    index, _, count = text.partition("/")
+    return int(index), int(count)
 
 
 def _rcfile(project: Project) -> str:
@@ -351,23 +408,24 @@ def _rcfile(project: Project) -> str:
 
 def _write_reports(
     project: Project,
-    coordinator: Coordinator,
-    results: list[TestResult],
-    durations_path: Path,
+    outcome: RunOutcome,
+    versions: Mapping[str, str],
     *,
-    python: str,
+    keep_durations: bool = False,
 ) -> list[str]:
     """The results file first (plain JSON, it cannot fail on odd characters), then every
     report from the same results; a report that fails is named, and the others still get
     written. Returns what failed."""
-    if coordinator.nodeids is None and not coordinator.collect_errors:
+    if not outcome.collected:
         # Stopped before anything was collected: the last run's reports stay as they are
         # rather than being replaced by empty ones.
         return []
     results_path = project.root / ".testfleet" / "results.json"
+    results = outcome.results
     errors = [
-        TestResult(nodeid, "error", message="collection error", text=text)
-        for nodeid, text in coordinator.collect_errors.items()
+        TestResult(nodeid, "error", message="collection error", text=text, python=group.label)
+        for group in outcome.groups
+        for nodeid, text in group.collect_errors.items()
     ]
     problems: list[str] = []
 
@@ -380,55 +438,82 @@ def _write_reports(
                 f" {results_path}"
             )
 
-    write_results(results_path, results, python=python, collect_errors=coordinator.collect_errors)
+    write_results(
+        results_path,
+        results,
+        python=",".join(versions.values()),
+        collect_errors=outcome.collect_errors,
+    )
     attempt(
         "the JUnit XML",
         lambda: write_junit(
-            project.path(project.config.junit_xml), errors + results, python=python
+            project.path(project.config.junit_xml), errors + results, versions=versions
         ),
     )
     measured = {r.nodeid: r.duration for r in results if r.timed}
-    if measured:
-        attempt("the durations", lambda: durations.merge(durations_path, measured))
+    if measured and not keep_durations:
+        path = project.path(project.config.durations)
+        attempt("the durations", lambda: durations.merge(path, measured))
     attempt(
         "pytest's lastfailed cache",
-        lambda: pytest_cache.merge_lastfailed(project, results, coordinator.collect_errors),
+        lambda: pytest_cache.merge_lastfailed(project, results, outcome.collect_errors),
     )
     return problems
 
 
-def _exit_code(
-    project: Project,
-    coordinator: Coordinator,
-    results: list[TestResult],
-    cov: coverage_report.CoverageOutcome | None,
-) -> int:
-    if coordinator.fatal:
-        raise TestfleetError(
-            coordinator.fatal, details=coordinator.fatal_details, exit_code=coordinator.fatal_code
+def merge_command(project: Project, dirs: Sequence[str]) -> int:
+    """Join the shards: one JUnit with every collected test once, combined coverage,
+    merged durations, the summary (and the CI page's), the exit code of the whole."""
+    config = project.config
+    found = shards.find_shard_dirs(project, dirs)
+    console = Console(stderr=True, soft_wrap=True)
+    with tempfile.TemporaryDirectory(prefix="testfleet-merge-") as pieces:
+        merged = shards.merge_shards(project, found, Path(pieces))
+        errors = [
+            TestResult(nodeid, "error", message="collection error", text=text)
+            for nodeid, text in merged.collect_errors.items()
+        ]
+        write_results(
+            project.root / ".testfleet" / "results.json",
+            merged.results,
+            python=",".join(merged.versions.values()),
+            collect_errors=merged.collect_errors,
         )
-    if coordinator.timed_out:
-        error(
-            f"the run timed out after {project.config.timeout:g} s and was stopped;"
-            " raise timeout (--timeout) or find the slow test (--test-timeout)"
-        )
+        junit = project.path(config.junit_xml)
+        write_junit(junit, errors + merged.results, versions=merged.versions)
+        measured = shards.merged_durations(found)
+        if measured:
+            durations.merge(project.path(config.durations), measured)
+        cov = coverage_report.combine(project, Path(pieces)) if merged.coverage_pieces else None
+    matrix = {k: v for k, v in merged.versions.items() if k}
+    print_summary(
+        console,
+        merged.results,
+        RunFacts(
+            wall=0.0,
+            total=0.0,
+            lanes=(),
+            unknown_durations=0,
+            per_unknown=0.0,
+            coverage=cov,
+            versions=matrix,
+        ),
+    )
+    page = os.environ.get("GITHUB_STEP_SUMMARY")
+    if page:
+        step_summary.append(Path(page), step_summary.markdown(merged.results, merged.versions, cov))
+    say(
+        f"merged {len(found)} shard director{'y' if len(found) == 1 else 'ies'}"
+        f" ({merged.shards} shard(s)): JUnit XML: {junit}"
+    )
+    for nodeid, text in merged.collect_errors.items():
+        error(f"collecting {nodeid} failed", "\n".join(text.splitlines()[-15:]))
+    if merged.collect_errors or any(r.failing for r in merged.results):
         return EXIT_TESTS_FAILED
-    if coordinator.collect_errors:
-        for nodeid, text in coordinator.collect_errors.items():
-            error(f"collecting {nodeid} failed", "\n".join(text.splitlines()[-15:]))
-        return EXIT_TESTS_FAILED
-    if not results:
-        error("pytest collected no tests")
-        return EXIT_NO_TESTS
-    if any(r.failing for r in results):
-        return EXIT_TESTS_FAILED
-    if cov is not None and cov.total is None and cov.fail_under is not None:
-        error("no coverage data was recorded, so coverage-fail-under cannot pass")
-        return EXIT_TESTS_FAILED
-    if cov is not None and cov.below:
-        error(f"total coverage {cov.total:.2f}% is under coverage-fail-under {cov.fail_under:g}%")
-        return EXIT_TESTS_FAILED
-    return EXIT_OK
+    result = coverage_verdict(cov)
+    for message, details in result.errors:
+        error(message, details)
+    return result.code
 
 
 def plan_command(project: Project, lanes: int) -> int:

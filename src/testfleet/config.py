@@ -7,6 +7,7 @@ remembers its source so an error can name where to fix it.
 from __future__ import annotations
 
 import graphlib
+import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -270,7 +271,11 @@ class Project:
         configured = self.config.python
         if configured is None or is_version(configured[0]):
             return sys.executable
-        return str(self.path(configured[0])) if "/" in configured[0] else configured[0]
+        if "/" not in configured[0]:
+            return configured[0]
+        # Not resolved: a venv's bin/python is a link to its base interpreter, and following
+        # it would leave the venv behind.
+        return os.path.abspath(self.root / configured[0])
 
     def path(self, relative: str) -> Path:
         """A path from the config, relative to the project root."""

@@ -1,6 +1,9 @@
-"""The coordinator: runs N lane processes and feeds them units from one queue, slowest first.
+"""The coordinator: runs lane processes and feeds them units from a queue per group (one
+group per Python version of the matrix), slowest first.
 
-One thread, one selector loop: lane messages, lane exits, per-test and whole-run timeouts and
+What to run is injected (a `WorkSource` plans a group's units from its collection: all of
+them, or one CI shard's share); what happened comes out as a frozen `RunOutcome` that the
+reports and the exit code read. One thread, one selector loop: lane messages, lane exits, per-test and whole-run timeouts and
 progress are all handled in the same place, in the order they happen. A lane that hangs past
 the test timeout or dies is killed (its whole process group), its test reported, the rest of
 its unit requeued, and a replacement lane started on the same services.
@@ -23,7 +26,7 @@ from typing import Any, Protocol
 
 from testfleet.backends.native import describe_exit
 from testfleet.files import open_private
-from testfleet.plan import GroupBy, Unit, estimate, make_units
+from testfleet.plan import Unit, Work, WorkSource
 from testfleet.protocol import LineReader, Message, send
 from testfleet.results import TestResult
 
@@ -47,8 +50,81 @@ class ServiceProblem:
 
 
 @dataclass
+class Group:
+    """One Python version's share of the run: its own collection, queue and results."""
+
+    label: str
+    nodeids: list[str] | None = None  # collected by its first lane
+    work: Work | None = None
+    queue: deque[Unit] = field(default_factory=deque)
+    results: dict[str, TestResult] = field(default_factory=dict)
+    collect_errors: dict[str, str] = field(default_factory=dict)
+
+    def ordered_results(self, why: str) -> list[TestResult]:
+        """Exactly one result per test this group was to run, in collection order."""
+        selected = set(self.work.selected) if self.work else set()
+        return [
+            self.results.get(nodeid)
+            or TestResult(nodeid, "not run", message=f"not run: {why}", timed=False)
+            for nodeid in self.nodeids or []
+            if nodeid in selected
+        ]
+
+
+@dataclass(frozen=True)
+class GroupOutcome:
+    label: str
+    collected: tuple[str, ...] | None
+    selected: tuple[str, ...]
+    results: tuple[TestResult, ...]
+    collect_errors: Mapping[str, str]
+    unknown_durations: int
+    per_unknown: float
+
+
+@dataclass(frozen=True)
+class LaneFacts:
+    lane: int
+    group: str
+    busy: float
+    wall: float
+    startup: float
+    tests: int
+    restarts: int
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """Everything a finished (or stopped) run tells: what reports and the exit code read."""
+
+    groups: tuple[GroupOutcome, ...]
+    lanes: tuple[LaneFacts, ...]
+    timed_out: bool
+    interrupted: bool
+    stopping: str | None
+    fatal: str | None
+    fatal_details: str
+    fatal_code: int
+    notices: tuple[str, ...]
+
+    @property
+    def results(self) -> list[TestResult]:
+        return [r for group in self.groups for r in group.results]
+
+    @property
+    def collect_errors(self) -> dict[str, str]:
+        return {k: v for group in self.groups for k, v in group.collect_errors.items()}
+
+    @property
+    def collected(self) -> bool:
+        """Whether any group got as far as collecting (else reports are left alone)."""
+        return any(g.collected is not None or g.collect_errors for g in self.groups)
+
+
+@dataclass
 class LaneState:
     lane: int
+    group: str = ""
     process: subprocess.Popen[bytes] | None = None
     conn: socket.socket | None = None
     log_path: Path | None = None
@@ -98,6 +174,8 @@ class LaneLaunch:
     # Told every lane pid as soon as it exists, so the run's reaper and the next run's stale
     # cleanup can stop a lane that outlives a killed testfleet.
     on_spawn: Callable[[int], None] = lambda pid: None
+    # Which group (Python version) lane N belongs to.
+    group: Callable[[int], str] = lambda lane: ""
 
 
 class Coordinator:
@@ -107,33 +185,24 @@ class Coordinator:
         lanes: int,
         socket_path: Path,
         *,
-        measured: Mapping[str, float],
-        group_by: GroupBy,
+        work: WorkSource,
         test_timeout: float | None,
         deadline: float | None,
         progress: Progress,
         max_restarts: int = 3,
-        keep_order: bool = False,
         watch: Callable[[], ServiceProblem | None] | None = None,
     ) -> None:
         self.launch = launch
         self.socket_path = socket_path
-        self.measured = measured
-        self.group_by = group_by
+        self.work = work
         self.test_timeout = test_timeout
         self.deadline = deadline
         self.progress = progress
         self.max_restarts = max_restarts
-        self.keep_order = keep_order
         self.watch = watch
         self.notices: list[str] = []  # said once each, after the run
-        self.lanes = {n: LaneState(n) for n in range(1, lanes + 1)}
-        self.nodeids: list[str] | None = None
-        self.queue: deque[Unit] = deque()
-        self.results: dict[str, TestResult] = {}
-        self.collect_errors: dict[str, str] = {}
-        self.unknown_durations = 0
-        self.per_unknown = 0.0
+        self.lanes = {n: LaneState(n, launch.group(n)) for n in range(1, lanes + 1)}
+        self.groups = {s.group: Group(s.group) for s in self.lanes.values()}
         self.stopping: str | None = None  # -x / --maxfail in some lane: hand out no more
         self.fatal: str | None = None  # a lane could not even collect: nothing can run
         self.fatal_details = ""
@@ -249,7 +318,7 @@ class Coordinator:
         if kind == "collected":
             self._on_collected(state, message["nodeids"])
         elif kind == "collect_error":
-            self.collect_errors.setdefault(message["nodeid"], message["text"])
+            self.groups[state.group].collect_errors.setdefault(message["nodeid"], message["text"])
         elif kind == "next":
             self._hand_out(state, conn)
         elif kind == "start":
@@ -270,20 +339,15 @@ class Coordinator:
         state.collected = True
         if not state.restarts:
             state.startup = time.monotonic() - state.spawned_at
-        if self.nodeids is None:
-            self.nodeids = nodeids
-            estimates = estimate(nodeids, self.measured)
-            self.unknown_durations, self.per_unknown = estimates.unknown, estimates.per_unknown
-            units = make_units(nodeids, estimates, self.group_by, keep_order=self.keep_order)
-            self.queue.extend(units)
-            in_file_order = make_units(nodeids, estimates, self.group_by, keep_order=True)
-            if [u.key for u in units] != [u.key for u in in_file_order]:
-                self._notice(
-                    f"{len(self.lanes)} lanes take the slowest {self.group_by}s first, so tests"
-                    ' do not run in pytest\'s order; order = "pytest" hands them out in file order'
-                )
-        elif set(nodeids) != set(self.nodeids):
-            ours, theirs = set(self.nodeids), set(nodeids)
+        group = self.groups[state.group]
+        if group.nodeids is None:
+            group.nodeids = nodeids
+            group.work = self.work(group.label, nodeids)
+            group.queue.extend(group.work.units)
+            if group.work.notice:
+                self._notice(group.work.notice)
+        elif set(nodeids) != set(group.nodeids):
+            ours, theirs = set(group.nodeids), set(nodeids)
             example = sorted(ours ^ theirs)[0]
             self._fail(
                 f"lane {state.lane} collected {len(theirs)} tests where another lane collected"
@@ -294,20 +358,27 @@ class Coordinator:
             )
 
     def _hand_out(self, state: LaneState, conn: socket.socket) -> None:
-        if self.stopping or self.fatal or not self.queue:
-            send(conn, {"type": "done"})
-            return
-        unit = self.queue.popleft()
-        state.assigned.extend(unit.nodeids)
-        send(conn, {"type": "unit", "nodeids": list(unit.nodeids)})
+        queue = self.groups[state.group].queue
+        try:
+            if self.stopping or self.fatal or not queue:
+                send(conn, {"type": "done"})
+                return
+            unit = queue.popleft()
+            state.assigned.extend(unit.nodeids)
+            send(conn, {"type": "unit", "nodeids": list(unit.nodeids)})
+        except OSError:
+            # The lane died right after asking; what it was given is requeued when its exit
+            # is seen.
+            self._forget(conn)
 
     def _on_result(self, state: LaneState, message: Message) -> None:
         nodeid = message["nodeid"]
-        self.results[nodeid] = TestResult(
+        self.groups[state.group].results[nodeid] = TestResult(
             nodeid=nodeid,
             outcome=message["outcome"],
             duration=float(message["duration"]),
             lane=state.lane,
+            python=state.group,
             message=message.get("message", ""),
             text=message.get("text", ""),
             output=message.get("output", ""),
@@ -334,11 +405,12 @@ class Coordinator:
         for state in self.lanes.values():
             if state.current is not None and now - state.started_at > self.test_timeout:
                 nodeid = state.current
-                self.results[nodeid] = TestResult(
+                self.groups[state.group].results[nodeid] = TestResult(
                     nodeid=nodeid,
                     outcome="failed",
                     duration=now - state.started_at,
                     lane=state.lane,
+                    python=state.group,
                     message=f"timed out after {self.test_timeout:g} s",
                     text=f"timed out after {self.test_timeout:g} s; lane {state.lane} was"
                     " killed and replaced\n\nlane output:\n" + state.log_tail(),
@@ -377,14 +449,16 @@ class Coordinator:
         """The test a lane was running when the run stopped under it: an error, never "not
         run", since it did run (and may be why the run stopped)."""
         nodeid = state.current
-        if nodeid is None or nodeid in self.results:
+        results = self.groups[state.group].results
+        if nodeid is None or nodeid in results:
             return
         took = time.monotonic() - state.started_at
-        self.results[nodeid] = TestResult(
+        results[nodeid] = TestResult(
             nodeid=nodeid,
             outcome="error",
             duration=took,
             lane=state.lane,
+            python=state.group,
             message=f"{why} (after {took:.1f} s)",
             text=f"{why} (after {took:.1f} s)\n\nlane output:\n" + state.log_tail(),
             timed=False,
@@ -402,8 +476,9 @@ class Coordinator:
             self.interrupted = True  # Ctrl-C reached the interactive lane, which owns the tty
             self._abandon_current(state, "interrupted while this test ran")
             return
+        group = self.groups[state.group]
         if not state.collected:
-            if self.collect_errors:
+            if group.collect_errors:
                 return  # reported with the results; every lane would fail the same way
             self._fail(
                 f"lane {state.lane} exited with code {code} before collecting tests",
@@ -413,10 +488,11 @@ class Coordinator:
             return
         if state.current is not None:
             nodeid = state.current
-            self.results[nodeid] = TestResult(
+            group.results[nodeid] = TestResult(
                 nodeid=nodeid,
                 outcome="error",
                 lane=state.lane,
+                python=state.group,
                 duration=time.monotonic() - state.started_at,
                 message=f"lane {state.lane} crashed ({describe_exit(code)}) while running"
                 " this test",
@@ -425,15 +501,15 @@ class Coordinator:
             )
             state.assigned.remove(nodeid)
             state.current = None
-            state.busy += self.results[nodeid].duration
+            state.busy += group.results[nodeid].duration
             state.tests += 1
         if state.assigned:
             # Unfinished work goes back to the queue, first in line: it is already late.
-            self.queue.appendleft(
+            group.queue.appendleft(
                 Unit(f"requeued from lane {state.lane}", tuple(state.assigned), 0.0)
             )
             state.assigned.clear()
-        if self.queue and not self.stopping and state.restarts < self.max_restarts:
+        if group.queue and not self.stopping and state.restarts < self.max_restarts:
             state.restarts += 1
             self._spawn(state)
 
@@ -474,8 +550,8 @@ class Coordinator:
 
     # -- what the reports need -------------------------------------------------------------------
 
-    def final_results(self) -> list[TestResult]:
-        """Exactly one result per collected test, in collection order."""
+    def outcome(self) -> RunOutcome:
+        """The run as it stands, frozen: also after an interrupt, for the reports."""
         why = (
             "the run timed out"
             if self.timed_out
@@ -485,13 +561,40 @@ class Coordinator:
             if self.stopping
             else self.fatal or "its lane ended before running it"
         )
-        ordered = []
-        for nodeid in self.nodeids or []:
-            result = self.results.get(nodeid) or TestResult(
-                nodeid, "not run", message=f"not run: {why}", timed=False
+        groups = tuple(
+            GroupOutcome(
+                label=g.label,
+                collected=tuple(g.nodeids) if g.nodeids is not None else None,
+                selected=g.work.selected if g.work else (),
+                results=tuple(g.ordered_results(why)),
+                collect_errors=dict(g.collect_errors),
+                unknown_durations=g.work.unknown_durations if g.work else 0,
+                per_unknown=g.work.per_unknown if g.work else 0.0,
             )
-            ordered.append(result)
-        return ordered
+            for g in self.groups.values()
+        )
+        lanes = tuple(
+            LaneFacts(s.lane, s.group, s.busy, s.wall, s.startup, s.tests, s.restarts)
+            for s in self.lanes.values()
+        )
+        return RunOutcome(
+            groups=groups,
+            lanes=lanes,
+            timed_out=self.timed_out,
+            interrupted=self.interrupted,
+            stopping=self.stopping,
+            fatal=self.fatal,
+            fatal_details=self.fatal_details,
+            fatal_code=self.fatal_code,
+            notices=tuple(self.notices),
+        )
+
+    def counts(self) -> tuple[int, int, int]:
+        """Tests done, tests to run, failures so far: for progress."""
+        done = sum(len(g.results) for g in self.groups.values())
+        total = sum(len(g.work.selected) for g in self.groups.values() if g.work)
+        failed = sum(1 for g in self.groups.values() for r in g.results.values() if r.failing)
+        return done, total, failed
 
 
 def _give_terminal(pgid: int) -> None:

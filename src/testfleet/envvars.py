@@ -43,7 +43,10 @@ def process_environ(python: str) -> dict[str, str]:
     """The environment for setup commands, command services and lanes: ours, with the
     target interpreter's bin directory first on PATH, as in an activated virtualenv, so that
     `python -m app` and tools installed beside the tests resolve without activating it."""
-    environ = dict(os.environ)
+    # Private index credentials are for uv alone, never for tests or services.
+    from testfleet.envs import child_environ
+
+    environ = child_environ(os.environ)
     bin_dir = str(Path(python).parent) if "/" in python else str(Path(sys.executable).parent)
     parts = environ.get("PATH", "").split(os.pathsep)
     if parts[:1] != [bin_dir]:

@@ -66,6 +66,12 @@ def pytest_configure(config: pytest.Config) -> None:
             f"-n {workers} (pytest-xdist) from pytest's addopts is ignored inside lanes;"
             " testfleet's -n/lanes replaces it"
         )
+    if not config.pluginmanager.has_plugin("testfleet"):
+        # testfleet is not installed where the tests run (its lane plugin came by PYTHONPATH):
+        # its fixtures still must be there.
+        from testfleet import pytest_plugin
+
+        config.pluginmanager.register(pytest_plugin, "testfleet")
     address = os.environ.get("TESTFLEET_QUEUE")
     if address and not config.option.collectonly:
         config.pluginmanager.register(LaneWorker(config, address), "testfleet-lane-worker")

@@ -50,10 +50,23 @@ def lane_dir(run_dir: Path, lane: int) -> Path:
     return private_dir(private_dir(run_dir / "lanes") / str(lane))
 
 
-def lane_argv(project: Project, stack: Stack, lane: LaneEnv, run_dir: Path) -> list[str]:
+def plugin_path(run_dir: Path) -> Path:
+    """A directory holding only testfleet's own package, put on the lanes' PYTHONPATH: the
+    lane plugin loads in any interpreter without testfleet installed there, and never
+    installs anything into the project's environment."""
+    folder = private_dir(run_dir / "pythonpath")
+    link = folder / "testfleet"
+    if not link.exists():
+        link.symlink_to(Path(__file__).resolve().parent, target_is_directory=True)
+    return folder
+
+
+def lane_argv(
+    project: Project, stack: Stack, lane: LaneEnv, run_dir: Path, *, python: str
+) -> list[str]:
     folder = lane_dir(run_dir, lane.lane)
     return [
-        project.python,
+        python,
         "-m",
         "pytest",
         "-p",
@@ -75,11 +88,14 @@ def lane_environ(
     coverage_dir: Path | None,
     *,
     mark: str,
+    python: str,
     coverage_rcfile: str = "",
 ) -> dict[str, str]:
     folder = lane_dir(run_dir, lane.lane)
     tmp = private_dir(folder / "tmp")
-    env = {**process_environ(project.python), **lane.env}
+    env = {**process_environ(python), **lane.env}
+    shim = str(plugin_path(run_dir))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (shim, env.get("PYTHONPATH", "")) if p)
     env.update(
         {
             "TMPDIR": str(tmp),
@@ -108,11 +124,15 @@ def launch(
     interactive: bool,
     mark: str,
     on_spawn: Callable[[int], None],
+    python_of: Callable[[int], str],
+    group_of: Callable[[int], str],
     coverage_rcfile: str = "",
 ) -> LaneLaunch:
     """One lane on a terminal prints straight to it (pytest's own output, `--pdb` works);
     otherwise every lane writes to its own log, and testfleet shows progress."""
-    argv = {n: lane_argv(project, stack, env, run_dir) for n, env in lanes.items()}
+    argv = {
+        n: lane_argv(project, stack, env, run_dir, python=python_of(n)) for n, env in lanes.items()
+    }
     envs = {
         n: lane_environ(
             project,
@@ -121,6 +141,7 @@ def launch(
             socket_path,
             coverage_dir,
             mark=mark,
+            python=python_of(n),
             coverage_rcfile=coverage_rcfile,
         )
         for n, env in lanes.items()
@@ -137,6 +158,7 @@ def launch(
         cwd=project.root,
         foreground=single and sys.stdin.isatty(),
         on_spawn=on_spawn,
+        group=group_of,
     )
 
 

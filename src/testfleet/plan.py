@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import heapq
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -117,3 +117,59 @@ def plan(
 def ideal_bound(durations: Sequence[float], lanes: int) -> float:
     """No schedule beats this: the work spread evenly, or the longest test alone."""
     return max(sum(durations) / lanes, max(durations, default=0.0))
+
+
+@dataclass(frozen=True)
+class Work:
+    """What a group's lanes run: its units in queue order, and the tests they hold (a shard's
+    share of the collection, or all of it)."""
+
+    units: tuple[Unit, ...]
+    unknown_durations: int = 0
+    per_unknown: float = 0.0
+    notice: str | None = None  # said once, e.g. that the queue changes pytest's order
+
+    @property
+    def selected(self) -> tuple[str, ...]:
+        return tuple(nodeid for unit in self.units for nodeid in unit.nodeids)
+
+
+# A group's label (its Python) and its collected test ids -> the work its lanes do.
+WorkSource = Callable[[str, Sequence[str]], Work]
+
+
+def shard_units(units: Sequence[Unit], shard: int, shards: int) -> tuple[Unit, ...]:
+    """Shard `shard` of `shards` (1-based): the units the lane-balancing schedule gives it.
+    Every machine computes the same split from the same collection and durations."""
+    return assign(units, shards)[shard - 1].units
+
+
+def work_source(
+    measured: Mapping[str, float],
+    group_by: GroupBy,
+    *,
+    keep_order: bool,
+    lanes: int,
+    shard: tuple[int, int] | None = None,
+) -> WorkSource:
+    """All collected tests (or one shard's share), queued slowest first or in file order."""
+
+    def plan_group(label: str, nodeids: Sequence[str]) -> Work:
+        estimates = estimate(nodeids, measured)
+        units: Sequence[Unit] = make_units(nodeids, estimates, group_by, keep_order=keep_order)
+        notice = None
+        if not keep_order and [u.key for u in units] != [
+            u.key for u in make_units(nodeids, estimates, group_by, keep_order=True)
+        ]:
+            notice = (
+                f"{lanes} lane(s) take the slowest {group_by}s first, so tests do not run in"
+                ' pytest\'s order; order = "pytest" hands them out in file order'
+            )
+        if shard is not None:
+            units = shard_units(units, *shard)
+            if keep_order:  # a shard's share, still in file order
+                position = {nodeid: i for i, nodeid in enumerate(nodeids)}
+                units = sorted(units, key=lambda u: position[u.nodeids[0]])
+        return Work(tuple(units), estimates.unknown, estimates.per_unknown, notice)
+
+    return plan_group

@@ -16,10 +16,7 @@ PLAIN_INTERVAL_SECONDS = 10.0
 
 
 def _counts(c: Coordinator) -> tuple[int, int, int]:
-    total = len(c.nodeids or [])
-    done = len(c.results)
-    failed = sum(1 for r in c.results.values() if r.failing)
-    return done, total, failed
+    return c.counts()
 
 
 def _current(c: Coordinator, now: float) -> list[tuple[int, str]]:

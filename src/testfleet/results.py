@@ -23,6 +23,8 @@ class TestResult:
     # Whether `duration` says how long the test takes: not for tests that never ran, nor for
     # one whose lane crashed under it (a timeout does: the test is at least that slow).
     timed: bool = True
+    python: str = ""  # the matrix entry (Python version) it ran on, "" without a matrix
+    shard: str = ""  # "2-of-4" when it ran in a CI shard
 
     @property
     def failing(self) -> bool:

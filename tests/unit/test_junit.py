@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +34,7 @@ def test_control_characters_are_spelled_out(tmp_path: Path):
         TestResult("tests/test_c.py::test_skip", "skipped", lane=1, message="no \x07bell"),
         TestResult("tests/te\x7fst_c.py::TestK\x03::test_ok", "passed", lane=1),
     ]
-    write_junit(junit, results, python="3.11.9")
+    write_junit(junit, results, versions={"": "3.11.9"})
     cases = cases_by_name(junit)
     failed = cases["test_fail[#x02]"]
     assert failed.result[0].message == "assert '#x01' == 'a'"
@@ -53,7 +54,7 @@ def test_double_colons_inside_parameter_ids_stay_in_the_name(tmp_path: Path):
         TestResult("tests/test_p.py::test_p[1::int]", "passed", lane=0),
         TestResult("tests/test_p.py::TestK::test_p[a::b]", "passed", lane=0),
     ]
-    write_junit(junit, results, python="3.11.9")
+    write_junit(junit, results, versions={"": "3.11.9"})
     cases = cases_by_name(junit)
     assert cases["test_p[1::int]"].classname == "tests.test_p"
     assert cases["test_p[a::b]"].classname == "tests.test_p.TestK"
@@ -72,7 +73,8 @@ def test_suites_per_lane_with_statistics_and_details(tmp_path: Path):
         TestResult("tests/c.py::test_left", "not run", lane=None, timed=False),
         TestResult("tests/d.py", "error", lane=0, message="collection error", text="E"),
     ]
-    write_junit(junit, results, python="3.12.1", shard="2/3")
+    results = [dataclasses.replace(r, python="3.12", shard="2/3") for r in results]
+    write_junit(junit, results, versions={"3.12": "3.12.1"})
     xml = junitparser.JUnitXml.fromfile(str(junit))
     suites = {suite.name: suite for suite in xml}
     assert list(suites) == [
@@ -139,7 +141,9 @@ def test_writing_is_linear_in_the_number_of_tests(tmp_path: Path):
             TestResult(f"tests/t.py::test_{i}", "failed" if i % 3 else "passed", lane=0)
             for i in range(n)
         ]
-        return count_calls(lambda: write_junit(tmp_path / f"{n}.xml", results, python="3.11"))
+        return count_calls(
+            lambda: write_junit(tmp_path / f"{n}.xml", results, versions={"": "3.11"})
+        )
 
     small, large = work(300), work(1200)
     assert large < 6 * small, (small, large)

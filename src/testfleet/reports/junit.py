@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from testfleet.files import staging_name
@@ -101,24 +101,25 @@ def _suite(name: str, properties: dict[str, str], results: Sequence[TestResult])
     return suite
 
 
-def write_junit(
-    path: Path, results: Sequence[TestResult], *, python: str, shard: str | None = None
-) -> None:
-    """Suites per lane (their names unique), with lane and Python version as properties."""
-    by_lane: dict[int | None, list[TestResult]] = {}
+def write_junit(path: Path, results: Sequence[TestResult], *, versions: Mapping[str, str]) -> None:
+    """A suite per (Python, shard, lane), names unique, with those as properties.
+    `versions` maps each result's matrix label ("" without a matrix) to the full version."""
+    by_suite: dict[tuple[str, str, int | None], list[TestResult]] = {}
     for result in results:
-        by_lane.setdefault(result.lane, []).append(result)
+        by_suite.setdefault((result.python, result.shard, result.lane), []).append(result)
     root = ET.Element("testsuites", {"name": "testfleet"})
-    for lane in sorted(by_lane, key=lambda n: (n is None, n or 0)):
-        label = f"lane {lane}" if lane is not None else "not run"
+    for key in sorted(by_suite, key=lambda k: (k[0], k[1], k[2] is None, k[2] or 0)):
+        label, shard, lane = key
+        python = versions.get(label, label)
+        where = f"lane {lane}" if lane is not None else "not run"
         properties = {"lane": str(lane) if lane is not None else "none", "python": python}
         if shard:
             properties["shard"] = shard
-        name = f"pytest ({label}, python {python}{', shard ' + shard if shard else ''})"
-        root.append(_suite(name, properties, by_lane[lane]))
+        name = f"pytest ({where}, python {python}{', shard ' + shard if shard else ''})"
+        root.append(_suite(name, properties, by_suite[key]))
     totals = _count(results)
-    for key in ("tests", "failures", "errors", "skipped", "time"):
-        root.set(key, totals[key])
+    for stat in ("tests", "failures", "errors", "skipped", "time"):
+        root.set(stat, totals[stat])
     ET.indent(root, space="\t")
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = staging_name(path)

@@ -32,6 +32,8 @@ def _entry(result: TestResult) -> dict[str, Any]:
         "text": result.text,
         "output": result.output,
         "timed": result.timed,
+        "python": result.python,
+        "shard": result.shard,
     }
 
 
@@ -93,6 +95,8 @@ def _result(entry: object) -> TestResult:
         text=_field(entry, "text", str),
         output=_field(entry, "output", str),
         timed=_field(entry, "timed", bool),
+        python=_field(entry, "python", str),
+        shard=_field(entry, "shard", str),
     )
 
 

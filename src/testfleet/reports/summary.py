@@ -4,13 +4,13 @@ were balanced, then one line with the counts."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from rich.console import Console
 from rich.markup import escape
 
-from testfleet.coordinator import LaneState
+from testfleet.coordinator import LaneFacts
 from testfleet.plan import ideal_bound
 from testfleet.reports.coverage import CoverageOutcome
 from testfleet.results import Outcome, TestResult
@@ -32,10 +32,11 @@ ORDER: tuple[Outcome, ...] = (
 class RunFacts:
     wall: float  # lanes start to last lane end
     total: float  # the whole command: stack, lanes, reports, teardown
-    lanes: Sequence[LaneState]
+    lanes: Sequence[LaneFacts]
     unknown_durations: int
     per_unknown: float
     coverage: CoverageOutcome | None = None
+    versions: Mapping[str, str] = field(default_factory=dict)  # a matrix: label -> version
 
 
 def counts_line(results: Sequence[TestResult]) -> str:
@@ -49,9 +50,10 @@ def print_summary(console: Console, results: Sequence[TestResult], facts: RunFac
     if failing:
         console.rule(f"[red]failures ({len(failing)})")
         for result in failing:
+            where = f"python {result.python}, " if result.python else ""
             console.print(
                 f"[bold red]{result.outcome.upper()}[/] {escape(result.nodeid)}"
-                f" (lane {result.lane})"
+                f" ({where}lane {result.lane})"
             )
             lines = result.text.rstrip().splitlines()[-FAILURE_TEXT_LINES:]
             # The why of a crash, a timeout or an interrupt may be in the message alone.
@@ -97,8 +99,14 @@ def print_summary(console: Console, results: Sequence[TestResult], facts: RunFac
                 f" estimated at {facts.per_unknown:.2f} s each; they are measured now",
                 highlight=False,
             )
+    if facts.versions:
+        console.rule("python versions")
+        for label, version in facts.versions.items():
+            mine = [r for r in results if r.python == label]
+            console.print(f"python {version}: {counts_line(mine)}", highlight=False)
     if facts.coverage is not None and facts.coverage.total is not None:
         console.rule("coverage")
         console.print(escape(facts.coverage.table.rstrip()), highlight=False)
     style = "red" if failing else "green"
-    console.rule(f"[{style}]{counts_line(results)} in {facts.total:.2f} s")
+    took = f" in {facts.total:.2f} s" if facts.total else ""
+    console.rule(f"[{style}]{counts_line(results)}{took}")

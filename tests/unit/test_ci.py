@@ -1,0 +1,563 @@
+"""`testfleet ci`: the YAML emitter, what the generated GitHub and GitLab files contain, and
+that they pass actionlint and the workflows' JSON schemas (both validators ship in wheels)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
+
+from testfleet import ci
+from testfleet.ci import model, yamltext
+from testfleet.cli import _Parser
+from testfleet.config import load_project
+from testfleet.errors import ConfigError
+from tests.helpers import EXAMPLE, write_pyproject
+
+TINY = """
+[tool.testfleet]
+pytest-args = ["-q"]
+
+[tool.testfleet.services.valkey]
+"""
+RUNNING = f"{sys.version_info.major}.{sys.version_info.minor}"
+# The validators come with the dev extra: look next to this interpreter first.
+VENV_BIN = str(Path(sys.executable).parent)
+
+
+def tool(name: str) -> str:
+    found = shutil.which(name, path=os.pathsep.join([VENV_BIN, os.environ.get("PATH", "")]))
+    assert found, f"{name} is missing: install the dev extra (pip install -e '.[dev]')"
+    return found
+
+
+def parse_yaml(text: str, version: tuple[int, int] = (1, 2)) -> Any:
+    yaml = YAML(typ="safe", pure=True)
+    yaml.version = version
+    return yaml.load(text)
+
+
+def generate(root: Path, *argv: str) -> int:
+    """`testfleet ci ARGV` in the project at `root`, parsed as the CLI parses it."""
+    parser = _Parser(prog="testfleet")
+    ci.add_ci_parser(parser.add_subparsers(dest="command", required=True, parser_class=_Parser))
+    args = parser.parse_args(["ci", *argv])
+    return ci.ci_command(args, load_project(root, environ={}))
+
+
+def read(root: Path, relative: str) -> Any:
+    return parse_yaml((root / relative).read_text())
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> Path:
+    return write_pyproject(tmp_path / "tiny", TINY)
+
+
+@pytest.fixture
+def example(tmp_path: Path) -> Path:
+    """The example project's configuration, in a directory the test may write into."""
+    root = tmp_path / "bookshop"
+    root.mkdir()
+    shutil.copy(EXAMPLE / "pyproject.toml", root / "pyproject.toml")
+    return root
+
+
+# --- the emitter -------------------------------------------------------------------------
+
+AWKWARD = [
+    "",
+    " leading space",
+    "trailing space ",
+    "on",
+    "Yes",
+    "NULL",
+    "~",
+    "3.10",
+    "0o17",
+    "1e3",
+    "2024-01-01",
+    "-",
+    "- item",
+    "a: b",
+    "a #b",
+    "#c",
+    "[x]",
+    "{x: 1}",
+    "*alias",
+    "&anchor",
+    "!tag",
+    "%directive",
+    "@at",
+    "`tick`",
+    "|",
+    ">",
+    "?",
+    ",",
+    "${{ secrets.X }}",
+    "it's",
+    'say "hi"',
+    "back\\slash",
+    "tab\there",
+    "bell\x07",
+    "del\x7f",
+    "nel\x85",
+    "line\u2028sep",
+    "bom\ufeff",
+    "emoji 😀",
+    "é",
+    "multi\nline\n",
+    "multi\nline",
+    "two trailing\n\n",
+    "\nleading newline",
+    "  indented\nscript\n",
+    "spaces at end \nof a line\n",
+    "blank\n\nline\n",
+    "cr\r\nlf\n",
+]
+
+
+def test_awkward_strings_read_back_unchanged():
+    """Every string, as a value, a key and a list item, reads back exactly under YAML 1.2 and
+    1.1 (bare words that 1.1 takes for booleans or numbers are quoted)."""
+    document = {
+        "values": {f"k{i}": text for i, text in enumerate(AWKWARD)},
+        "keys": {text: i for i, text in enumerate(AWKWARD)},
+        "items": list(AWKWARD),
+        "numbers": [0, -3, 1.5, True, False, None],
+        "nested": [{"a": [1, 2], "b": {"c": "d"}}, {}, []],
+        "empty": {},
+    }
+    text = yamltext.dump(document, ["a comment"])
+    assert parse_yaml(text) == document
+    assert parse_yaml(text, (1, 1)) == document
+
+
+def test_multiline_scripts_are_literal_blocks():
+    """A shell script is written as a `|` block, as a person would write it."""
+    text = yamltext.dump({"run": "echo a\necho b\n"})
+    assert text == "run: |\n  echo a\n  echo b\n"
+
+
+def test_text_that_cannot_be_written_is_refused():
+    """Lone surrogates and non-finite numbers have no exact YAML form: an error, not a guess."""
+    with pytest.raises(ValueError, match="not valid Unicode"):
+        yamltext.dump({"a": "x\udcff"})
+    with pytest.raises(ValueError, match="no YAML"):
+        yamltext.dump({"a": float("nan")})
+    with pytest.raises(ValueError, match="one line"):
+        yamltext.dump({}, ["two\nlines"])
+
+
+# --- what the files contain --------------------------------------------------------------
+
+
+def test_github_matrix_from_the_flag_and_shards(tiny: Path):
+    """--python and --shards become the matrix; the run step names the shard count."""
+    assert generate(tiny, "github", "--python", "3.12,3.13", "--shards", "3") == 0
+    workflow = read(tiny, ".github/workflows/tests.yml")
+    test = workflow["jobs"]["test"]
+    assert test["strategy"] == {
+        "fail-fast": False,
+        "matrix": {"python": ["3.12", "3.13"], "shard": [1, 2, 3]},
+    }
+    runs = [step["run"] for step in test["steps"] if "run" in step]
+    assert runs[-1] == "testfleet run --shard ${{ matrix.shard }}/3 --python ${{ matrix.python }}"
+    assert "services" not in test  # services run natively, started by testfleet
+    upload = test["steps"][-1]
+    assert upload["if"] == "always()"
+    assert upload["with"]["include-hidden-files"] is True
+    assert upload["with"]["path"] == ".testfleet/shards/"
+    merge = workflow["jobs"]["merge"]
+    assert (merge["needs"], merge["if"]) == ("test", "always()")
+    download = next(s for s in merge["steps"] if "download-artifact" in s.get("uses", ""))
+    assert download["with"] == {
+        "pattern": "shard-*",
+        "merge-multiple": True,
+        "path": ".testfleet/shards",
+    }
+    assert {"name": "Merge the shards", "run": "testfleet merge"} in merge["steps"]
+
+
+def test_pythons_come_from_config_else_the_running_interpreter(tiny: Path, tmp_path: Path):
+    """Versions in [tool.testfleet] python fill the matrix; without them, the running X.Y; and
+    the header says where they came from."""
+    generate(tiny, "github")
+    assert read(tiny, ".github/workflows/tests.yml")["jobs"]["test"]["strategy"]["matrix"][
+        "python"
+    ] == [RUNNING]
+    assert (
+        f"the Python running testfleet ({RUNNING})"
+        in (tiny / ".github/workflows/tests.yml").read_text()
+    )
+    configured = write_pyproject(
+        tmp_path / "c",
+        TINY.replace("[tool.testfleet]", '[tool.testfleet]\npython = ["3.11", "3.13"]'),
+    )
+    generate(configured, "gitlab")
+    matrix = read(configured, ".gitlab-ci.yml")["test"]["parallel"]["matrix"]
+    assert matrix == [{"PYTHON": ["3.11", "3.13"], "SHARD": ["1", "2"]}]
+    assert read(configured, ".gitlab-ci.yml")["merge"]["image"] == "python:3.13"
+
+
+def test_run_options_reach_every_shard(tiny: Path):
+    """--pytest-args and --test-timeout are passed on, quoted for the shell."""
+    generate(tiny, "github", "--pytest-args=-x -k 'not slow'", "--test-timeout", "90")
+    run = read(tiny, ".github/workflows/tests.yml")["jobs"]["test"]["steps"][-2]["run"]
+    assert run.endswith("--pytest-args '-x -k '\"'\"'not slow'\"'\"'' --test-timeout 90")
+    generate(tiny, "gitlab", "--test-timeout", "1.5")
+    script = read(tiny, ".gitlab-ci.yml")["test"]["script"]
+    assert script == ["testfleet run --shard ${SHARD}/2 --python ${PYTHON} --test-timeout 1.5"]
+
+
+def test_shards_auto_from_measured_durations(tiny: Path):
+    """1000 s measured in 20 modules, 300 s per shard at most: 4 shards, and the file says why."""
+    measured = {f"tests/test_{i:02}.py::test_it": 50.0 for i in range(20)}
+    store = tiny / ".testfleet" / "durations.json"
+    store.parent.mkdir()
+    store.write_text(json.dumps({"version": 1, "durations": measured}))
+    generate(tiny, "github", "--shards", "auto", "--shard-target", "300")
+    text = (tiny / ".github/workflows/tests.yml").read_text()
+    assert parse_yaml(text)["jobs"]["test"]["strategy"]["matrix"]["shard"] == [1, 2, 3, 4]
+    assert "# --shards auto: 1000 s measured in 20 units; 4 shard(s)" in text
+    assert "testfleet ci github --shards auto --shard-target 300" in text
+
+
+def test_shards_auto_without_durations_is_one_shard_and_says_so(tiny: Path):
+    generate(tiny, "gitlab", "--shards", "auto")
+    text = (tiny / ".gitlab-ci.yml").read_text()
+    assert read(tiny, ".gitlab-ci.yml")["test"]["parallel"]["matrix"][0]["SHARD"] == ["1"]
+    assert "# --shards auto: no measured durations yet, so 1 shard" in text
+
+
+def test_auto_shards_stops_where_more_shards_do_not_help():
+    """A unit over the target alone cannot be split: the fewest shards reaching the best
+    achievable time, and the note names the unit."""
+    measured = {"tests/big.py::a": 400.0, "tests/s1.py::a": 100.0, "tests/s2.py::a": 100.0}
+    count, note = model.auto_shards(measured, 300.0, "module")
+    assert count == 2
+    assert "tests/big.py, 400 s" in note
+    assert model.auto_shards(measured, 300.0, "module") == (count, note)  # deterministic
+
+
+def walk_strings(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield path + "/" + key, key
+            yield from walk_strings(value, f"{path}/{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from walk_strings(value, f"{path}/{i}")
+    elif isinstance(node, str):
+        yield path, node
+
+
+def test_index_credentials_are_secret_references_only(tiny: Path):
+    """With --index, uv's credential variables appear only as env names bound to
+    `${{ secrets.NAME }}` (or declared secrets of the reusable workflow); never a value."""
+    generate(tiny, "github", "--index", "corp.pypi", "--index", "mirror")
+    generate(
+        tiny,
+        "github",
+        "--reusable",
+        "--index",
+        "corp.pypi",
+        "-o",
+        ".github/workflows/r.yml",
+        "--caller",
+        ".github/workflows/c.yml",
+    )
+    names = {
+        "UV_INDEX_CORP_PYPI_USERNAME",
+        "UV_INDEX_CORP_PYPI_PASSWORD",
+        "UV_INDEX_MIRROR_USERNAME",
+        "UV_INDEX_MIRROR_PASSWORD",
+    }
+    plain = read(tiny, ".github/workflows/tests.yml")
+    bound = set()
+    for where, text in walk_strings(plain):
+        if "UV_INDEX_" not in text:
+            continue
+        if where.endswith("/" + text):  # a key: the env var's name
+            assert text in names, where
+            bound.add(text)
+        else:
+            assert text == f"${{{{ secrets.{where.rsplit('/', 1)[1]} }}}}", (where, text)
+    assert bound == names
+    # Only the steps that run uv get them: not checkout, uploads, or the tests' other steps.
+    steps = plain["jobs"]["test"]["steps"]
+    assert [s.get("name") for s in steps if "env" in s] == ["Install testfleet", "Run this shard"]
+    reusable = read(tiny, ".github/workflows/r.yml")
+    declared = reusable["on"]["workflow_call"]["secrets"]
+    assert set(declared) == {"UV_INDEX_CORP_PYPI_USERNAME", "UV_INDEX_CORP_PYPI_PASSWORD"}
+    assert all(spec["required"] is False for spec in declared.values())
+    assert read(tiny, ".github/workflows/c.yml")["jobs"]["tests"]["secrets"] == "inherit"
+
+
+def test_no_index_no_credentials(tiny: Path):
+    generate(tiny, "github")
+    generate(tiny, "gitlab")
+    for name in (".github/workflows/tests.yml", ".gitlab-ci.yml"):
+        assert "UV_INDEX" not in (tiny / name).read_text()
+
+
+def test_reusable_inputs_and_caller(tiny: Path):
+    """--reusable: workflow_call inputs as documented, a matrix from them, toggles as env;
+    the caller uses it with every input spelled out."""
+    assert generate(tiny, "github", "--reusable", "--python", "3.12,3.13", "--shards", "3") == 0
+    reusable = read(tiny, ".github/workflows/testfleet.yml")
+    inputs = reusable["on"]["workflow_call"]["inputs"]
+    assert {name: spec["type"] for name, spec in inputs.items()} == {
+        "python-versions": "string",
+        "shards": "number",
+        "pytest-args": "string",
+        "test-timeout": "number",
+        "enable-postgresql": "boolean",
+        "enable-mongodb": "boolean",
+        "enable-valkey": "boolean",
+        "enable-nats": "boolean",
+        "enable-vault": "boolean",
+    }
+    assert json.loads(inputs["python-versions"]["default"]) == ["3.12", "3.13"]
+    assert inputs["shards"]["default"] == 3
+    assert inputs["enable-valkey"]["default"] is True  # the tiny project has valkey
+    assert inputs["enable-postgresql"]["default"] is False
+    test = reusable["jobs"]["test"]
+    assert test["strategy"]["matrix"] == {
+        "python": "${{ fromJSON(inputs.python-versions) }}",
+        "shard": "${{ fromJSON(needs.shards.outputs.list) }}",
+    }
+    assert test["env"]["TESTFLEET_ENABLE_VALKEY"] == "${{ inputs.enable-valkey }}"
+    caller = read(tiny, ".github/workflows/tests.yml")
+    job = caller["jobs"]["tests"]
+    assert job["uses"] == "./.github/workflows/testfleet.yml"
+    assert job["with"]["python-versions"] == '["3.12", "3.13"]'
+    assert job["with"]["shards"] == 3
+
+
+@pytest.mark.parametrize("shards", ["1", "3", "12"])
+def test_reusable_shard_list_script(tmp_path: Path, tiny: Path, shards: str):
+    """The setup job's script turns the `shards` input into the matrix's JSON list."""
+    generate(tiny, "github", "--reusable")
+    step = read(tiny, ".github/workflows/testfleet.yml")["jobs"]["shards"]["steps"][0]
+    output = tmp_path / "out"
+    subprocess.run(
+        ["bash", "-eo", "pipefail", "-c", step["run"]],
+        env={**os.environ, "SHARDS": shards, "GITHUB_OUTPUT": str(output)},
+        check=True,
+    )
+    key, _, value = output.read_text().strip().partition("=")
+    assert key == "list"
+    assert json.loads(value) == list(range(1, int(shards) + 1))
+    bad = subprocess.run(
+        ["bash", "-eo", "pipefail", "-c", step["run"]],
+        env={**os.environ, "SHARDS": "0", "GITHUB_OUTPUT": str(output)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad.returncode == 1
+    assert "::error::the shards input must be a whole number" in bad.stdout
+
+
+def test_lint_and_typecheck_jobs_only_when_configured(tiny: Path, tmp_path: Path):
+    """ruff and mypy jobs appear when the project configures them, in the project's own
+    versions; a project without them gets none."""
+    generate(tiny, "github")
+    assert set(read(tiny, ".github/workflows/tests.yml")["jobs"]) == {"test", "merge"}
+    tools = write_pyproject(
+        tmp_path / "tools",
+        TINY.replace("[tool.testfleet]", '[tool.testfleet]\nextras = ["dev"]')
+        + '\n[tool.ruff]\nline-length = 100\n\n[tool.mypy]\nfiles = ["src"]\n',
+    )
+    pyproject = tools / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text().replace(
+            'version = "0"\n',
+            'version = "0"\n[project.optional-dependencies]\ndev = ["ruff==0.6.9", "mypy>=1.10"]\n',
+        )
+    )
+    generate(tools, "github")
+    jobs = read(tools, ".github/workflows/tests.yml")["jobs"]
+    assert jobs["lint"]["steps"][-1]["run"] == "uvx --from ruff==0.6.9 ruff check ."
+    assert jobs["typecheck"]["steps"][-1]["run"] == "uv run --extra dev --with 'mypy>=1.10' mypy"
+    generate(tools, "gitlab")
+    pipeline = read(tools, ".gitlab-ci.yml")
+    assert pipeline["lint"]["script"] == ["uvx --from ruff==0.6.9 ruff check ."]
+    assert pipeline["typecheck"]["stage"] == "test"
+
+
+def test_gitlab_reports(tiny: Path):
+    """GitLab gets the JUnit and Cobertura reports, a coverage regex, and merge runs always."""
+    generate(tiny, "gitlab")
+    pipeline = read(tiny, ".gitlab-ci.yml")
+    assert pipeline["stages"] == ["test", "merge"]
+    assert pipeline["test"]["image"] == "python:${PYTHON}"
+    assert pipeline["test"]["artifacts"] == {
+        "when": "always",
+        "paths": [".testfleet/shards/"],
+        "expire_in": "1 week",
+    }
+    merge = pipeline["merge"]
+    assert (merge["stage"], merge["when"], merge["script"]) == (
+        "merge",
+        "always",
+        ["testfleet merge"],
+    )
+    assert merge["artifacts"]["reports"] == {
+        "junit": ".testfleet/junit.xml",
+        "coverage_report": {"coverage_format": "cobertura", "path": ".testfleet/coverage.xml"},
+    }
+    pattern = re.compile(merge["coverage"].strip("/"))
+    match = pattern.search("TOTAL                     120     12  90.0%")
+    assert match is not None
+    assert match.group(1) == "90.0"
+
+
+# --- headers, regeneration and overwriting -----------------------------------------------
+
+
+def test_header_names_the_command_that_regenerates_the_same_file(tiny: Path):
+    """The file's header holds a command line; running it writes the same file again."""
+    generate(tiny, "github", "--python", "3.12", "--pytest-args=-q -x", "--index", "corp")
+    path = tiny / ".github/workflows/tests.yml"
+    first = path.read_text()
+    lines = first.splitlines()
+    assert lines[0].startswith("# Generated by `testfleet ci github`")
+    command = lines[2].removeprefix("#").strip()
+    argv = shlex.split(command)
+    assert argv[:3] == ["testfleet", "ci", "github"]
+    path.unlink()
+    generate(tiny, *argv[2:])
+    assert path.read_text() == first
+
+
+def test_a_foreign_file_is_not_overwritten_without_force(tiny: Path):
+    """A workflow someone wrote by hand stays, with a one-line error naming it and the fix."""
+    path = tiny / ".github/workflows/tests.yml"
+    path.parent.mkdir(parents=True)
+    path.write_text("name: mine\n")
+    with pytest.raises(
+        ConfigError, match=r"tests\.yml exists and was not written by `testfleet ci`.*--force"
+    ):
+        generate(tiny, "github")
+    assert path.read_text() == "name: mine\n"
+    generate(tiny, "github", "--force")
+    assert path.read_text().startswith("# Generated by `testfleet ci github`")
+    generate(tiny, "github", "--shards", "5")  # ours: replaced without --force
+    assert "shard: [1, 2, 3, 4, 5]" in path.read_text()
+    assert sorted(p.name for p in path.parent.iterdir()) == ["tests.yml"]  # no temp files
+
+
+def test_reusable_checks_both_files_before_writing_either(tiny: Path):
+    caller = tiny / ".github/workflows/tests.yml"
+    caller.parent.mkdir(parents=True)
+    caller.write_text("name: mine\n")
+    with pytest.raises(ConfigError, match=r"tests\.yml exists"):
+        generate(tiny, "github", "--reusable")
+    assert not (tiny / ".github/workflows/testfleet.yml").exists()
+
+
+def test_stdout_writes_no_file(tiny: Path, capsys: pytest.CaptureFixture[str]):
+    generate(tiny, "github", "--reusable", "--stdout")
+    documents = list(YAML(typ="safe", pure=True).load_all(capsys.readouterr().out))
+    assert [d["name"] for d in documents] == ["testfleet", "tests"]
+    assert not (tiny / ".github").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["github", "--shard-target", "60"], "--shard-target applies to --shards auto"),
+        (["github", "--python", "3.12,/usr/bin/python3"], "CI installs Python by version"),
+        (["github", "--python", "3.12,3.12"], "each once"),
+        (["github", "--shards", "0"], "whole number of shards from 1"),
+        (["gitlab", "--index", "https://x/simple"], "pass the name, not its URL"),
+        (["github", "--caller", "x.yml"], "add --reusable"),
+        (["github", "--reusable", "-o", "ci/reusable.yml"], "only from .github/workflows/"),
+        (["github", "--pytest-args=-k ${{ secrets.X }}"], "GitHub would evaluate"),
+        (["github", "--pytest-args=-k 'x"], "shell-quoted"),
+        (["github", "--test-timeout", "0"], "positive number of seconds"),
+        (["azure"], "invalid choice"),
+    ],
+)
+def test_user_errors_are_one_line_config_errors(tiny: Path, argv: list[str], message: str):
+    with pytest.raises(ConfigError, match=message) as caught:
+        generate(tiny, *argv)
+    assert "\n" not in caught.value.message
+
+
+# --- the validators ----------------------------------------------------------------------
+
+
+def all_files(root: Path) -> dict[str, list[str]]:
+    generate(
+        root, "github", "--python", "3.11,3.12,3.13", "--index", "corp", "--test-timeout", "60"
+    )
+    plain = (root / ".github/workflows/tests.yml").read_text()
+    (root / ".github/workflows/tests.yml").unlink()
+    (root / "plain.yml").write_text(plain)
+    generate(root, "github", "--reusable", "--index", "corp", "--pytest-args=-q")
+    generate(root, "gitlab", "--python", "3.11,3.12", "--index", "corp")
+    return {
+        "github": ["plain.yml", ".github/workflows/testfleet.yml", ".github/workflows/tests.yml"],
+        "gitlab": [".gitlab-ci.yml"],
+    }
+
+
+@pytest.mark.parametrize("which", ["tiny", "example"])
+def test_generated_files_pass_actionlint_and_the_schemas(
+    which: str, request: pytest.FixtureRequest
+):
+    """github, github --reusable (both files) and gitlab pass actionlint and check-jsonschema's
+    bundled GitHub workflow and GitLab CI schemas (no network needed)."""
+    root: Path = request.getfixturevalue(which)
+    files = all_files(root)
+    # actionlint finds the workflows of a git repository, and only there does it resolve the
+    # caller's local `uses:` (checking its inputs against the reusable workflow's).
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    shutil.copy(root / "plain.yml", root / ".github/workflows/plain.yml")
+    lint = subprocess.run(
+        [tool("actionlint"), "-no-color"], cwd=root, capture_output=True, text=True, check=False
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    for name in files["github"]:
+        schema = subprocess.run(
+            [tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", name],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert schema.returncode == 0, schema.stdout + schema.stderr
+    gitlab = subprocess.run(
+        [tool("check-jsonschema"), "--builtin-schema", "vendor.gitlab-ci", ".gitlab-ci.yml"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert gitlab.returncode == 0, gitlab.stdout + gitlab.stderr
+
+
+def test_actionlint_catches_a_broken_workflow(tiny: Path):
+    """The validator test would notice: a workflow with a wrong key fails actionlint."""
+    generate(tiny, "github")
+    subprocess.run(["git", "init", "-q", str(tiny)], check=True)
+    path = tiny / ".github/workflows/tests.yml"
+    path.write_text(path.read_text().replace("runs-on:", "run-on:", 1))
+    lint = subprocess.run(
+        [tool("actionlint"), "-no-color"], cwd=tiny, capture_output=True, text=True, check=False
+    )
+    assert lint.returncode == 1
+    assert "run-on" in lint.stdout
