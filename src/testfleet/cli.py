@@ -14,6 +14,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ from testfleet.errors import (
 from testfleet.files import private_dir, write_private
 from testfleet.lanes import collect, launch, resolve_lanes
 from testfleet.options import OPTIONS, is_version
-from testfleet.plan import ideal_bound, plan, work_source
+from testfleet.plan import WorkSource, ideal_bound, plan, work_source
 from testfleet.preflight import check_paths
 from testfleet.progress import LiveProgress, NullProgress, PlainProgress
 from testfleet.reaper import remove_if_ours
@@ -258,23 +259,35 @@ def dotenv_lock(dotenv: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def run(project: Project, lanes: int) -> int:
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run is made of before anything starts: its Python targets, their lanes, and
+    the work each group's lanes will do."""
+
+    targets: list[PythonTarget]
+    label_of: dict[str, str]  # target label -> group label ("" without a matrix)
+    versions: dict[str, str]  # group label -> full Python version
+    lanes: int  # per target
+    work: WorkSource
+    measured: dict[str, float]
+    shard: tuple[int, int] | None
+
+    @property
+    def total_lanes(self) -> int:
+        return self.lanes * len(self.targets)
+
+    def target_of(self, lane: int) -> PythonTarget:
+        return self.targets[(lane - 1) // self.lanes]
+
+    def group_of(self, lane: int) -> str:
+        return self.label_of[self.target_of(lane).label]
+
+
+def plan_run(project: Project, lanes: int) -> RunPlan:
     config = project.config
-    began = time.perf_counter()
-    binaries = resolve_binaries(project)
     targets = prepare_targets(project, say=say)
     matrix = config.python is not None and is_version(config.python[0])
     label_of = {t.label: (t.label if matrix else "") for t in targets}
-    versions = {label_of[t.label]: t.version for t in targets}
-    # Setup commands and command services use the first version's interpreter.
-    stack_project = dataclasses.replace(
-        project, config=config.model_copy(update={"python": (targets[0].python,)})
-    )
-    total_lanes = lanes * len(targets)
-
-    def target_of(lane: int) -> PythonTarget:
-        return targets[(lane - 1) // lanes]
-
     measured = durations.load(project.path(config.durations), project.root)
     shard = _shard(config.shard)
     work = work_source(
@@ -283,6 +296,20 @@ def run(project: Project, lanes: int) -> int:
         keep_order=config.order == "pytest" or (config.order == "auto" and lanes == 1),
         lanes=lanes,
         shard=shard,
+    )
+    versions = {label_of[t.label]: t.version for t in targets}
+    return RunPlan(targets, label_of, versions, lanes, work, measured, shard)
+
+
+def run(project: Project, lanes: int) -> int:
+    config = project.config
+    began = time.perf_counter()
+    binaries = resolve_binaries(project)
+    plan_ = plan_run(project, lanes)
+    shard, versions, total_lanes = plan_.shard, plan_.versions, plan_.total_lanes
+    # Setup commands and command services use the first version's interpreter.
+    stack_project = dataclasses.replace(
+        project, config=config.model_copy(update={"python": (plan_.targets[0].python,)})
     )
     deadline = time.monotonic() + config.timeout if config.timeout else None
     console = Console(stderr=True, soft_wrap=True)
@@ -308,8 +335,8 @@ def run(project: Project, lanes: int) -> int:
                 interactive=interactive,
                 mark=run_.run_dir.mark,
                 on_spawn=on_spawn,
-                python_of=lambda n: target_of(n).python,
-                group_of=lambda n: label_of[target_of(n).label],
+                python_of=lambda n: plan_.target_of(n).python,
+                group_of=plan_.group_of,
                 coverage_rcfile=_rcfile(project) if coverage_dir else "",
             )
             progress: Progress = (
@@ -323,7 +350,7 @@ def run(project: Project, lanes: int) -> int:
                 launch_spec,
                 total_lanes,
                 socket_path,
-                work=work,
+                work=plan_.work,
                 test_timeout=config.test_timeout,
                 deadline=deadline,
                 progress=progress,
@@ -347,23 +374,57 @@ def run(project: Project, lanes: int) -> int:
             cov = coverage_report.combine(project, coverage_dir) if coverage_dir else None
             if shard is not None and outcome.collected:
                 shards.write_shard(
-                    project, shard, outcome, versions, measured=measured, coverage_dir=coverage_dir
+                    project,
+                    shard,
+                    outcome,
+                    versions,
+                    measured=plan_.measured,
+                    coverage_dir=coverage_dir,
                 )
         finally:
             stack.stop()
+    return _conclude(
+        project,
+        console,
+        outcome,
+        versions,
+        shard=shard,
+        cov=cov,
+        report_problems=report_problems,
+        interruption=interruption,
+        wall=lanes_wall,
+        total=time.perf_counter() - began,
+    )
+
+
+def _conclude(
+    project: Project,
+    console: Console,
+    outcome: RunOutcome,
+    versions: Mapping[str, str],
+    *,
+    shard: tuple[int, int] | None,
+    cov: coverage_report.CoverageOutcome | None,
+    report_problems: list[str],
+    interruption: BaseException | None,
+    wall: float,
+    total: float,
+) -> int:
+    """Say what happened (notices, summary, where the reports are), then the exit code."""
+    config = project.config
     for notice in outcome.notices:
         say(notice)
     print_summary(
         console,
         outcome.results,
         RunFacts(
-            wall=lanes_wall,
-            total=time.perf_counter() - began,
+            wall=wall,
+            total=total,
             lanes=outcome.lanes,
             unknown_durations=sum(g.unknown_durations for g in outcome.groups),
             per_unknown=max((g.per_unknown for g in outcome.groups), default=0.0),
             coverage=cov,
-            versions=versions if matrix else {},
+            versions={k: v for k, v in versions.items() if k},
         ),
     )
     if not outcome.collected and interruption is not None:
@@ -373,11 +434,7 @@ def run(project: Project, lanes: int) -> int:
         say(
             f"JUnit XML: {junit}"
             + (f"; coverage XML: {cov.xml}" if cov and cov.total is not None else "")
-            + (
-                f"; shard: {shards.shard_dir(project, shard, list(label_of.values()))}"
-                if shard
-                else ""
-            )
+            + (f"; shard: {shards.shard_dir(project, shard, list(versions))}" if shard else "")
         )
     for problem in report_problems:
         error(problem)

@@ -3,8 +3,9 @@ group per Python version of the matrix), slowest first.
 
 What to run is injected (a `WorkSource` plans a group's units from its collection: all of
 them, or one CI shard's share); what happened comes out as a frozen `RunOutcome` that the
-reports and the exit code read. One thread, one selector loop: lane messages, lane exits, per-test and whole-run timeouts and
-progress are all handled in the same place, in the order they happen. A lane that hangs past
+reports and the exit code read. One thread, one selector loop: lane messages, lane exits,
+per-test and whole-run timeouts and progress are all handled in the same place, in the order
+they happen. A lane that hangs past
 the test timeout or dies is killed (its whole process group), its test reported, the rest of
 its unit requeued, and a replacement lane started on the same services.
 """

@@ -22,9 +22,9 @@ from testfleet.ci.model import (
     DEFAULT_SHARD_TARGET,
     DEFAULT_SHARDS,
     DEFAULT_SPEC,
+    INDEX_NAME,
     Settings,
     auto_shards,
-    check_index,
     find_tools,
     index_variable,
     number,
@@ -100,10 +100,12 @@ def _pytest_args(text: str) -> str:
 
 
 def _index(text: str) -> str:
-    try:
-        return check_index(text)
-    except ConfigError as exc:
-        raise ValueError(exc.message.split(": ", 1)[1]) from None
+    if not INDEX_NAME.fullmatch(text):
+        raise ValueError(
+            "an index name uses letters, digits, '.', '_' and '-', as in [[tool.uv.index]]"
+            " name = ...; pass the name, not its URL"
+        )
+    return text
 
 
 def _add_common(parser: argparse.ArgumentParser, default_output: str) -> None:
@@ -272,7 +274,6 @@ def settings_from(args: argparse.Namespace, project: Project) -> Settings:
         ruff=ruff,
         mypy=mypy,
         kinds=service_kinds(project),
-        coverage=project.config.coverage,
     )
 
 

@@ -167,7 +167,7 @@ def _tool_jobs(settings: Settings, python: str) -> dict[str, Any]:
         jobs["lint"] = {
             "name": "lint (ruff)",
             "runs-on": RUNNER,
-            "steps": [{"uses": CHECKOUT}, _setup_uv(), {"run": ruff}],
+            "steps": [{"uses": CHECKOUT}, _setup_uv(), {"name": "ruff check", "run": ruff}],
         }
     if mypy is not None:
         jobs["typecheck"] = {
@@ -177,7 +177,7 @@ def _tool_jobs(settings: Settings, python: str) -> dict[str, Any]:
                 {"uses": CHECKOUT},
                 _setup_python(python),
                 _setup_uv(),
-                _with_env({"run": mypy}, _credentials(settings)),
+                _with_env({"name": "mypy", "run": mypy}, _credentials(settings)),
             ],
         }
     return jobs

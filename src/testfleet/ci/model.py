@@ -72,7 +72,6 @@ class Settings:
     ruff: Tool | None
     mypy: Tool | None
     kinds: frozenset[str]  # the service kinds the project configures
-    coverage: bool
 
     @property
     def newest_python(self) -> str:
@@ -121,15 +120,6 @@ def number(value: float) -> str:
 def index_variable(name: str) -> str:
     """uv's env var prefix for an index: `UV_INDEX_<NAME>`, upper case, non-alphanumerics as _."""
     return "UV_INDEX_" + re.sub(r"[^A-Z0-9]", "_", name.upper())
-
-
-def check_index(name: str) -> str:
-    if not INDEX_NAME.fullmatch(name):
-        raise ConfigError(
-            f"--index {name!r}: an index name uses letters, digits, '.', '_' and '-', as in"
-            " [[tool.uv.index]] name = ...; pass the name, not its URL"
-        )
-    return name
 
 
 def pick_pythons(flag: Sequence[str] | None, project: Project) -> tuple[tuple[str, ...], str]:
