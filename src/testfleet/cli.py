@@ -23,6 +23,7 @@ from rich.console import Console
 
 from testfleet import __version__, durations, pytest_cache, shards
 from testfleet.backends.native import Supervisor, describe_exit, note_spawned
+from testfleet.ci import add_ci_parser, ci_command
 from testfleet.config import Project, check_lanes, load_project
 from testfleet.console import error, say
 from testfleet.coordinator import Coordinator, Progress, RunOutcome, ServiceProblem
@@ -119,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Default: every directory under .testfleet/shards/.",
     )
     merge.add_argument("dirs", nargs="*", metavar="DIR", help="shard directories")
+    add_ci_parser(commands)
     return parser
 
 
@@ -162,6 +164,8 @@ def dispatch(args: argparse.Namespace, extra: list[str]) -> int:
         return doctor(project)
     if args.command == "merge":
         return merge_command(load_project(start, environ=os.environ), args.dirs)
+    if args.command == "ci":
+        return ci_command(args, load_project(start, environ=os.environ))
     if extra and args.command != "run":
         raise ConfigError(f"arguments after -- go to pytest, which only 'run' starts: {extra}")
     cli = {o.key: getattr(args, o.dest) for o in OPTIONS}

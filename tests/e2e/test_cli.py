@@ -101,3 +101,14 @@ def test_summary_time_covers_the_whole_run(tmp_path: Path):
     total = float(re.search(r"1 passed in ([\d.]+) s", result.stderr).group(1))
     assert stack >= 1.0
     assert total >= stack
+
+
+@pytest.mark.parametrize(("system", "marker"), [("github", "jobs:"), ("gitlab", "stages:")])
+def test_ci_files_come_from_the_cli(tmp_path: Path, system: str, marker: str):
+    """`testfleet ci github|gitlab` is wired into the CLI and calls the laptop's command."""
+    write_pyproject(tmp_path, "[tool.testfleet]\n[tool.testfleet.services.valkey]\n")
+    result = run_cli("ci", system, "--stdout", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert marker in result.stdout
+    assert "testfleet run --shard" in result.stdout
+    assert "testfleet merge" in result.stdout

@@ -161,13 +161,28 @@ def generate(root: Path, *argv: str) -> None:
     assert ci.ci_command(parser.parse_args(["ci", *argv]), load_project(root, environ={})) == 0
 
 
-def testfleet_source(into: Path) -> Path:
+def copy_of_testfleet(into: Path) -> Path:
     """A copy of what builds testfleet's wheel, new to uv's cache (see the module docstring)."""
     into.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, into / name)
     shutil.copytree(REPO / "src", into / "src", ignore=shutil.ignore_patterns("__pycache__"))
     return into
+
+
+# What this test process carries that a CI machine would not: its own run's context, the venv
+# it runs in, and an outer CI's variables.
+FOREIGN_PREFIXES = ("TESTFLEET_", "PYTEST_", "GITHUB_", "RUNNER_", "UV_TOOL_", "COV_CORE_")
+FOREIGN_NAMES = ("PATH", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "CONDA_PREFIX")
+
+
+def machine_environ() -> dict[str, str]:
+    """The machine's environment (its proxy and CA settings, HOME, locale) for the jobs."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if name not in FOREIGN_NAMES and not name.startswith(FOREIGN_PREFIXES)
+    }
 
 
 @dataclass
@@ -201,8 +216,7 @@ class Job:
         for name in ("GITHUB_OUTPUT", "GITHUB_ENV", "GITHUB_PATH", "GITHUB_STEP_SUMMARY"):
             (self.temp / name).touch()
         self.env = {
-            "HOME": os.environ.get("HOME", str(Path.home())),
-            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            **machine_environ(),
             "CI": "true",
             "GITHUB_ACTIONS": "true",
             "RUNNER_OS": "Linux",
@@ -381,9 +395,9 @@ def run_job(
     spec: dict[str, Any],
     matrix: dict[str, Any],
     home: Path,
+    *,
     origin: Path,
     store: Path,
-    *,
     needs_failed: bool = False,
 ) -> Job:
     """The job on a fresh "machine", when its `if:` holds (evaluated with the jobs it needs
@@ -416,21 +430,51 @@ def describe(job: Job) -> str:
         lines.append(f"  - {step.name}: {status}")
         if step.ran and step.code:
             lines += [f"      {line}" for line in step.output.splitlines()[-30:]]
+        if step.ran and not step.code:
+            lines += [f"      {line}" for line in step.output.splitlines()[-6:]]
     return "\n".join(lines)
+
+
+def make_origin(tmp_path: Path) -> Path:
+    """The project's repository, its generated workflow committed with it."""
+    origin = tmp_path / "origin"
+    for relative, text in PROJECT.items():
+        (origin / relative).parent.mkdir(parents=True, exist_ok=True)
+        (origin / relative).write_text(text)
+    spec = f"testfleet[valkey] @ {copy_of_testfleet(tmp_path / 'testfleet-src').as_uri()}"
+    generate(origin, "github", "--python", RUNNING, "--shards", "2", "--testfleet-spec", spec)
+    git("init", "-q", cwd=origin)
+    git("add", ".", cwd=origin)
+    git("commit", "-q", "-m", "project with its generated workflow", cwd=origin)
+    return origin
+
+
+def one_machine(origin: Path, clone: Path) -> dict[tuple[str, str], str]:
+    """The outcomes of the same project run on one machine, with the command a developer
+    runs."""
+    git("clone", "-q", str(origin), str(clone), cwd=origin.parent)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("TESTFLEET_")}
+    single = subprocess.run(
+        [sys.executable, "-m", "testfleet", "run", "--python", RUNNING],
+        cwd=clone,
+        env={**environ, "UV_PYTHON_DOWNLOADS": "never"},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=STEP_TIMEOUT,
+        check=False,
+    )
+    assert single.returncode == 1, single.stderr  # the suite has a failing test
+    expected = outcomes(clone / ".testfleet" / "junit.xml")
+    assert len(expected) == 8
+    assert sorted(set(expected.values())) == ["failure", "passed", "skipped"]
+    return expected
 
 
 def test_generated_workflow_runs_end_to_end(tmp_path: Path):
     """Two shard jobs and the merge job of the generated workflow, each on its own clone,
     give the JUnit report a one-machine run gives: every test once, same outcomes."""
-    origin = tmp_path / "origin"
-    for relative, text in PROJECT.items():
-        (origin / relative).parent.mkdir(parents=True, exist_ok=True)
-        (origin / relative).write_text(text)
-    spec = f"testfleet[valkey] @ {testfleet_source(tmp_path / 'testfleet-src').as_uri()}"
-    generate(origin, "github", "--python", RUNNING, "--shards", "2", "--testfleet-spec", spec)
-    git("init", "-q", cwd=origin)
-    git("add", ".", cwd=origin)
-    git("commit", "-q", "-m", "project with its generated workflow", cwd=origin)
+    origin = make_origin(tmp_path)
 
     yaml = YAML(typ="safe", pure=True)
     workflow = yaml.load((origin / ".github/workflows/tests.yml").read_text())
@@ -445,7 +489,9 @@ def test_generated_workflow_runs_end_to_end(tmp_path: Path):
     jobs = []
     for number, values in enumerate(itertools.product(*axes.values())):
         matrix = dict(zip(axes, values, strict=True))
-        jobs.append(run_job("test", test, matrix, tmp_path / f"test-{number}", origin, store))
+        jobs.append(
+            run_job("test", test, matrix, tmp_path / f"test-{number}", origin=origin, store=store)
+        )
     report = "\n".join(describe(job) for job in jobs)
     for job in jobs:
         ran = {step.name: step for step in job.steps}
@@ -463,7 +509,9 @@ def test_generated_workflow_runs_end_to_end(tmp_path: Path):
     assert merge_spec["needs"] == "test"
     failed = any(job.failed for job in jobs)
     assert failed  # a shard has the failing test; the merge job must run all the same
-    merge = run_job("merge", merge_spec, {}, tmp_path / "merge", origin, store, needs_failed=failed)
+    merge = run_job(
+        "merge", merge_spec, {}, tmp_path / "merge", origin=origin, store=store, needs_failed=failed
+    )
     report += "\n" + describe(merge)
     ran = {step.name: step for step in merge.steps}
     # The suite has a failing test: merge says so with its exit code, and the steps marked
@@ -476,21 +524,5 @@ def test_generated_workflow_runs_end_to_end(tmp_path: Path):
     published = store / "testfleet-report"
     assert outcomes(published / "junit.xml") == merged
 
-    # The same project on one machine, with the same command a developer runs.
-    one = tmp_path / "one-machine"
-    git("clone", "-q", str(origin), str(one), cwd=tmp_path)
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("TESTFLEET_")}
-    single = subprocess.run(
-        [sys.executable, "-m", "testfleet", "run", "--python", RUNNING],
-        cwd=one,
-        env={**environ, "UV_PYTHON_DOWNLOADS": "never"},
-        capture_output=True,
-        text=True,
-        timeout=STEP_TIMEOUT,
-        check=False,
-    )
-    assert single.returncode == 1, single.stderr
-    expected = outcomes(one / ".testfleet" / "junit.xml")
-    assert len(expected) == 8
-    assert sorted(set(expected.values())) == ["failure", "passed", "skipped"]
+    expected = one_machine(origin, tmp_path / "one-machine")
     assert merged == expected, report

@@ -3,6 +3,7 @@ that they pass actionlint and the workflows' JSON schemas (both validators ship 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -22,7 +23,7 @@ from testfleet.ci import model, yamltext
 from testfleet.cli import _Parser
 from testfleet.config import load_project
 from testfleet.errors import ConfigError
-from tests.helpers import EXAMPLE, write_pyproject
+from tests.helpers import EXAMPLE, REPO, write_pyproject
 
 TINY = """
 [tool.testfleet]
@@ -208,6 +209,8 @@ def test_pythons_come_from_config_else_the_running_interpreter(tiny: Path, tmp_p
     matrix = read(configured, ".gitlab-ci.yml")["test"]["parallel"]["matrix"]
     assert matrix == [{"PYTHON": ["3.11", "3.13"], "SHARD": ["1", "2"]}]
     assert read(configured, ".gitlab-ci.yml")["merge"]["image"] == "python:3.13"
+    generate(configured, "gitlab", "--python", "3.12")  # the flag wins, as everywhere
+    assert read(configured, ".gitlab-ci.yml")["test"]["parallel"]["matrix"][0]["PYTHON"] == ["3.12"]
 
 
 def test_run_options_reach_every_shard(tiny: Path):
@@ -305,6 +308,7 @@ def test_index_credentials_are_secret_references_only(tiny: Path):
 
 
 def test_no_index_no_credentials(tiny: Path):
+    """Without --index no file mentions uv's credential variables at all."""
     generate(tiny, "github")
     generate(tiny, "gitlab")
     for name in (".github/workflows/tests.yml", ".gitlab-ci.yml"):
@@ -460,6 +464,7 @@ def test_a_foreign_file_is_not_overwritten_without_force(tiny: Path):
 
 
 def test_reusable_checks_both_files_before_writing_either(tiny: Path):
+    """A foreign caller file stops --reusable before the reusable workflow is written."""
     caller = tiny / ".github/workflows/tests.yml"
     caller.parent.mkdir(parents=True)
     caller.write_text("name: mine\n")
@@ -469,6 +474,7 @@ def test_reusable_checks_both_files_before_writing_either(tiny: Path):
 
 
 def test_stdout_writes_no_file(tiny: Path, capsys: pytest.CaptureFixture[str]):
+    """--stdout prints the files as one YAML stream and writes nothing."""
     generate(tiny, "github", "--reusable", "--stdout")
     documents = list(YAML(typ="safe", pure=True).load_all(capsys.readouterr().out))
     assert [d["name"] for d in documents] == ["testfleet", "tests"]
@@ -492,6 +498,7 @@ def test_stdout_writes_no_file(tiny: Path, capsys: pytest.CaptureFixture[str]):
     ],
 )
 def test_user_errors_are_one_line_config_errors(tiny: Path, argv: list[str], message: str):
+    """Each mistake is one ConfigError line that says what to change."""
     with pytest.raises(ConfigError, match=message) as caught:
         generate(tiny, *argv)
     assert "\n" not in caught.value.message
@@ -561,3 +568,39 @@ def test_actionlint_catches_a_broken_workflow(tiny: Path):
     )
     assert lint.returncode == 1
     assert "run-on" in lint.stdout
+
+
+def test_actionlint_checks_the_caller_against_the_reusable_workflow(tiny: Path):
+    """In a git repository actionlint reads the called workflow: a caller passing an input
+    the reusable workflow does not declare fails, so the validator test covers the pair."""
+    generate(tiny, "github", "--reusable")
+    subprocess.run(["git", "init", "-q", str(tiny)], check=True)
+    caller = tiny / ".github/workflows/tests.yml"
+    caller.write_text(caller.read_text().replace("shards: 2", "shard-count: 2"))
+    lint = subprocess.run(
+        [tool("actionlint"), "-no-color"], cwd=tiny, capture_output=True, text=True, check=False
+    )
+    assert lint.returncode == 1
+    assert "shard-count" in lint.stdout
+
+
+def test_every_ci_flag_is_documented():
+    """docs/ci.md's option table cannot fall behind the flags `testfleet ci` accepts."""
+    commands = _Parser(prog="testfleet").add_subparsers(dest="command", parser_class=_Parser)
+    ci.add_ci_parser(commands)
+    (systems,) = (
+        action
+        for action in commands.choices["ci"]._actions
+        if isinstance(action, argparse._SubParsersAction)
+    )
+    flags = {
+        option
+        for system in systems.choices.values()
+        for action in system._actions
+        for option in action.option_strings
+        if option.startswith("--") and option != "--help"
+    }
+    assert "--reusable" in flags
+    reference = (REPO / "docs" / "ci.md").read_text()
+    missing = sorted(flag for flag in flags if f"`{flag}" not in reference)
+    assert not missing, f"not in docs/ci.md: {missing}"

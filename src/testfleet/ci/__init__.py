@@ -184,7 +184,7 @@ def _add_common(parser: argparse.ArgumentParser, default_output: str) -> None:
     )
 
 
-def add_ci_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_ci_parser(commands: argparse._SubParsersAction[Any]) -> None:
     """Add `ci github` and `ci gitlab` to testfleet's subcommands. Sub-subcommands use the
     same parser class as `commands` (argparse's default), so errors stay one line."""
     ci = commands.add_parser(
