@@ -174,7 +174,8 @@ def dispatch(args: argparse.Namespace, extra: list[str]) -> int:
     # Everything a user can get wrong is found here, before anything starts.
     check_paths(project, args.command)
     lanes = 1 if args.command == "up" else resolve_lanes(project.config)
-    check_lanes(project.config, lanes)
+    # Every Python version of the matrix runs its own lanes on the one stack.
+    check_lanes(project.config, lanes * len(project.config.python or ("",)))
     if args.command == "up":
         return up(project)
     if args.command == "plan":
@@ -275,6 +276,7 @@ class RunPlan:
     work: WorkSource
     measured: dict[str, float]
     shard: tuple[int, int] | None
+    keep_order: bool
 
     @property
     def total_lanes(self) -> int:
@@ -294,15 +296,14 @@ def plan_run(project: Project, lanes: int) -> RunPlan:
     label_of = {t.label: (t.label if matrix else "") for t in targets}
     measured = durations.load(project.path(config.durations), project.root)
     shard = _shard(config.shard)
-    work = work_source(
-        measured,
-        config.group_by,
-        keep_order=config.order == "pytest" or (config.order == "auto" and lanes == 1),
-        lanes=lanes,
-        shard=shard,
+    # Shards on machines with different core counts must still split alike: the order of a
+    # shard never depends on how many lanes this machine runs.
+    keep_order = config.order == "pytest" or (
+        config.order == "auto" and lanes == 1 and shard is None
     )
+    work = work_source(measured, config.group_by, keep_order=keep_order, lanes=lanes, shard=shard)
     versions = {label_of[t.label]: t.version for t in targets}
-    return RunPlan(targets, label_of, versions, lanes, work, measured, shard)
+    return RunPlan(targets, label_of, versions, lanes, work, measured, shard, keep_order)
 
 
 def run(project: Project, lanes: int) -> int:
@@ -383,6 +384,7 @@ def run(project: Project, lanes: int) -> int:
                     outcome,
                     versions,
                     measured=plan_.measured,
+                    keep_order=plan_.keep_order,
                     coverage_dir=coverage_dir,
                 )
         finally:
@@ -569,7 +571,14 @@ def merge_command(project: Project, dirs: Sequence[str]) -> int:
     )
     for nodeid, text in merged.collect_errors.items():
         error(f"collecting {nodeid} failed", "\n".join(text.splitlines()[-15:]))
-    if merged.collect_errors or any(r.failing for r in merged.results):
+    for problem in merged.problems:
+        error(f"{problem}; its tests that did not run are reported as not run")
+    unrun = [r for r in merged.results if r.outcome == "not run"]
+    if unrun and not merged.problems:
+        error(f"{len(unrun)} test(s) did not run in their shard (e.g. {unrun[0].nodeid})")
+    if merged.collect_errors or merged.problems or unrun:
+        return EXIT_TESTS_FAILED
+    if any(r.failing for r in merged.results):
         return EXIT_TESTS_FAILED
     result = coverage_verdict(cov)
     for message, details in result.errors:
@@ -579,7 +588,9 @@ def merge_command(project: Project, dirs: Sequence[str]) -> int:
 
 def plan_command(project: Project, lanes: int) -> int:
     config = project.config
-    nodeids = collect(project)
+    # With a matrix, the first version's environment collects (made or reused as for run).
+    matrix = config.python is not None and is_version(config.python[0])
+    nodeids = collect(project, prepare_targets(project, say=say)[0].python if matrix else None)
     measured = durations.load(project.path(config.durations), project.root)
     keep_order = config.order == "pytest" or (config.order == "auto" and lanes == 1)
     result = plan(nodeids, measured, lanes, config.group_by, keep_order=keep_order)

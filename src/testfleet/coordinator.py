@@ -510,6 +510,8 @@ class Coordinator:
                 Unit(f"requeued from lane {state.lane}", tuple(state.assigned), 0.0)
             )
             state.assigned.clear()
+        if group.collect_errors and not state.tests:
+            return  # it stopped on collection errors; a new lane would only do it again
         if group.queue and not self.stopping and state.restarts < self.max_restarts:
             state.restarts += 1
             self._spawn(state)

@@ -13,6 +13,7 @@ import json
 import os
 import socket
 from collections import deque
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +54,11 @@ _notices: list[str] = []
 _collect_errors: dict[str, str] = {}
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_configure(config: pytest.Config) -> None:
+@pytest.hookimpl(wrapper=True)
+def pytest_cmdline_main(config: pytest.Config) -> Generator[None, object, object]:
     # pytest-xdist's -n from the project's addopts would start workers inside every lane;
-    # lanes replace it, so it is switched off here (before xdist's trylast configure).
+    # lanes replace it. Switched off before xdist's own cmdline_main reads it (which would
+    # also refuse --pdb with it).
     workers = getattr(config.option, "numprocesses", None)
     if workers:
         config.option.numprocesses = 0
@@ -66,12 +68,18 @@ def pytest_configure(config: pytest.Config) -> None:
             f"-n {workers} (pytest-xdist) from pytest's addopts is ignored inside lanes;"
             " testfleet's -n/lanes replaces it"
         )
-    if not config.pluginmanager.has_plugin("testfleet"):
+    return (yield)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    from testfleet import pytest_plugin
+
+    manager = config.pluginmanager
+    if not manager.has_plugin("testfleet") and not manager.is_registered(pytest_plugin):
         # testfleet is not installed where the tests run (its lane plugin came by PYTHONPATH):
         # its fixtures still must be there.
-        from testfleet import pytest_plugin
-
-        config.pluginmanager.register(pytest_plugin, "testfleet")
+        manager.register(pytest_plugin, "testfleet")
     address = os.environ.get("TESTFLEET_QUEUE")
     if address and not config.option.collectonly:
         config.pluginmanager.register(LaneWorker(config, address), "testfleet-lane-worker")

@@ -21,7 +21,7 @@ from testfleet.coordinator import LaneLaunch
 from testfleet.envvars import placeholder_values, process_environ
 from testfleet.errors import ConfigError
 from testfleet.files import private_dir
-from testfleet.options import MAX_LANES
+from testfleet.options import MAX_LANES, is_version
 from testfleet.placeholders import expand
 from testfleet.rundir import MARK_VARIABLE
 from testfleet.services import planned_values
@@ -36,12 +36,14 @@ def resolve_lanes(config: Config, cpus: int | None = None) -> int:
     if config.lanes != "auto":
         return config.lanes
     cores = cpus or os.cpu_count() or 1
-    lanes = min(cores * 2 if config.services else cores, MAX_LANES)
+    # Per Python version: every version of a matrix runs this many lanes on the one stack.
+    versions = len(config.python) if config.python and is_version(config.python[0]) else 1
+    lanes = max(min(cores * 2 if config.services else cores, MAX_LANES) // versions, 1)
     for spec in config.services.values():
         if spec.port is not None and spec.runs_per_lane():
             return 1
         if spec.kind == "valkey" and not spec.runs_per_lane():
-            lanes = min(lanes, VALKEY_DB_NUMBERS)
+            lanes = min(lanes, max(VALKEY_DB_NUMBERS // versions, 1))
     return lanes
 
 
@@ -55,6 +57,10 @@ def plugin_path(run_dir: Path) -> Path:
     lane plugin loads in any interpreter without testfleet installed there, and never
     installs anything into the project's environment."""
     folder = private_dir(run_dir / "pythonpath")
+    return _link_package(folder)
+
+
+def _link_package(folder: Path) -> Path:
     link = folder / "testfleet"
     if not link.exists():
         link.symlink_to(Path(__file__).resolve().parent, target_is_directory=True)
@@ -178,13 +184,14 @@ def planning_args(project: Project) -> list[str]:
     return [expand(a, values, where=f"{TABLE}.pytest-args") for a in config.pytest_args]
 
 
-def collect(project: Project) -> list[str]:
+def collect(project: Project, python: str | None = None) -> list[str]:
     """The suite's test ids, collected in the target interpreter without any services, as
     the lane plugin reports them (pytest's terminal output changes with -q, -vv, plugins)."""
+    python = python or project.python
     with tempfile.TemporaryDirectory(prefix="testfleet-collect-") as folder:
         target = Path(folder) / "collected.json"
         argv = [
-            project.python,
+            python,
             "-m",
             "pytest",
             "--collect-only",
@@ -195,7 +202,9 @@ def collect(project: Project) -> list[str]:
             "no:cacheprovider",
             *planning_args(project),
         ]
-        env = process_environ(project.python)
+        env = process_environ(python)
+        shim = str(_link_package(Path(folder)))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (shim, env.get("PYTHONPATH", "")) if p)
         env["TESTFLEET_COLLECT_FILE"] = str(target)
         env.pop("TESTFLEET_QUEUE", None)
         result = subprocess.run(

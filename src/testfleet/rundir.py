@@ -182,7 +182,11 @@ def cleanup_stale(base: Path) -> list[Path]:
         if not lock.exists():
             # No lock: a run being created this instant, or debris that a process of a dead
             # run wrote after its directory was removed. Only the second is old.
-            if time.time() - path.stat().st_mtime > DEBRIS_SECONDS:
+            try:
+                age = time.time() - path.stat().st_mtime
+            except FileNotFoundError:
+                continue  # another run starting now cleaned it first
+            if age > DEBRIS_SECONDS:
                 shutil.rmtree(path, ignore_errors=True)
                 removed.append(path)
             continue

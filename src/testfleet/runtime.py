@@ -104,11 +104,11 @@ class Run:
             self._reaper.wait()
 
     def _stop_orphans(self) -> None:
+        # Killed, not reaped: a child that a still-running thread started itself (initdb, a
+        # copy) must keep its exit status for that thread's own wait. Zombies go when we exit.
         for pid in _orphans(self._began):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
 
 
 def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:

@@ -57,14 +57,33 @@ def label(outcome: RunOutcome, shard: tuple[int, int]) -> RunOutcome:
     return dataclasses.replace(outcome, groups=groups)
 
 
-def fingerprint(project: Project, measured: Mapping[str, float]) -> str:
+def unfinished(outcome: RunOutcome) -> list[str]:
+    """Why a shard did not run all of its share, if it did not: merge must not call a run
+    green that a dead service or a timeout cut short."""
+    problems = []
+    if outcome.fatal:
+        problems.append(outcome.fatal)
+    if outcome.timed_out:
+        problems.append("the run timed out")
+    if outcome.interrupted:
+        problems.append("the run was interrupted")
+    if outcome.stopping:
+        problems.append(f"stopped early: {outcome.stopping}")
+    for group in outcome.groups:
+        if group.collected is None and not group.collect_errors:
+            where = f"python {group.label}" if group.label else "the suite"
+            problems.append(f"{where} was never collected (its lanes failed first)")
+    return problems
+
+
+def fingerprint(project: Project, measured: Mapping[str, float], *, keep_order: bool) -> str:
     """What the split depends on: shards planned from different inputs cannot be merged."""
     config = project.config
     basis = {
         "testfleet": __version__,
         "pytest-args": list(config.pytest_args),
         "group-by": config.group_by,
-        "order": config.order,
+        "keep-order": keep_order,
         "durations": sorted(measured.items()),
     }
     return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:16]
@@ -83,6 +102,7 @@ def write_shard(
     versions: Mapping[str, str],
     *,
     measured: Mapping[str, float],
+    keep_order: bool,
     coverage_dir: Path | None,
 ) -> Path:
     """`.testfleet/shards/I-of-M/`: results, JUnit, coverage data, durations, and last the
@@ -112,7 +132,8 @@ def write_shard(
             "version": FORMAT_VERSION,
             "shard": shard[0],
             "shards": shard[1],
-            "fingerprint": fingerprint(project, measured),
+            "fingerprint": fingerprint(project, measured, keep_order=keep_order),
+            "problems": unfinished(outcome),
             "groups": {
                 group.label: {
                     "python": versions.get(group.label, group.label),
@@ -135,6 +156,7 @@ class Shard:
     groups: Mapping[str, Mapping[str, Any]]
     results: list[TestResult]
     collect_errors: dict[str, str]
+    problems: list[str]
 
 
 def _read_shard(path: Path) -> Shard:
@@ -162,6 +184,7 @@ def _read_shard(path: Path) -> Shard:
         data["groups"],
         results,
         errors,
+        [str(p) for p in data.get("problems", [])],
     )
 
 
@@ -249,6 +272,7 @@ class Merged:
     versions: dict[str, str]
     shards: int
     coverage_pieces: list[Path]
+    problems: list[str]  # "shard 2-of-3: the run timed out"
 
 
 def merge_shards(project: Project, dirs: Iterable[Path], coverage_into: Path) -> Merged:
@@ -267,7 +291,8 @@ def merge_shards(project: Project, dirs: Iterable[Path], coverage_into: Path) ->
             target = coverage_into / piece.name
             shutil.copy2(piece, target)
             pieces.append(target)
-    return Merged(results, errors, versions, shards[0].count, pieces)
+    problems = [f"shard {s.path.name}: {p}" for s in shards for p in s.problems]
+    return Merged(results, errors, versions, shards[0].count, pieces, problems)
 
 
 def merged_durations(dirs: Iterable[Path]) -> dict[str, float]:

@@ -214,6 +214,24 @@ def test_xdist_in_addopts_is_switched_off_in_lanes(tmp_path: Path):
     assert result.returncode == 0, result.stderr
     assert "-n 2 (pytest-xdist) from pytest's addopts is ignored inside lanes" in result.stderr
     assert result.stderr.count("is ignored inside lanes") == 1
+    # --pdb is refused by xdist when -n is set: it must be off before xdist looks.
+    pdb = run_cli("run", "-n", "1", "--", "--pdb", cwd=project)
+    assert pdb.returncode == 0, pdb.stderr
+    assert "incompatible" not in pdb.stderr
+
+
+def test_fixture_plugin_loaded_by_the_suite_itself_is_not_registered_twice(tmp_path: Path):
+    """A suite that lists testfleet's fixtures in `pytest_plugins` with plugin autoload off
+    (as in an environment without testfleet's entry point) runs, fixture included."""
+    project = make_suite(
+        tmp_path,
+        {
+            "tests/conftest.py": 'pytest_plugins = ["testfleet.pytest_plugin"]\n',
+            "tests/test_f.py": "def test_lane(testfleet): assert testfleet.lane == 1\n",
+        },
+    )
+    result = run_cli("run", cwd=project, env={"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})
+    assert result.returncode == 0, result.stderr
 
 
 ORDER_SUITE = {

@@ -134,3 +134,34 @@ def test_matrix_shards_do_not_clobber_each_other(bookshop: Path):
     cases = junit_cases(bookshop / ".testfleet" / "junit.xml")
     assert len(cases) == 72
     assert len({(p.rsplit(".", 1)[0], c, n) for p, c, n, _ in cases}) == 72
+
+
+def test_lane_limits_count_every_versions_lanes(tmp_path: Path):
+    """Valkey DB numbers serve 16 lanes in all: 9 lanes on each of two versions is refused
+    before anything starts, not found as "DB index is out of range" in lane 17."""
+    from tests.helpers import write_pyproject
+
+    versions = versions_here(2)
+    write_pyproject(tmp_path, "[tool.testfleet.services.valkey]\nisolation = 'database'\n")
+    result = run_cli("run", "--python", ",".join(versions), "-n", "9", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "at most 16 lanes" in result.stderr
+    assert "stack ready" not in result.stderr
+
+
+def test_shards_split_alike_whatever_the_lanes_of_each_machine(bookshop: Path):
+    """A 1-lane machine and a 2-lane machine compute the same split."""
+    for index, lanes in ((1, "1"), (2, "2")):
+        result = run_cli("run", "--shard", f"{index}/2", "-n", lanes, cwd=bookshop)
+        assert result.returncode == 0, result.stderr
+    merged = run_cli("merge", cwd=bookshop)
+    assert merged.returncode == 0, merged.stderr
+
+
+def test_plan_collects_in_the_versions_environment(bookshop: Path):
+    """`plan` with a version collects in the uv-made environment, where testfleet is not
+    installed (its plugin comes by PYTHONPATH)."""
+    version = versions_here(1)[0]
+    result = run_cli("plan", "--python", version, "-n", "2", cwd=bookshop, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("36 tests in ")

@@ -66,6 +66,21 @@ def unprivileged_user() -> RunAs | None:
     raise ServiceError("running as root and no 'postgres' or 'nobody' account exists; create one")
 
 
+# What a server started as another account keeps of our environment: its /proc/PID/environ is
+# readable by every process of that account, so nothing else (tokens, index credentials).
+SERVER_VARIABLES = ("PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR")
+
+
+def server_environ(run_as: RunAs | None) -> dict[str, str]:
+    """The environment of a server: ours without private-index credentials, or under another
+    account only the locale and PATH."""
+    if run_as is not None:
+        return {k: v for k, v in os.environ.items() if k in SERVER_VARIABLES or k.startswith("LC_")}
+    from testfleet.envs import child_environ
+
+    return child_environ(os.environ)
+
+
 def read_tail(path: Path, lines: int = 15) -> str:
     """The last lines of a log file, for error messages; '' when it cannot be read."""
     try:
@@ -222,7 +237,7 @@ class Supervisor:
         umask: int = -1,
     ) -> ManagedProcess:
         secrets = [s.encode() for s in redact if s]
-        child_env = dict(os.environ if env is None else env)
+        child_env = dict(server_environ(run_as) if env is None else env)
         child_env[MARK_VARIABLE] = self.run_dir.mark
         log_fd = open_private(log_path)
         try:

@@ -78,6 +78,11 @@ def _copy_tree(source: Path, target: Path) -> None:
         raise ServiceError(f"cannot copy {source} to {target}: {result.stderr.strip()}")
 
 
+def _complete_data_dir(data: Path) -> bool:
+    """An initdb result with the files a server needs first: a cut-short copy lacks them."""
+    return (data / "PG_VERSION").is_file() and (data / "global" / "pg_control").is_file()
+
+
 def shared_copies_base() -> Path:
     """Where copies of an install live for the unprivileged account: a directory of this user
     on disk (not tmpfs: ~45 MB each), enterable by others, writable by no one else."""
@@ -243,8 +248,10 @@ class PostgresService:
         ).hexdigest()[:16]
         cached = cache_root() / f"initdb-{key}"
         if cached.is_dir():
-            _copy_tree(cached, data)
-            return
+            if _complete_data_dir(cached):
+                _copy_tree(cached, data)
+                return
+            shutil.rmtree(cached, ignore_errors=True)  # left cut short by an older version
         result = subprocess.run(
             [
                 str(self.bin_dir / "initdb"),
@@ -273,13 +280,19 @@ class PostgresService:
                 f"{self.name}: initdb failed with exit code {result.returncode}",
                 details=(result.stdout + result.stderr)[-2000:],
             )
+        staging = cached.with_name(f".{cached.name}.{os.getpid()}.{secrets.token_hex(4)}")
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
-            staging = cached.with_name(f".{cached.name}.{os.getpid()}")
             _copy_tree(data, staging)
-            os.replace(staging, cached)
+            # Only a whole data directory becomes the cache: an interrupted copy must not be
+            # what every later run starts from.
+            if _complete_data_dir(staging):
+                with contextlib.suppress(OSError):  # another first run got there first
+                    os.rename(staging, cached)
         except (OSError, ServiceError):
             pass  # no cache this time; the next run runs initdb again
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     def _start_server(self, folder: Path, data: Path, label: str) -> tuple[ManagedProcess, int]:
         # A configured port belongs to the server the tests reach: the shared one, or with

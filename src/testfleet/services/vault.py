@@ -3,11 +3,11 @@ token per run, a server per lane."""
 
 from __future__ import annotations
 
-import os
 import signal
 from collections.abc import Mapping
 
 from testfleet import readiness
+from testfleet.backends.native import server_environ
 from testfleet.config import VaultSpec
 from testfleet.services.base import HOST, ServiceView, StackContext, start_on_free_port
 
@@ -27,7 +27,8 @@ class VaultService:
         binary = self.ctx.binaries[self.name]
         # The dev server writes its token to ~/.vault-token; keep the user's own file intact,
         # and keep the user's VAULT_*/BAO_* settings from steering our server.
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
+        environ = server_environ(None)
+        env = {k: v for k, v in environ.items() if not k.startswith(("VAULT_", "BAO_"))}
         env["HOME"] = str(folder)
         # The token goes through the environment: a command-line flag would show it in `ps`.
         env["BAO_DEV_ROOT_TOKEN_ID"] = env["VAULT_DEV_ROOT_TOKEN_ID"] = self.token

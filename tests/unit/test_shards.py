@@ -1,0 +1,86 @@
+"""Shards and merge on plain data: what a shard records and what merge accepts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from testfleet import shards
+from testfleet.coordinator import GroupOutcome, RunOutcome
+from testfleet.errors import ConfigError
+from testfleet.plan import estimate, make_units, shard_units
+from testfleet.results import TestResult
+from testfleet.verdict import verdict
+from tests.helpers import project
+
+IDS = [f"tests/test_{m}.py::test_{i}" for m in "abcd" for i in range(3)]
+
+
+def outcome(selected: list[str], **problems: object) -> RunOutcome:
+    results = tuple(TestResult(n, "passed", 0.1) for n in selected)
+    group = GroupOutcome("", tuple(IDS), tuple(selected), results, {}, 0, 0.0)
+    fields: dict[str, object] = {
+        "timed_out": False,
+        "interrupted": False,
+        "stopping": None,
+        "fatal": None,
+        "fatal_details": "",
+        "fatal_code": 0,
+    }
+    fields.update(problems)
+    return RunOutcome((group,), (), notices=(), **fields)  # type: ignore[arg-type]
+
+
+def split(count: int) -> list[list[str]]:
+    units = make_units(IDS, estimate(IDS, {}), "module")
+    return [[n for u in shard_units(units, i, count) for n in u.nodeids] for i in (1, 2)[:count]]
+
+
+def write(root: Path, index: int, selected: list[str], **problems: object) -> Path:
+    loaded = project(root, {})
+    return shards.write_shard(
+        loaded,
+        (index, 2),
+        outcome(selected, **problems),
+        {"": "3.11.7"},
+        measured={},
+        keep_order=False,
+        coverage_dir=None,
+    )
+
+
+def test_complete_shards_merge(tmp_path: Path):
+    first, second = split(2)
+    dirs = [write(tmp_path, 1, first), write(tmp_path, 2, second)]
+    merged = shards.merge_shards(project(tmp_path, {}), dirs, tmp_path)
+    assert sorted(r.nodeid for r in merged.results) == sorted(IDS)
+    assert merged.problems == []
+
+
+def test_a_shard_cut_short_is_a_problem_for_merge(tmp_path: Path):
+    """A shard whose service died wrote a complete-looking directory: merge must say so."""
+    first, second = split(2)
+    dirs = [
+        write(tmp_path, 1, first),
+        write(tmp_path, 2, second, fatal="service valkey (lane 1) exited unexpectedly"),
+    ]
+    merged = shards.merge_shards(project(tmp_path, {}), dirs, tmp_path)
+    assert merged.problems == ["shard 2-of-2: service valkey (lane 1) exited unexpectedly"]
+
+
+def test_a_test_in_no_shard_is_refused(tmp_path: Path):
+    first, second = split(2)
+    dirs = [write(tmp_path, 1, first), write(tmp_path, 2, second[:-1])]
+    with pytest.raises(ConfigError, match="was collected but is in no shard"):
+        shards.merge_shards(project(tmp_path, {}), dirs, tmp_path)
+
+
+def test_an_empty_share_is_not_a_failure():
+    """More shards than units: a shard with nothing to run passes (pytest's "no tests" is
+    for a suite that collected nothing)."""
+    assert verdict(outcome([]), None, timeout=None).code == 0
+    empty = RunOutcome(
+        (GroupOutcome("", (), (), (), {}, 0, 0.0),), (), False, False, None, None, "", 0, ()
+    )
+    assert verdict(empty, None, timeout=None).code == 5
