@@ -42,7 +42,7 @@ from testfleet.errors import (
 )
 from testfleet.files import private_dir, write_private
 from testfleet.lanes import collect, launch, resolve_lanes
-from testfleet.options import OPTIONS, is_version
+from testfleet.options import OPTIONS, argument_type, is_version
 from testfleet.plan import WorkSource, ideal_bound, plan, work_source
 from testfleet.preflight import check_paths
 from testfleet.progress import LiveProgress, NullProgress, PlainProgress
@@ -66,8 +66,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from testfleet.options import Option
-
     parser = _Parser(prog="testfleet", description="Run a pytest suite fast against real services.")
     parser.add_argument("--version", action="version", version=f"testfleet {__version__}")
     parser.add_argument(
@@ -86,17 +84,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plan = commands.add_parser("plan", help="show how the suite would be split, without running")
 
-    def flag_type(option: Option) -> Callable[[str], Any]:
-        # argparse shows a type's own message only for ArgumentTypeError; for a ValueError it
-        # says "invalid _lanes value", naming our function instead of what is accepted.
-        def parse(text: str) -> Any:
-            try:
-                return option.parse(text)
-            except ValueError as exc:
-                raise argparse.ArgumentTypeError(f"{exc} (got {text!r})") from None
-
-        return parse
-
     for sub in (up, run, plan):
         for option in OPTIONS:
             names = [option.short, option.flag] if option.short else [option.flag]
@@ -110,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                     *names,
                     dest=option.dest,
                     metavar=option.metavar,
-                    type=flag_type(option),
+                    type=argument_type(option.parse),
                     help=help_text,
                 )
     commands.add_parser("doctor", help="show which backends and binaries this machine has")

@@ -7,6 +7,7 @@ sources share one rule and one wording.
 
 from __future__ import annotations
 
+import argparse
 import re
 import shlex
 from collections.abc import Callable
@@ -16,6 +17,20 @@ from typing import Any
 MAX_LANES = 64
 MAX_SHARDS = 256
 GROUP_BY = ("module", "class", "test")
+
+
+def argument_type(parse: Callable[[Any], Any]) -> Callable[[str], Any]:
+    """A parse function as an argparse `type`: argparse shows a type's own message only for
+    ArgumentTypeError; for a ValueError it says "invalid _lanes value", naming our function
+    instead of what is accepted."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{exc} (got {text!r})") from None
+
+    return convert
 
 
 def _number(value: object, what: str) -> float:

@@ -36,7 +36,7 @@ from testfleet.config import Project
 from testfleet.console import say
 from testfleet.errors import ConfigError
 from testfleet.files import staging_name
-from testfleet.options import MAX_SHARDS, seconds
+from testfleet.options import MAX_SHARDS, argument_type, seconds
 
 __all__ = ["HEADER", "add_ci_parser", "ci_command", "render"]
 
@@ -46,18 +46,6 @@ GITHUB_REUSABLE = ".github/workflows/testfleet.yml"
 GITLAB_PIPELINE = ".gitlab-ci.yml"
 WORKFLOWS_DIR = Path(".github/workflows")
 JOBS = frozenset(("jobs",))  # a blank line between a workflow's jobs
-
-
-def _argument_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    """argparse shows a type's own message only for ArgumentTypeError."""
-
-    def convert(text: str) -> Any:
-        try:
-            return parse(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"{exc} (got {text!r})") from None
-
-    return convert
 
 
 def _shards(text: str) -> int | str:
@@ -129,7 +117,7 @@ def _add_common(parser: argparse.ArgumentParser, default_output: str) -> None:
         "--python",
         dest="ci_python",
         metavar="VERSIONS",
-        type=_argument_type(_versions),
+        type=argument_type(_versions),
         help="Python versions of the matrix, such as 3.11,3.12,3.13 (default: python in"
         " [tool.testfleet] when it lists versions, else the running interpreter's)",
     )
@@ -137,7 +125,7 @@ def _add_common(parser: argparse.ArgumentParser, default_output: str) -> None:
         "--shards",
         dest="ci_shards",
         metavar="N|auto",
-        type=_argument_type(_shards),
+        type=argument_type(_shards),
         default=DEFAULT_SHARDS,
         help="machines per Python version; 'auto': enough to keep each under --shard-target"
         f" seconds by measured durations (default: {DEFAULT_SHARDS})",
@@ -146,7 +134,7 @@ def _add_common(parser: argparse.ArgumentParser, default_output: str) -> None:
         "--shard-target",
         dest="ci_shard_target",
         metavar="SECONDS",
-        type=_argument_type(seconds),
+        type=argument_type(seconds),
         help=f"with --shards auto: the most test time a shard should get (default:"
         f" {number(DEFAULT_SHARD_TARGET)})",
     )
@@ -154,14 +142,14 @@ def _add_common(parser: argparse.ArgumentParser, default_output: str) -> None:
         "--pytest-args",
         dest="ci_pytest_args",
         metavar="ARGS",
-        type=_argument_type(_pytest_args),
+        type=argument_type(_pytest_args),
         help="pass --pytest-args ARGS to every `testfleet run` (one shell-quoted string)",
     )
     parser.add_argument(
         "--test-timeout",
         dest="ci_test_timeout",
         metavar="SECONDS",
-        type=_argument_type(seconds),
+        type=argument_type(seconds),
         help="pass --test-timeout SECONDS to every `testfleet run`",
     )
     parser.add_argument(
@@ -169,7 +157,7 @@ def _add_common(parser: argparse.ArgumentParser, default_output: str) -> None:
         dest="ci_index",
         metavar="NAME",
         action="append",
-        type=_argument_type(_index),
+        type=argument_type(_index),
         default=[],
         help="a private package index uv needs (repeatable): its credentials come from the"
         " secrets UV_INDEX_<NAME>_USERNAME and UV_INDEX_<NAME>_PASSWORD",
@@ -178,7 +166,7 @@ def _add_common(parser: argparse.ArgumentParser, default_output: str) -> None:
         "--testfleet-spec",
         dest="ci_spec",
         metavar="SPEC",
-        type=_argument_type(_one_line("the spec")),
+        type=argument_type(_one_line("the spec")),
         default=DEFAULT_SPEC,
         help=f"what `uv tool install` installs in CI (default: {DEFAULT_SPEC})",
     )
