@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import glob
-import os
 import shutil
 import subprocess
-from pathlib import Path
 
 from testfleet.backends.native import unprivileged_user
 from testfleet.binaries import LOOKUPS, find_binary
@@ -34,18 +31,20 @@ def _docker() -> str:
 
 
 def _interpreters() -> list[str]:
-    found: dict[str, str] = {}
-    patterns = [
-        "/usr/bin/python3.*",
-        "/usr/local/bin/python3.*",
-        os.path.expanduser("~/.pyenv/versions/*/bin/python3.*"),
-    ]
-    for pattern in patterns:
-        for path in sorted(glob.glob(pattern)):
-            name = Path(path).name
-            if name.count(".") == 1 and name[len("python3.") :].isdigit():
-                found.setdefault(name[len("python") :], path)
-    return [f"{v} ({p})" for v, p in sorted(found.items(), key=lambda kv: int(kv[0][2:]))]
+    """The interpreters a `python = [...]` matrix can use, found the way runs find them."""
+    from testfleet.envs import installed_pythons
+
+    return [f"{version} ({path})" for version, path in installed_pythons().items()]
+
+
+def _uv() -> str:
+    from testfleet.envs import find_uv
+
+    try:
+        found = find_uv()
+    except ConfigError:
+        return "not found (pip install uv); needed for python = [versions]"
+    return f"{_run([str(found), '--version']) or 'unusable'}  {found}"
 
 
 def doctor(project: Project | None) -> int:
@@ -69,8 +68,7 @@ def doctor(project: Project | None) -> int:
     rows.append(("mongodb", "no native binary here; use docker or external (coming)"))
     rows.append(("neo4j", "no native binary here; use docker or external (coming)"))
     rows.append(("docker", _docker()))
-    uv = _run(["uv", "--version"])
-    rows.append(("uv", uv or "not found (pip install uv)"))
+    rows.append(("uv", _uv()))
     rows.append(("pythons", ", ".join(_interpreters()) or "none found"))
     base = default_base()
     tmpfs = str(base).startswith("/dev/shm")
