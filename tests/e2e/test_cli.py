@@ -112,3 +112,23 @@ def test_ci_files_come_from_the_cli(tmp_path: Path, system: str, marker: str):
     assert marker in result.stdout
     assert "testfleet run --shard" in result.stdout
     assert "testfleet merge" in result.stdout
+
+
+def test_postgres_without_its_driver_is_one_line(tmp_path: Path):
+    """psycopg is a service driver in the postgres extra, not a core dependency: without it,
+    a postgres service is a usage error naming the extra."""
+    import subprocess
+    import sys
+
+    write_pyproject(tmp_path, "[tool.testfleet.services.postgres]\n")
+    code = (
+        "import sys; sys.modules['psycopg'] = None\n"
+        "from testfleet.cli import main\n"
+        "raise SystemExit(main(['up']))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 2, result.stderr
+    assert "pip install 'testfleet[postgres]'" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -16,9 +16,7 @@ import tempfile
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-
-import psycopg
-from psycopg import sql
+from typing import TYPE_CHECKING
 
 from testfleet import readiness
 from testfleet.backends.native import ManagedProcess, RunAs, describe_exit
@@ -28,6 +26,9 @@ from testfleet.errors import ConfigError, ServiceError
 from testfleet.files import PRIVATE_DIR, TRAVERSABLE_DIR, private_dir, secure_dir
 from testfleet.placeholders import expand
 from testfleet.services.base import HOST, ServiceView, StackContext, start_on_free_port
+
+if TYPE_CHECKING:
+    import psycopg
 
 # Safe for throwaway test data and several times faster: nothing is ever recovered.
 TEST_SETTINGS = {
@@ -172,6 +173,13 @@ def public_copy_of_install(bin_dir: Path, run_as: RunAs, base: Path | None = Non
 
 class PostgresService:
     def __init__(self, name: str, spec: PostgresSpec, ctx: StackContext) -> None:
+        try:
+            import psycopg  # noqa: F401 - a service driver, from the postgres extra
+        except ImportError:
+            raise ConfigError(
+                f"tool.testfleet.services.{name}: PostgreSQL needs the psycopg driver next to"
+                " testfleet; pip install 'testfleet[postgres]' (or [embedded])"
+            ) from None
         self.name = name
         self.spec = spec
         self.ctx = ctx
@@ -191,6 +199,8 @@ class PostgresService:
     # -- start ---------------------------------------------------------------------------------
 
     def start(self) -> None:
+        from psycopg import sql
+
         if self.run_as is not None and not _accessible_to(self.bin_dir / "postgres", self.run_as):
             self.bin_dir = public_copy_of_install(self.bin_dir, self.run_as)
         folder = self._folder("template" if self.spec.isolation == "server" else "shared")
@@ -318,6 +328,8 @@ class PostgresService:
 
         def probe(port: int, _: ManagedProcess) -> readiness.Probe:
             def check(left: float) -> None:
+                import psycopg
+
                 # The template server has no password yet: ask over the unix socket. Lane
                 # servers are asked the way tests will connect, password included.
                 if label == "template":
@@ -353,6 +365,8 @@ class PostgresService:
 
     def _connect(self, folder: Path, port: int) -> psycopg.Connection[tuple[object, ...]]:
         """The superuser over the unix socket, where authentication is trust."""
+        import psycopg
+
         return psycopg.connect(
             host=str(folder),
             port=port,
@@ -405,6 +419,8 @@ class PostgresService:
     # -- lanes ---------------------------------------------------------------------------------
 
     def provision(self, lane: int, deps: Mapping[str, ServiceView]) -> ServiceView:
+        from psycopg import sql
+
         if self.spec.isolation == "server":
             assert self._template_dir is not None
             folder = self._folder(f"lane{lane}")
