@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from testfleet.errors import ConfigError
-from testfleet.files import staging_name
+from testfleet.files import write_atomic
 
 FORMAT_VERSION = 1
 PYTEST_SPLIT_FILE = ".test_durations"
@@ -72,12 +72,5 @@ def merge(path: Path, measured: Mapping[str, float]) -> dict[str, float]:
         text = json.dumps(
             {"version": FORMAT_VERSION, "durations": dict(sorted(durations.items()))}, indent=1
         )
-        staging = staging_name(path)
-        try:
-            fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.write(text + "\n")
-            os.replace(staging, path)
-        finally:
-            staging.unlink(missing_ok=True)
+        write_atomic(path, (text + "\n").encode("utf-8"))
     return durations

@@ -26,14 +26,24 @@ def staging_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
 
 
-def write_private(path: Path, text: str) -> None:
-    """Write `text` to `path` with mode 600, replacing it atomically (temp file + rename)."""
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """The one writer of files that other processes read or that several write: a temp file
+    beside `path`, renamed over it, so a reader sees the old file or the new one, never half
+    of one. Never through a link; the temp file goes if anything fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = staging_name(path)
-    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, PRIVATE_FILE)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(text)
-    os.replace(staging, path)
+    try:
+        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write `text` to `path` with mode 600, replacing it atomically."""
+    write_atomic(path, text.encode("utf-8"), mode=PRIVATE_FILE)
 
 
 def open_private(path: Path, flags: int = os.O_WRONLY | os.O_CREAT | os.O_APPEND) -> int:

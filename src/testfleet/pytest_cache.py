@@ -8,14 +8,14 @@ ones join it, tests that did not run keep what they had.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from testfleet.config import Project
-from testfleet.files import staging_name
+from testfleet.files import write_atomic
 from testfleet.results import TestResult
 
 if sys.version_info >= (3, 11):
@@ -70,10 +70,6 @@ def merge_lastfailed(
         else:
             failed.pop(result.nodeid, None)
     failed.update({nodeid: True for nodeid in collect_errors})
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = staging_name(path)
-        staging.write_text(json.dumps(failed, indent=2, sort_keys=True), encoding="utf-8")
-        os.replace(staging, path)
-    except OSError:
-        pass  # a read-only checkout: --lf is a convenience, the run's results stand
+    # A read-only checkout: --lf is a convenience, the run's results stand.
+    with contextlib.suppress(OSError):
+        write_atomic(path, json.dumps(failed, indent=2, sort_keys=True).encode("utf-8"))

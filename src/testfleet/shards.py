@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from testfleet import __version__
 from testfleet.config import Project
 from testfleet.coordinator import RunOutcome
 from testfleet.errors import ConfigError
-from testfleet.files import staging_name
+from testfleet.files import write_atomic
 from testfleet.reports.junit import write_junit
 from testfleet.reports.results_file import read_results, write_results
 from testfleet.results import TestResult
@@ -90,9 +89,7 @@ def fingerprint(project: Project, measured: Mapping[str, float], *, keep_order: 
 
 
 def _write_json(path: Path, data: object) -> None:
-    staging = staging_name(path)
-    staging.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(staging, path)
+    write_atomic(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode("utf-8"))
 
 
 def write_shard(

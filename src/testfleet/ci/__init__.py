@@ -9,7 +9,6 @@ regenerates it, and a file without that header is never overwritten unless asked
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 from collections.abc import Callable
@@ -35,7 +34,7 @@ from testfleet.ci.yamltext import dump
 from testfleet.config import Project
 from testfleet.console import say
 from testfleet.errors import ConfigError
-from testfleet.files import staging_name
+from testfleet.files import write_atomic
 from testfleet.options import MAX_SHARDS, argument_type, seconds
 
 __all__ = ["HEADER", "add_ci_parser", "ci_command", "render"]
@@ -336,16 +335,7 @@ def write_atomically(path: Path, text: str) -> None:
     """Write `text` to `path` through a temp file and a rename, so a reader (or CI picking up
     a half-written workflow) never sees part of it. Mode follows the umask, as any source."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = staging_name(path)
-        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.write(text)
-            os.replace(staging, path)
-        except BaseException:
-            staging.unlink(missing_ok=True)
-            raise
+        write_atomic(path, text.encode("utf-8"), mode=0o666)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot write it ({exc.strerror or exc})") from None
 

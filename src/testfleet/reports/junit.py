@@ -6,13 +6,12 @@ case, which made writing quadratic (4000 tests in one lane took 20 s)."""
 
 from __future__ import annotations
 
-import os
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from testfleet.files import staging_name
+from testfleet.files import write_atomic
 from testfleet.results import TestResult
 
 # What XML 1.0 cannot hold, plus DEL, exactly as pytest's junitxml (`bin_xml_escape`) has it:
@@ -121,13 +120,4 @@ def write_junit(path: Path, results: Sequence[TestResult], *, versions: Mapping[
     for stat in ("tests", "failures", "errors", "skipped", "time"):
         root.set(stat, totals[stat])
     ET.indent(root, space="\t")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = staging_name(path)
-    try:
-        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-        with os.fdopen(fd, "wb") as out:
-            ET.ElementTree(root).write(out, encoding="utf-8", xml_declaration=True)
-            out.write(b"\n")
-        os.replace(staging, path)
-    finally:
-        staging.unlink(missing_ok=True)
+    write_atomic(path, ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n")

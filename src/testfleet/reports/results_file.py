@@ -8,13 +8,12 @@ explicit and versioned: a reader refuses a version it does not know instead of g
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, get_args
 
 from testfleet.errors import ConfigError
-from testfleet.files import staging_name
+from testfleet.files import write_atomic
 from testfleet.results import Outcome, TestResult
 
 FORMAT = "testfleet-results"
@@ -55,15 +54,7 @@ def write_results(
     # ensure_ascii keeps lone surrogates (undecodable output) representable: the file is
     # pure ASCII and reads back to the very same strings.
     data = (json.dumps(document, ensure_ascii=True, indent=1) + "\n").encode("ascii")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = staging_name(path)
-    try:
-        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(staging, path)
-    finally:
-        staging.unlink(missing_ok=True)
+    write_atomic(path, data)
 
 
 class _Invalid(ValueError):
