@@ -358,10 +358,26 @@ def run(project: Project, lanes: int) -> int:
             outcome = coordinator.outcome()
             if shard is not None:
                 outcome = shards.label(outcome, shard)
-            # A shard leaves the durations file as it found it: every shard must plan from the
-            # same one. What it measured goes in its directory, and merge brings it home.
-            report_problems = _write_reports(
-                project, outcome, versions, keep_durations=shard is not None
+            # Stopped before anything was collected: the last run's reports stay as they are
+            # rather than being replaced by empty ones. A shard leaves the durations file as it
+            # found it (every shard must plan from the same one); merge brings its times home.
+            report_problems = (
+                _write_reports(
+                    project,
+                    outcome.results,
+                    [
+                        error
+                        for group in outcome.groups
+                        for error in collection_errors(group.collect_errors, group.label)
+                    ],
+                    versions,
+                    measured={}
+                    if shard is not None
+                    else {r.nodeid: r.duration for r in outcome.results if r.timed},
+                    lastfailed=True,
+                )
+                if outcome.collected
+                else []
             )
             cov = coverage_report.combine(project, coverage_dir) if coverage_dir else None
             if shard is not None and outcome.collected:
@@ -456,27 +472,28 @@ def _rcfile(project: Project) -> str:
     return found if isinstance(found, str) else ""
 
 
+def collection_errors(errors: Mapping[str, str], python: str = "") -> list[TestResult]:
+    """Collection errors as results: the JUnit shows each as an errored test."""
+    return [
+        TestResult(nodeid, "error", message="collection error", text=text, python=python)
+        for nodeid, text in errors.items()
+    ]
+
+
 def _write_reports(
     project: Project,
-    outcome: RunOutcome,
+    results: Sequence[TestResult],
+    errors: Sequence[TestResult],
     versions: Mapping[str, str],
     *,
-    keep_durations: bool = False,
+    measured: Mapping[str, float],
+    lastfailed: bool,
 ) -> list[str]:
     """The results file first (plain JSON, it cannot fail on odd characters), then every
     report from the same results; a report that fails is named, and the others still get
-    written. Returns what failed."""
-    if not outcome.collected:
-        # Stopped before anything was collected: the last run's reports stay as they are
-        # rather than being replaced by empty ones.
-        return []
+    written. `measured` durations are merged into the durations file. Returns what failed."""
     results_path = project.root / ".testfleet" / "results.json"
-    results = outcome.results
-    errors = [
-        TestResult(nodeid, "error", message="collection error", text=text, python=group.label)
-        for group in outcome.groups
-        for nodeid, text in group.collect_errors.items()
-    ]
+    collect_errors = {e.nodeid: e.text for e in errors}
     problems: list[str] = []
 
     def attempt(what: str, write: Callable[[], object]) -> None:
@@ -489,25 +506,18 @@ def _write_reports(
             )
 
     write_results(
-        results_path,
-        results,
-        python=",".join(versions.values()),
-        collect_errors=outcome.collect_errors,
+        results_path, results, python=",".join(versions.values()), collect_errors=collect_errors
     )
-    attempt(
-        "the JUnit XML",
-        lambda: write_junit(
-            project.path(project.config.junit_xml), errors + results, versions=versions
-        ),
-    )
-    measured = {r.nodeid: r.duration for r in results if r.timed}
-    if measured and not keep_durations:
+    junit = project.path(project.config.junit_xml)
+    attempt("the JUnit XML", lambda: write_junit(junit, [*errors, *results], versions=versions))
+    if measured:
         path = project.path(project.config.durations)
         attempt("the durations", lambda: durations.merge(path, measured))
-    attempt(
-        "pytest's lastfailed cache",
-        lambda: pytest_cache.merge_lastfailed(project, results, outcome.collect_errors),
-    )
+    if lastfailed:
+        attempt(
+            "pytest's lastfailed cache",
+            lambda: pytest_cache.merge_lastfailed(project, results, collect_errors),
+        )
     return problems
 
 
@@ -519,21 +529,14 @@ def merge_command(project: Project, dirs: Sequence[str]) -> int:
     console = Console(stderr=True, soft_wrap=True)
     with tempfile.TemporaryDirectory(prefix="testfleet-merge-") as pieces:
         merged = shards.merge_shards(project, found, Path(pieces))
-        errors = [
-            TestResult(nodeid, "error", message="collection error", text=text)
-            for nodeid, text in merged.collect_errors.items()
-        ]
-        write_results(
-            project.root / ".testfleet" / "results.json",
+        report_problems = _write_reports(
+            project,
             merged.results,
-            python=",".join(merged.versions.values()),
-            collect_errors=merged.collect_errors,
+            collection_errors(merged.collect_errors),
+            merged.versions,
+            measured=shards.merged_durations(found),
+            lastfailed=False,
         )
-        junit = project.path(config.junit_xml)
-        write_junit(junit, errors + merged.results, versions=merged.versions)
-        measured = shards.merged_durations(found)
-        if measured:
-            durations.merge(project.path(config.durations), measured)
         cov = coverage_report.combine(project, Path(pieces)) if merged.coverage_pieces else None
     matrix = {k: v for k, v in merged.versions.items() if k}
     print_summary(
@@ -554,8 +557,10 @@ def merge_command(project: Project, dirs: Sequence[str]) -> int:
         step_summary.append(Path(page), step_summary.markdown(merged.results, merged.versions, cov))
     say(
         f"merged {len(found)} shard director{'y' if len(found) == 1 else 'ies'}"
-        f" ({merged.shards} shard(s)): JUnit XML: {junit}"
+        f" ({merged.shards} shard(s)): JUnit XML: {project.path(config.junit_xml)}"
     )
+    for problem in report_problems:
+        error(problem)
     for nodeid, text in merged.collect_errors.items():
         error(f"collecting {nodeid} failed", "\n".join(text.splitlines()[-15:]))
     for problem in merged.problems:
@@ -570,7 +575,7 @@ def merge_command(project: Project, dirs: Sequence[str]) -> int:
     result = coverage_verdict(cov)
     for message, details in result.errors:
         error(message, details)
-    return result.code
+    return EXIT_SERVICE if report_problems and result.code == EXIT_OK else result.code
 
 
 def plan_command(project: Project, lanes: int) -> int:
