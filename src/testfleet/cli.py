@@ -55,7 +55,7 @@ from testfleet.reports.summary import RunFacts, print_summary
 from testfleet.results import TestResult
 from testfleet.runtime import Run, signals_as_exceptions
 from testfleet.stack import LaneEnv, Stack, in_parallel, resolve_binaries
-from testfleet.verdict import coverage_verdict, verdict
+from testfleet.verdict import collection_error_lines, coverage_verdict, verdict
 
 WATCH_INTERVAL_SECONDS = 0.25
 
@@ -561,8 +561,8 @@ def merge_command(project: Project, dirs: Sequence[str]) -> int:
     )
     for problem in report_problems:
         error(problem)
-    for nodeid, text in merged.collect_errors.items():
-        error(f"collecting {nodeid} failed", "\n".join(text.splitlines()[-15:]))
+    for message, details in collection_error_lines(merged.collect_errors):
+        error(message, details)
     for problem in merged.problems:
         error(f"{problem}; its tests that did not run are reported as not run")
     unrun = [r for r in merged.results if r.outcome == "not run"]

@@ -15,10 +15,6 @@ from testfleet.coordinator import Coordinator
 PLAIN_INTERVAL_SECONDS = 10.0
 
 
-def _counts(c: Coordinator) -> tuple[int, int, int]:
-    return c.counts()
-
-
 def _current(c: Coordinator, now: float) -> list[tuple[int, str]]:
     rows = []
     for state in c.lanes.values():
@@ -57,7 +53,7 @@ class PlainProgress:
         if now - self.last < self.interval:
             return
         self.last = now
-        done, total, failed = _counts(coordinator)
+        done, total, failed = coordinator.counts()
         lanes = "; ".join(f"lane {n}: {what}" for n, what in _current(coordinator, now))
         elapsed = now - coordinator.began
         self.stream.write(
@@ -79,7 +75,7 @@ class LiveProgress:
 
     def _render(self, coordinator: Coordinator) -> Table:
         now = time.monotonic()
-        done, total, failed = _counts(coordinator)
+        done, total, failed = coordinator.counts()
         table = Table.grid(padding=(0, 2))
         style = "red" if failed else "green"
         table.add_row(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from testfleet.coordinator import RunOutcome
@@ -36,13 +37,7 @@ def verdict(
         )
     errors = outcome.collect_errors
     if errors:
-        return Verdict(
-            EXIT_TESTS_FAILED,
-            [
-                (f"collecting {nodeid} failed", "\n".join(text.splitlines()[-15:]))
-                for nodeid, text in errors.items()
-            ],
-        )
+        return Verdict(EXIT_TESTS_FAILED, collection_error_lines(errors))
     results = outcome.results
     if not results and any(group.collected for group in outcome.groups):
         # The suite was collected, and this CI shard's share of it is empty (more shards than
@@ -53,6 +48,14 @@ def verdict(
     if any(r.failing for r in results):
         return Verdict(EXIT_TESTS_FAILED)
     return coverage_verdict(coverage)
+
+
+def collection_error_lines(errors: Mapping[str, str]) -> list[tuple[str, str]]:
+    """A line per module that failed to collect, with the end of pytest's explanation."""
+    return [
+        (f"collecting {nodeid} failed", "\n".join(text.splitlines()[-15:]))
+        for nodeid, text in errors.items()
+    ]
 
 
 def coverage_verdict(coverage: CoverageOutcome | None) -> Verdict:
