@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import statistics
 import subprocess
@@ -30,6 +29,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(HERE))
 
+from run import machine  # noqa: E402
 from suite import generate  # noqa: E402
 
 from testfleet.envs import installed_pythons  # noqa: E402
@@ -184,8 +184,7 @@ def main() -> None:
     args = parser.parse_args()
     result: dict[str, object] = {
         "when": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores,"
-        f" Python {platform.python_version()}",
+        "machine": machine(),
         "matrix": matrix(args.rounds, args.lanes),
         "shards": shard_balance(args.tests, args.lanes),
     }
