@@ -133,7 +133,8 @@ def test_lanes_that_collect_differently_stop_the_run(tmp_path: Path):
     assert outcome.fatal is not None
     # Which lane reports first is up to the scheduler: either order names both counts.
     counts = re.search(r"collected (\d) tests where another lane collected (\d)", outcome.fatal)
-    assert counts is not None and sorted(counts.groups()) == ["5", "6"]
+    assert counts is not None
+    assert sorted(counts.groups()) == ["5", "6"]
     assert "t.py::test_5" in outcome.fatal
     assert outcome.fatal_code == 3
 
