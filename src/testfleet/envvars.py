@@ -8,8 +8,11 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from testfleet.config import TABLE, AnyServiceSpec, default_exports
-from testfleet.placeholders import expand
+from testfleet.config import default_exports
+from testfleet.errors import ConfigError
+from testfleet.kinds import AnyServiceSpec
+from testfleet.placeholders import expand, references
+from testfleet.specs import TABLE
 
 
 def placeholder_values(
@@ -52,3 +55,18 @@ def process_environ(python: str) -> dict[str, str]:
     if parts[:1] != [bin_dir]:
         environ["PATH"] = os.pathsep.join([bin_dir, *(p for p in parts if p)])
     return environ
+
+
+def external_url(name: str, template: str, where: str, key: str = "url") -> str:
+    """An external service's address (or another of its values, `key`), with `{env.NAME}`
+    read from our environment."""
+    values: dict[str, str] = {}
+    for ref in references(template):
+        variable = ref.partition(".")[2]
+        if variable not in os.environ:
+            raise ConfigError(
+                f"{where}.{key} uses {{{ref}}}, and {variable} is not set; export {variable}"
+                f" with {name}'s {key}, or write it in {key}"
+            )
+        values[ref] = os.environ[variable]
+    return expand(template, values, where=f"{where}.{key}")

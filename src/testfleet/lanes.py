@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from testfleet import pytest_cache
-from testfleet.config import TABLE, VALKEY_DB_NUMBERS, Config, Project
+from testfleet.config import VALKEY_DB_NUMBERS, Config, Project
 from testfleet.coordinator import LaneLaunch
 from testfleet.envvars import placeholder_values, process_environ
 from testfleet.errors import ConfigError
@@ -25,6 +25,7 @@ from testfleet.options import MAX_LANES, is_version
 from testfleet.placeholders import expand
 from testfleet.rundir import MARK_VARIABLE
 from testfleet.services import planned_values
+from testfleet.specs import TABLE
 from testfleet.stack import LaneEnv, Stack
 
 
@@ -42,8 +43,10 @@ def resolve_lanes(config: Config, cpus: int | None = None) -> int:
     for spec in config.services.values():
         if spec.port is not None and spec.runs_per_lane():
             return 1
-        if spec.kind == "valkey" and not spec.runs_per_lane():
+        if spec.kind in ("valkey", "redis") and spec.isolation_mode == "database":
             lanes = min(lanes, max(VALKEY_DB_NUMBERS // versions, 1))
+        if spec.isolation_mode == "none":
+            return 1
     return lanes
 
 

@@ -86,6 +86,13 @@ def _group_by(value: object) -> str:
 
 
 ORDERS = ("auto", "duration", "pytest")
+BACKENDS = ("native", "docker", "external")
+
+
+def _backend(value: object) -> str:
+    if value not in BACKENDS:
+        raise ValueError(f"must be one of {', '.join(BACKENDS)}")
+    return str(value)
 
 
 def _order(value: object) -> str:
@@ -211,6 +218,13 @@ OPTIONS: tuple[Option, ...] = (
         " order with one lane, duration with more",
         _order,
         "ORDER",
+    ),
+    Option(
+        "backend",
+        "where services run unless they say otherwise: native processes, docker containers,"
+        " or external servers already running",
+        _backend,
+        "BACKEND",
     ),
     Option("durations", "the durations file, merged on every run", metavar="PATH"),
     Option("coverage", "measure coverage in every lane and combine it", _switch, switch=True),

@@ -14,10 +14,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from testfleet.config import TABLE, Project
-from testfleet.envvars import process_environ
+from testfleet.config import Project
+from testfleet.envvars import external_url, process_environ
 from testfleet.errors import ConfigError
 from testfleet.options import is_version
+from testfleet.specs import TABLE, ServerSpec
 
 # The files each command writes; `durations` is read by both `run` and `plan`.
 WRITES: dict[str, tuple[str, ...]] = {
@@ -55,6 +56,20 @@ def check_paths(project: Project, command: str | None = None) -> None:
     uses_run_dir = any(name in USES_RUN_DIR for name in commands)
     if uses_run_dir and config.run_dir is not None:
         _check_run_dir(project, config.run_dir)
+    if uses_run_dir:
+        check_external(project)
+
+
+def check_external(project: Project) -> None:
+    """Every variable an external service's `url` (or token, password) reads is set."""
+    for name, spec in project.config.services.items():
+        if not isinstance(spec, ServerSpec) or spec.backend_name != "external":
+            continue
+        where = f"{TABLE}.services.{name}"
+        for key in ("url", "token", "password"):
+            value = getattr(spec, key, None)
+            if isinstance(value, str):
+                external_url(name, value, where, key=key)
 
 
 def _label(project: Project, key: str, value: str) -> str:

@@ -11,7 +11,8 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from testfleet.backends.native import ManagedProcess, Supervisor, describe_exit, read_tail
+from testfleet.backends.base import Handle
+from testfleet.backends.native import Supervisor, describe_exit, read_tail
 from testfleet.errors import ServiceError
 
 # Called with the seconds left before the deadline; returns when ready, raises while not. No
@@ -23,14 +24,15 @@ class NotReady(Exception):
     """A probe saw the server answer, but not yet as a ready one."""
 
 
-def wait_ready(process: ManagedProcess, probe: Probe, *, timeout: float, what: str) -> None:
-    """Poll `probe` until it passes; fail fast when the process exits, with its log lines."""
+def wait_ready(process: Handle | None, probe: Probe, *, timeout: float, what: str) -> None:
+    """Poll `probe` until it passes; fail fast when the server exits, with its log lines.
+    Without a handle (an external server) only the deadline ends the wait."""
     deadline = time.monotonic() + timeout
     delay = 0.002
     last = "no check completed"
     while True:
-        code = process.exit_code()
-        if code is not None:
+        code = process.exit_code() if process is not None else None
+        if process is not None and code is not None:
             ended = f"exited with code {code}" if code >= 0 else f"was {describe_exit(code)}"
             raise ServiceError(
                 f"{what} {ended} while starting; its log: {process.keep_log()}",
@@ -44,6 +46,11 @@ def wait_ready(process: ManagedProcess, probe: Probe, *, timeout: float, what: s
         except Exception as exc:  # client libraries raise their own types while starting
             last = f"{type(exc).__name__}: {exc}"
         if time.monotonic() >= deadline:
+            if process is None:
+                raise ServiceError(
+                    f"{what} did not answer as ready in {timeout:g} s (last check: {last});"
+                    " check its url and that it runs, or raise its start-timeout"
+                )
             raise ServiceError(
                 f"{what} not ready after {timeout:g} s (last check: {last}); raise its"
                 f" start-timeout if it is only slow; its log: {process.keep_log()}",
@@ -51,6 +58,11 @@ def wait_ready(process: ManagedProcess, probe: Probe, *, timeout: float, what: s
             )
         time.sleep(delay)  # poll interval, grows to 50 ms
         delay = min(delay * 2, 0.05)
+
+
+def wait_external(probe: Probe, *, timeout: float, what: str) -> None:
+    """Wait for a server someone else runs: nothing of ours can exit, only time runs out."""
+    wait_ready(None, probe, timeout=timeout, what=what)
 
 
 def tcp(host: str, port: int) -> Probe:
@@ -140,7 +152,7 @@ def _read_until(
     return answer
 
 
-def log_line(process: ManagedProcess, pattern: str) -> Probe:
+def log_line(process: Handle, pattern: str) -> Probe:
     compiled = re.compile(pattern)
 
     def probe(left: float) -> None:

@@ -12,12 +12,13 @@ from typing import TypeVar
 
 from testfleet.backends.native import unprivileged_user
 from testfleet.binaries import Binary, find_binary
-from testfleet.config import TABLE, Project, start_order
+from testfleet.config import Project, start_order
 from testfleet.envvars import placeholder_values, service_exports
 from testfleet.placeholders import expand
 from testfleet.runtime import Run
-from testfleet.services import SERVICE_KINDS
+from testfleet.services import make_service
 from testfleet.services.base import Service, ServiceView, StackContext
+from testfleet.specs import TABLE, ServerSpec
 
 T = TypeVar("T")
 
@@ -32,11 +33,11 @@ class LaneEnv:
 
 
 def resolve_binaries(project: Project) -> dict[str, Binary]:
-    """Every native service's binary, before anything starts: a missing one is a usage error."""
+    """Every native server's binary, before anything starts: a missing one is a usage error."""
     return {
         name: find_binary(spec.kind, spec.binary, where=f"{TABLE}.services.{name}")
         for name, spec in project.config.services.items()
-        if spec.kind != "command"
+        if isinstance(spec, ServerSpec) and spec.backend_name == "native"
     }
 
 
@@ -78,7 +79,7 @@ class Stack:
             lanes=lanes,
         )
         self.services: dict[str, Service] = {
-            name: SERVICE_KINDS[spec.kind](name, spec, self.ctx)
+            name: make_service(name, spec, self.ctx)
             for name, spec in project.config.services.items()
         }
         self.timings: dict[str, float] = {}
@@ -140,8 +141,12 @@ class Stack:
         for level in reversed(self.levels):
             for name in level:
                 self.services[name].stop()
+        self.ctx.stop_backends()
         self.run.supervisor.stop_all()
 
 
 def _needs_run_as(project: Project) -> bool:
-    return any(spec.kind == "postgres" for spec in project.config.services.values())
+    return any(
+        spec.kind == "postgres" and spec.backend_name == "native"
+        for spec in project.config.services.values()
+    )

@@ -1,31 +1,23 @@
-"""Service kinds: one module each, behind the `Service` protocol in `base`."""
+"""Service runtimes: one module each, behind the `Service` protocol in `base`, found through
+each kind's record in `testfleet.kinds`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 from typing import Any
 
-from testfleet.config import AnyServiceSpec
-from testfleet.services import command, nats, postgres, valkey, vault
+from testfleet.kinds import KINDS, AnyServiceSpec
 from testfleet.services.base import Service, StackContext
 
-SERVICE_KINDS: dict[str, Callable[[str, Any, StackContext], Service]] = {
-    "postgres": postgres.PostgresService,
-    "valkey": valkey.ValkeyService,
-    "nats": nats.NatsService,
-    "vault": vault.VaultService,
-    "command": command.CommandService,
-}
 
-_PLANNED: dict[str, Callable[[Any], dict[str, str]]] = {
-    "postgres": postgres.planned,
-    "valkey": valkey.planned,
-    "nats": nats.planned,
-    "vault": vault.planned,
-    "command": command.planned,
-}
+def make_service(name: str, spec: AnyServiceSpec, ctx: StackContext) -> Service:
+    """The runtime of a service's kind, imported only when a run uses that kind."""
+    module, _, attribute = KINDS[spec.kind].service.partition(":")
+    factory: Any = getattr(importlib.import_module(module), attribute)
+    service: Service = factory(name, spec, ctx)
+    return service
 
 
 def planned_values(name: str, spec: AnyServiceSpec) -> dict[str, str]:
     """A service's placeholder values as lane 1 would see them, without starting it."""
-    return _PLANNED[spec.kind](spec)
+    return KINDS[spec.kind].planned(spec)

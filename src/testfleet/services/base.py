@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from testfleet.backends.native import ManagedProcess, RunAs, Supervisor
+from testfleet.backends.base import Backend, Server, Started
+from testfleet.backends.native import NativeBackend, RunAs, Supervisor
 from testfleet.binaries import Binary
 from testfleet.config import Project
 from testfleet.errors import ServiceError
 from testfleet.files import PRIVATE_DIR, TRAVERSABLE_DIR, private_dir
-from testfleet.ports import address_in_use, free_port
-from testfleet.readiness import Probe, wait_ready
+from testfleet.kinds.base import HOST
 from testfleet.rundir import RunDir
+from testfleet.specs import ServiceSpec
 
-HOST = "127.0.0.1"
-PORT_ATTEMPTS = 3
+__all__ = ["HOST", "Server", "ServiceView", "StackContext", "Started"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,34 @@ class StackContext:
     # Every credential of the run, so that logs of processes that may print them (a dev
     # server's banner, the user's own app) have them replaced.
     secrets: list[str] = field(default_factory=list)
+    _backends: dict[str, Backend] = field(default_factory=dict)
+    _backends_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def backend(self, name: str) -> Backend:
+        """The run's backend of that name, made on first use (Docker's connects to the engine
+        then, so runs without containers never need one)."""
+        with self._backends_lock:
+            if name not in self._backends:
+                if name == "native":
+                    self._backends[name] = NativeBackend(self.supervisor)
+                elif name == "docker":
+                    from testfleet.backends.docker import DockerBackend
+
+                    self._backends[name] = DockerBackend(self.run_dir, self.supervisor.keep_dir)
+                else:
+                    raise ServiceError(f"no {name} backend runs servers")
+            return self._backends[name]
+
+    def start(self, spec: ServiceSpec, server: Server) -> Started:
+        """Run `server` on the backend its service asked for."""
+        return self.backend(spec.backend_name).start(server)
+
+    def stop_backends(self) -> None:
+        """Stop every container; native processes are stopped by the run's supervisor."""
+        with self._backends_lock:
+            backends = [b for name, b in self._backends.items() if name != "native"]
+        for backend in backends:
+            backend.stop_all()
 
     def secret(self) -> str:
         value = secret()
@@ -90,62 +119,3 @@ class Service(Protocol):
 def secret() -> str:
     """A random credential for one run: URL-safe, so it needs no escaping in a URL."""
     return secrets.token_hex(16)
-
-
-def start_on_free_port(
-    ctx: StackContext,
-    name: str,
-    argv_for: Callable[[int], Sequence[str]],
-    probe_for: Callable[[int, ManagedProcess], Probe],
-    *,
-    log_path: Path,
-    timeout: float,
-    env: Mapping[str, str] | Callable[[int], Mapping[str, str]] | None = None,
-    cwd: Path | None = None,
-    run_as: RunAs | None = None,
-    stop_signal: int | None = None,
-    shell: bool = False,
-    signal_group: bool = False,
-    fixed_port: int | None = None,
-    redact: Sequence[str] = (),
-    umask: int = -1,
-) -> tuple[ManagedProcess, int]:
-    """Start a server on a fresh port (or the configured one) and wait until it is ready.
-
-    Another process may take a fresh port between our check and the server's bind; then the
-    server says so and we try a new port. A configured port is tried once.
-    """
-    attempts = 1 if fixed_port else PORT_ATTEMPTS
-    for attempt in range(1, attempts + 1):
-        port = fixed_port or free_port()
-        kwargs = {} if stop_signal is None else {"stop_signal": stop_signal}
-        process = ctx.supervisor.spawn(
-            name,
-            argv_for(port),
-            log_path=log_path,
-            env=env(port) if callable(env) else env,
-            cwd=cwd,
-            run_as=run_as,
-            shell=shell,
-            signal_group=signal_group,
-            redact=redact,
-            umask=umask,
-            **kwargs,
-        )
-        try:
-            wait_ready(process, probe_for(port, process), timeout=timeout, what=name)
-        except ServiceError as exc:
-            in_use = address_in_use(process.tail())
-            process.stop()
-            ctx.supervisor.forget(process)
-            if in_use and fixed_port:
-                raise ServiceError(
-                    f"{name}: port {fixed_port} is already in use by another process; stop it,"
-                    " or drop `port` so testfleet picks a free one",
-                    details=exc.details,
-                ) from None
-            if in_use and attempt < attempts:
-                continue
-            raise
-        return process, port
-    raise AssertionError("unreachable")

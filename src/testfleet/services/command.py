@@ -6,11 +6,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from testfleet import readiness
-from testfleet.backends.native import ManagedProcess
-from testfleet.config import TABLE, CommandSpec
+from testfleet.backends.base import Handle, NativeLaunch, Server
 from testfleet.envvars import placeholder_values, process_environ, service_exports
+from testfleet.kinds.command import CommandSpec
 from testfleet.placeholders import expand
-from testfleet.services.base import HOST, ServiceView, StackContext, start_on_free_port
+from testfleet.services.base import HOST, ServiceView, StackContext
+from testfleet.specs import TABLE
 
 
 class CommandService:
@@ -53,7 +54,7 @@ class CommandService:
                 return [fill(spec.command, port, "command", shell=True)]
             return [fill(part, port, "command") for part in spec.command]
 
-        def probe(port: int, process: ManagedProcess) -> readiness.Probe:
+        def probe(host: str, port: int, process: Handle) -> readiness.Probe:
             ready = spec.ready
             if ready is None or ready.tcp:
                 return readiness.tcp(HOST, port)
@@ -77,28 +78,24 @@ class CommandService:
                 log_path=folder / "ready.log",
             )
 
-        _, port = start_on_free_port(
-            self.ctx,
+        server = Server(
             f"{self.name} (lane {lane})",
-            argv,
+            folder,
             probe,
-            log_path=folder / "server.log",
             timeout=spec.start_timeout,
-            env=env,
-            cwd=cwd,
-            shell=isinstance(spec.command, str),
-            signal_group=True,
-            fixed_port=spec.port,
-            # The app gets every URL with its password; it may well print one.
-            redact=self.ctx.secrets,
+            port=spec.port,
+            native=NativeLaunch(
+                argv,
+                env=env,
+                cwd=cwd,
+                shell=isinstance(spec.command, str),
+                signal_group=True,
+                # The app gets every URL with its password; it may well print one.
+                redact=self.ctx.secrets,
+            ),
         )
+        port = self.ctx.start(spec, server).port
         return ServiceView(self.name, "command", own(port))
 
     def stop(self) -> None:
         """Processes are stopped by the supervisor; nothing else to release."""
-
-
-def planned(spec: CommandSpec) -> dict[str, str]:
-    """Lane 1's values in the shape a run gives them, for planning without a server."""
-    port = str(spec.port or 8000)
-    return {"url": f"http://{HOST}:{port}", "host": HOST, "port": port}

@@ -1,14 +1,22 @@
-"""NATS with JetStream: a server per lane, each with its own store directory."""
+"""NATS with JetStream: a server per lane, each with its own store directory. An external
+server is one server for every lane, so lanes share it only when `isolation = "shared"`."""
 
 from __future__ import annotations
 
 import signal
+import urllib.parse
 from collections.abc import Mapping
 
 from testfleet import readiness
-from testfleet.config import NatsSpec
+from testfleet.backends.base import ContainerLaunch, NativeLaunch, Server
+from testfleet.envvars import external_url
+from testfleet.errors import ServiceError
 from testfleet.files import write_private
-from testfleet.services.base import HOST, ServiceView, StackContext, start_on_free_port
+from testfleet.kinds import KINDS
+from testfleet.kinds.nats import NatsSpec
+from testfleet.services.base import ServiceView, StackContext
+
+AUTH_IN_CONTAINER = "/etc/testfleet/auth.conf"
 
 
 class NatsService:
@@ -16,55 +24,90 @@ class NatsService:
         self.name = name
         self.spec = spec
         self.ctx = ctx
-        self.token = ctx.secret() if spec.token else None
+        self.where = f"tool.testfleet.services.{name}"
+        external = spec.backend_name == "external"
+        self.token = ctx.secret() if spec.token and not external else None
+        self._external: ServiceView | None = None
 
     def start(self) -> None:
-        """Every lane gets its own server; nothing is shared."""
+        """Every lane gets its own server; an external one is checked once, here."""
+        if self.spec.backend_name != "external":
+            return
+        assert self.spec.url is not None
+        address = external_url(self.name, self.spec.url, self.where)
+        url = urllib.parse.urlsplit(address)
+        if url.scheme not in ("nats", "tls") or not url.hostname:
+            raise ServiceError(f"{self.where}.url: want nats://[token@]host:port")
+        token = urllib.parse.unquote(url.username) if url.username else None
+        if token:
+            self.ctx.secrets.append(token)
+        host, port = url.hostname, url.port or 4222
+        readiness.wait_external(
+            readiness.nats_jetstream(host, port, token, self.spec.jetstream),
+            timeout=self.spec.start_timeout,
+            what=f"{self.name} at {host}:{port}",
+        )
+        values = {"url": address, "host": host, "port": str(port), "token": token or ""}
+        self._external = ServiceView(self.name, "nats", values)
 
     def provision(self, lane: int, deps: Mapping[str, ServiceView]) -> ServiceView:
+        if self._external is not None:
+            return self._external
         folder = self.ctx.folder(self.name, f"lane{lane}")
-        binary = self.ctx.binaries[self.name]
+        spec = self.spec
+        auth = f'authorization {{ token: "{self.token}" }}\n'
 
         def argv(port: int) -> list[str]:
-            args = [str(binary.path), "-a", HOST, "-p", str(port), "-n", f"{self.name}-{lane}"]
-            if self.spec.jetstream:
+            binary = self.ctx.binaries[self.name]
+            args = [
+                str(binary.path),
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-n",
+                f"{self.name}-{lane}",
+            ]
+            if spec.jetstream:
                 args += ["-js", "-sd", str(folder / "jetstream")]
             if self.token:
                 # A config file readable only by us: an --auth flag would show in `ps`.
-                config = folder / "auth.conf"
-                write_private(config, f'authorization {{ token: "{self.token}" }}\n')
-                args += ["-c", str(config)]
+                write_private(folder / "auth.conf", auth)
+                args += ["-c", str(folder / "auth.conf")]
             return args
 
-        _, port = start_on_free_port(
-            self.ctx,
+        inner = KINDS["nats"].inner_port or 4222
+        command = ["-a", "0.0.0.0", "-p", str(inner), "-n", f"{self.name}-{lane}"]
+        command += ["-js", "-sd", "/data/jetstream"] if spec.jetstream else []
+        command += ["-c", AUTH_IN_CONTAINER] if self.token else []
+        server = Server(
             f"{self.name} (lane {lane})",
-            argv,
-            lambda port, _: readiness.nats_jetstream(HOST, port, self.token, self.spec.jetstream),
-            log_path=folder / "server.log",
+            folder,
+            lambda host, port, _: readiness.nats_jetstream(host, port, self.token, spec.jetstream),
+            timeout=spec.start_timeout,
+            port=spec.port,
             # Nothing to keep: the data is thrown away with the run, so no graceful shutdown.
-            stop_signal=signal.SIGKILL,
-            timeout=self.spec.start_timeout,
-            cwd=folder,
-            fixed_port=self.spec.port,
+            native=NativeLaunch(argv, cwd=folder, stop_signal=signal.SIGKILL),
+            container=ContainerLaunch(
+                image=spec.image or KINDS["nats"].image or "",
+                inner_port=inner,
+                command=command,
+                files={AUTH_IN_CONTAINER: auth.encode()} if self.token else {},
+                limits=spec.limits,
+            ),
         )
-        auth = f"{self.token}@" if self.token else ""
+        started = self.ctx.start(spec, server)
+        token = f"{self.token}@" if self.token else ""
         return ServiceView(
             self.name,
             "nats",
             {
-                "url": f"nats://{auth}{HOST}:{port}",
-                "host": HOST,
-                "port": str(port),
+                "url": f"nats://{token}{started.host}:{started.port}",
+                "host": started.host,
+                "port": str(started.port),
                 "token": self.token or "",
             },
         )
 
     def stop(self) -> None:
-        """Processes are stopped by the supervisor; nothing else to release."""
-
-
-def planned(spec: NatsSpec) -> dict[str, str]:
-    """Lane 1's values in the shape a run gives them, for planning without a server."""
-    port = str(spec.port or 4222)
-    return {"url": f"nats://{HOST}:{port}", "host": HOST, "port": port, "token": ""}
+        """Servers are stopped by their backend; an external one is left as it was."""

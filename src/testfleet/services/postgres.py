@@ -17,15 +17,18 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from testfleet import readiness
+from testfleet.backends.base import ContainerLaunch, Handle, NativeLaunch, Server, Started
 from testfleet.backends.native import ManagedProcess, RunAs, describe_exit
-from testfleet.config import PostgresSpec
-from testfleet.envvars import placeholder_values, process_environ, service_exports
+from testfleet.envvars import external_url, placeholder_values, process_environ, service_exports
 from testfleet.errors import ConfigError, ServiceError
 from testfleet.files import PRIVATE_DIR, TRAVERSABLE_DIR, private_dir, secure_dir
+from testfleet.kinds import KINDS
+from testfleet.kinds.postgres import PostgresSpec
 from testfleet.placeholders import expand
-from testfleet.services.base import HOST, ServiceView, StackContext, start_on_free_port
+from testfleet.services.base import HOST, ServiceView, StackContext
 
 if TYPE_CHECKING:
     import psycopg
@@ -43,6 +46,8 @@ TEST_SETTINGS = {
     # killed with SIGKILL then leaves nothing behind outside the run directory.
     "dynamic_shared_memory_type": "mmap",
 }
+# In a container: data on a tmpfs the image's own user can write into.
+CONTAINER_DATA = "/var/lib/postgresql"
 # How long PostgreSQL's own `--version` may take when a copied install is checked.
 VERIFY_SECONDS = 10
 
@@ -183,22 +188,168 @@ class PostgresService:
         self.name = name
         self.spec = spec
         self.ctx = ctx
-        self.password = ctx.secret()
-        self.run_as = ctx.run_as
-        binary = ctx.binaries[name]
-        self.bin_dir = binary.path.resolve().parent
-        self.major = int(binary.version().split(".")[0] or 0)
+        self.where = f"tool.testfleet.services.{name}"
+        self.backend = spec.backend_name
+        self.password = ctx.secret() if self.backend != "external" else ""
+        self.user = spec.user
+        self.run_as = ctx.run_as if self.backend == "native" else None
+        self.bin_dir = (
+            ctx.binaries[name].path.resolve().parent if self.backend == "native" else Path()
+        )
+        self.major = 0  # the server's, once connected
+        # Databases on an external server carry the run's id: other runs and the server's
+        # own databases are never touched, and what this run made is dropped after it.
+        self.prefix = (
+            f"{spec.database}_{ctx.run_id.replace('-', '_')}"
+            if self.backend == "external"
+            else spec.database
+        )
         self.template = (
-            f"{spec.database}_template" if spec.isolation == "database" else spec.database
+            f"{self.prefix}_template" if spec.isolation_mode == "database" else spec.database
         )
         self._admin: psycopg.Connection[tuple[object, ...]] | None = None
         self._admin_lock = threading.Lock()
+        self._host = HOST
         self._port = 0
         self._template_dir: Path | None = None
+        self._created: list[str] = []
 
     # -- start ---------------------------------------------------------------------------------
 
     def start(self) -> None:
+        if self.backend == "native":
+            self._start_native()
+        else:
+            self._admin = self._start_external() if self.backend == "external" else None
+            if self._admin is None:
+                self._admin = self._start_container()
+            self.major = self._admin.info.server_version // 10000
+            self._create_template()
+
+    def _start_container(self) -> psycopg.Connection[tuple[object, ...]]:
+        import psycopg
+
+        settings = {**self._settings(), "listen_addresses": "*"}
+        command = ["postgres"]
+        for key, value in settings.items():
+            command += ["-c", f"{key}={value}"]
+        kind = KINDS["postgres"]
+        inner = kind.inner_port or 5432
+        server = Server(
+            f"{self.name} (shared)",
+            self.ctx.folder(self.name, "shared"),
+            lambda host, port, _: self._tcp_probe(host, port, "postgres"),
+            timeout=self.spec.start_timeout,
+            port=self.spec.port,
+            container=ContainerLaunch(
+                image=self.spec.image or kind.image or "",
+                inner_port=inner,
+                command=command,
+                # The password goes through the environment, never a command line.
+                env={
+                    "POSTGRES_USER": self.user,
+                    "POSTGRES_PASSWORD": self.password,
+                    "PGDATA": f"{CONTAINER_DATA}/data",
+                },
+                tmpfs={CONTAINER_DATA: "rw,mode=1777"},
+                limits=self.spec.limits,
+            ),
+        )
+        started = self.ctx.start(self.spec, server)
+        self._host, self._port = started.host, started.port
+        return psycopg.connect(
+            host=self._host,
+            port=self._port,
+            user=self.user,
+            password=self.password,
+            dbname="postgres",
+            autocommit=True,
+            connect_timeout=5,
+        )
+
+    def _start_external(self) -> psycopg.Connection[tuple[object, ...]]:
+        import psycopg
+
+        assert self.spec.url is not None
+        address = external_url(self.name, self.spec.url, self.where)
+        try:
+            parts = psycopg.conninfo.conninfo_to_dict(address)
+        except psycopg.ProgrammingError as exc:
+            raise ConfigError(f"{self.where}.url: not a PostgreSQL URL: {exc}") from None
+        self._host = str(parts.get("host") or HOST)
+        self._port = int(parts.get("port") or 5432)
+        self.user = str(parts.get("user") or self.user)
+        self.password = str(parts.get("password") or "")
+        if self.password:
+            self.ctx.secrets.append(self.password)
+
+        def probe(left: float) -> None:
+            with psycopg.connect(address, connect_timeout=max(1, min(5, int(left)))):
+                pass
+
+        readiness.wait_external(
+            probe,
+            timeout=self.spec.start_timeout,
+            what=f"{self.name} at {self._host}:{self._port}",
+        )
+        try:
+            admin = psycopg.connect(address, autocommit=True, connect_timeout=5)
+            with admin.cursor() as cur:
+                cur.execute(
+                    "SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user"
+                )
+                row = cur.fetchone()
+        except psycopg.Error as exc:
+            raise ServiceError(f"{self.name}: cannot connect as {self.user}: {exc}") from None
+        if not row or not row[0]:
+            admin.close()
+            raise ServiceError(
+                f"{self.name}: user {self.user} may not create databases, and each lane needs"
+                f" its own; ALTER ROLE {self.user} CREATEDB on that server, or use a user who may"
+            )
+        return admin
+
+    def _create_template(self) -> None:
+        """The template every lane's database is cloned from, with setup run on it once."""
+        from psycopg import sql
+
+        assert self._admin is not None
+        with self._admin.cursor() as cur:
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.template)))
+        self._created.append(self.template)
+        self._run_setup(self.ctx.folder(self.name, "setup"))
+        with self._admin.cursor() as cur:
+            # Setup may leave connections behind; a template must have none.
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = %s AND pid <> pg_backend_pid()",
+                (self.template,),
+            )
+            cur.execute(
+                sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(
+                    sql.Identifier(self.template)
+                )
+            )
+
+    def _tcp_probe(self, host: str, port: int, database: str) -> readiness.Probe:
+        """Ready when it answers the way tests will connect: over TCP, with the password."""
+
+        def check(left: float) -> None:
+            import psycopg
+
+            with psycopg.connect(
+                host=host,
+                port=port,
+                user=self.user,
+                password=self.password,
+                dbname=database,
+                connect_timeout=max(1, min(2, int(left))),
+            ) as conn:
+                conn.execute("SELECT 1")
+
+        return check
+
+    def _start_native(self) -> None:
         from psycopg import sql
 
         if self.run_as is not None and not _accessible_to(self.bin_dir / "postgres", self.run_as):
@@ -212,8 +363,10 @@ class PostgresService:
             )
         data = folder / "data"
         self._prepare_data_dir(data, folder)
-        process, self._port = self._start_server(folder, data, "template")
+        started = self._start_server(folder, data, "template")
+        process, self._port = started.handle, started.port
         self._admin = self._connect(folder, self._port)
+        self.major = self._admin.info.server_version // 10000
         with self._admin.cursor() as cur:
             cur.execute(
                 sql.SQL("ALTER ROLE {} PASSWORD {}").format(
@@ -239,6 +392,7 @@ class PostgresService:
             # A clean shutdown leaves a data directory every lane can copy and start at once.
             self._admin.close()
             self._admin = None
+            assert isinstance(process, ManagedProcess)
             process.stop_signal = signal.SIGINT
             process.stop()
             self.ctx.supervisor.forget(process)
@@ -304,13 +458,17 @@ class PostgresService:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    def _start_server(self, folder: Path, data: Path, label: str) -> tuple[ManagedProcess, int]:
-        # A configured port belongs to the server the tests reach: the shared one, or with
-        # isolation = "server" each lane's (the template server is never reached by tests).
-        fixed = (label == "template") == (self.spec.isolation == "database")
+    def _settings(self) -> dict[str, str]:
         settings = {**TEST_SETTINGS, **{k: str(v) for k, v in self.spec.settings.items()}}
         if isinstance(self.spec.settings.get("fsync"), bool):
             settings["fsync"] = "on" if self.spec.settings["fsync"] else "off"
+        return settings
+
+    def _start_server(self, folder: Path, data: Path, label: str) -> Started:
+        # A configured port belongs to the server the tests reach: the shared one, or with
+        # isolation = "server" each lane's (the template server is never reached by tests).
+        fixed = (label == "template") == (self.spec.isolation == "database")
+        settings = self._settings()
 
         def argv(port: int) -> list[str]:
             args = [
@@ -326,42 +484,34 @@ class PostgresService:
                 args += ["-c", f"{key}={value}"]
             return args
 
-        def probe(port: int, _: ManagedProcess) -> readiness.Probe:
-            def check(left: float) -> None:
-                import psycopg
+        def probe(host: str, port: int, _: Handle) -> readiness.Probe:
+            # The template server has no password yet: ask over the unix socket. Lane
+            # servers are asked the way tests will connect, password included.
+            if label != "template":
+                return self._tcp_probe(host, port, self.spec.database)
 
-                # The template server has no password yet: ask over the unix socket. Lane
-                # servers are asked the way tests will connect, password included.
-                if label == "template":
-                    conn = self._connect(folder, port)
-                else:
-                    conn = psycopg.connect(
-                        host=HOST,
-                        port=port,
-                        user=self.spec.user,
-                        password=self.password,
-                        dbname=self.spec.database,
-                        connect_timeout=2,
-                    )
-                with conn:
+            def check(left: float) -> None:
+                with self._connect(folder, port) as conn:
                     conn.execute("SELECT 1")
 
             return check
 
-        return start_on_free_port(
-            self.ctx,
+        server = Server(
             f"{self.name} ({label})",
-            argv,
+            folder,
             probe,
-            log_path=folder / "server.log",
             timeout=self.spec.start_timeout,
-            cwd=folder,
-            run_as=self.run_as,
-            fixed_port=self.spec.port if fixed else None,
-            # Immediate shutdown: the data is thrown away, and the server still releases its
-            # shared memory (a SIGKILL would leak it).
-            stop_signal=signal.SIGQUIT,
+            port=self.spec.port if fixed else None,
+            native=NativeLaunch(
+                argv,
+                cwd=folder,
+                run_as=self.run_as,
+                # Immediate shutdown: the data is thrown away, and the server still releases
+                # its shared memory (a SIGKILL would leak it).
+                stop_signal=signal.SIGQUIT,
+            ),
         )
+        return self.ctx.start(self.spec, server)
 
     def _connect(self, folder: Path, port: int) -> psycopg.Connection[tuple[object, ...]]:
         """The superuser over the unix socket, where authentication is trust."""
@@ -426,9 +576,9 @@ class PostgresService:
             folder = self._folder(f"lane{lane}")
             data = folder / "data"
             _copy_tree(self._template_dir, data)
-            _, port = self._start_server(folder, data, f"lane {lane}")
+            port = self._start_server(folder, data, f"lane {lane}").port
             return self._view(port, self.spec.database)
-        database = f"{self.spec.database}_{lane}"
+        database = f"{self.prefix}_{lane}"
         strategy = sql.SQL(" STRATEGY FILE_COPY") if self.major >= 15 else sql.SQL("")
         assert self._admin is not None
         with self._admin_lock:
@@ -437,16 +587,18 @@ class PostgresService:
                     sql.Identifier(database), sql.Identifier(self.template), strategy
                 )
             )
+            self._created.append(database)
         return self._view(self._port, database)
 
     def _view(self, port: int, database: str) -> ServiceView:
-        user, password = self.spec.user, self.password
+        user, password, host = self.user, self.password, self._host
+        auth = f"{quote(user, safe='')}:{quote(password, safe='')}" if password else quote(user)
         return ServiceView(
             self.name,
             "postgres",
             {
-                "url": f"postgresql://{user}:{password}@{HOST}:{port}/{database}",
-                "host": HOST,
+                "url": f"postgresql://{auth}@{host}:{port}/{database}",
+                "host": host,
                 "port": str(port),
                 "user": user,
                 "password": password,
@@ -455,20 +607,20 @@ class PostgresService:
         )
 
     def stop(self) -> None:
-        if self._admin is not None:
-            self._admin.close()
-            self._admin = None
+        """On an external server, drop the databases this run made (and only those)."""
+        if self._admin is None:
+            return
+        if self.backend == "external":
+            from psycopg import sql
 
-
-def planned(spec: PostgresSpec) -> dict[str, str]:
-    """Lane 1's values in the shape a run gives them, for planning without a server."""
-    database = f"{spec.database}_1" if spec.isolation == "database" else spec.database
-    port = str(spec.port or 5432)
-    return {
-        "url": f"postgresql://{spec.user}@{HOST}:{port}/{database}",
-        "host": HOST,
-        "port": port,
-        "user": spec.user,
-        "password": "",
-        "database": database,
-    }
+            force = sql.SQL(" WITH (FORCE)") if self.major >= 13 else sql.SQL("")
+            for database in reversed(self._created):
+                with contextlib.suppress(Exception):  # the server may be gone already
+                    self._admin.execute(
+                        sql.SQL("DROP DATABASE IF EXISTS {}{}").format(
+                            sql.Identifier(database), force
+                        )
+                    )
+            self._created.clear()
+        self._admin.close()
+        self._admin = None

@@ -1,16 +1,23 @@
-"""Valkey (or Redis): a server per lane by default; `isolation = "database"` shares one
-server and hands each lane a DB number, which caps a run at 16 lanes."""
+"""Valkey and Redis: a server per lane by default; `isolation = "database"` shares one server
+and hands each lane a DB number (at most 16 lanes), which is also how lanes share an external
+server. Nothing on an external server is flushed: testfleet did not create its data."""
 
 from __future__ import annotations
 
 import signal
+import urllib.parse
 from collections.abc import Mapping
 
 from testfleet import readiness
-from testfleet.backends.native import ManagedProcess
-from testfleet.config import VALKEY_DB_NUMBERS, ValkeySpec
+from testfleet.backends.base import ContainerLaunch, NativeLaunch, Server
+from testfleet.envvars import external_url
+from testfleet.errors import ServiceError
 from testfleet.files import write_private
-from testfleet.services.base import HOST, ServiceView, StackContext, start_on_free_port
+from testfleet.kinds import KINDS
+from testfleet.kinds.valkey import DB_NUMBERS, ValkeySpec
+from testfleet.services.base import ServiceView, StackContext
+
+CONFIG_IN_CONTAINER = "/etc/testfleet/server.conf"
 
 
 class ValkeyService:
@@ -18,77 +25,108 @@ class ValkeyService:
         self.name = name
         self.spec = spec
         self.ctx = ctx
-        self.password = ctx.secret() if spec.password else None
-        self._shared: tuple[ManagedProcess, int] | None = None
+        self.kind = KINDS[spec.kind]
+        self.where = f"tool.testfleet.services.{name}"
+        external = spec.backend_name == "external"
+        self.password = ctx.secret() if spec.password and not external else None
+        self._shared: tuple[str, int] | None = None
+        self._first_db = 0
 
     def start(self) -> None:
-        if self.spec.isolation == "database":
+        if self.spec.backend_name == "external":
+            self._start_external()
+        elif self.spec.isolation_mode == "database":
             self._shared = self._start_server("shared", "shared")
 
-    def _start_server(self, folder_name: str, label: str) -> tuple[ManagedProcess, int]:
+    def _start_external(self) -> None:
+        assert self.spec.url is not None
+        url = urllib.parse.urlsplit(external_url(self.name, self.spec.url, self.where))
+        if url.scheme not in ("redis", "rediss") or not url.hostname:
+            raise ServiceError(
+                f"{self.where}.url: want redis://[:password@]host:port[/db], got"
+                f" {url.scheme or 'no scheme'}://…"
+            )
+        self.password = urllib.parse.unquote(url.password) if url.password else None
+        if self.password:
+            self.ctx.secrets.append(self.password)
+        self._first_db = int(url.path.strip("/") or 0)
+        host, port = url.hostname, url.port or 6379
+        # Lanes take the DB numbers from the URL's on: they must exist on that server.
+        if self._first_db + self.ctx.lanes > DB_NUMBERS:
+            raise ServiceError(
+                f"{self.where}: {self.ctx.lanes} lanes from DB {self._first_db} need DB numbers"
+                f" up to {self._first_db + self.ctx.lanes - 1}, and a default server has"
+                f" {DB_NUMBERS}; use fewer lanes or a lower DB number in the url"
+            )
+        readiness.wait_external(
+            readiness.resp_ping(host, port, self.password),
+            timeout=self.spec.start_timeout,
+            what=f"{self.name} at {host}:{port}",
+        )
+        self._shared = (host, port)
+
+    def _start_server(self, folder_name: str, label: str) -> tuple[str, int]:
         folder = self.ctx.folder(self.name, folder_name)
-        binary = self.ctx.binaries[self.name]
+        settings = {"save": '""', "appendonly": "no", "databases": str(DB_NUMBERS)}
+        if self.password:
+            settings["requirepass"] = self.password
+        settings.update({key: str(value) for key, value in self.spec.settings.items()})
+
+        def config(port: int, bind: str) -> str:
+            lines = {"port": str(port), "bind": bind, "daemonize": "no", **settings}
+            return "".join(f"{key} {value}\n" for key, value in lines.items())
 
         def argv(port: int) -> list[str]:
             # A config file readable only by us: a --requirepass flag would show in `ps`.
-            lines = {
-                "port": str(port),
-                "bind": HOST,
-                "dir": str(folder),
-                "save": '""',
-                "appendonly": "no",
-                "daemonize": "no",
-                "databases": str(VALKEY_DB_NUMBERS),
-            }
-            if self.password:
-                lines["requirepass"] = self.password
-            lines.update({key: str(value) for key, value in self.spec.settings.items()})
-            config = folder / "server.conf"
-            write_private(config, "".join(f"{key} {value}\n" for key, value in lines.items()))
-            return [str(binary.path), str(config)]
+            path = folder / "server.conf"
+            write_private(path, config(port, "127.0.0.1") + f"dir {folder}\n")
+            return [str(self.ctx.binaries[self.name].path), str(path)]
 
-        return start_on_free_port(
-            self.ctx,
+        spec = self.spec
+        inner = self.kind.inner_port or 6379
+        server = Server(
             f"{self.name} ({label})",
-            argv,
-            lambda port, _: readiness.resp_ping(HOST, port, self.password),
-            log_path=folder / "server.log",
-            # Nothing to keep: the data is thrown away with the run, so no graceful shutdown.
-            stop_signal=signal.SIGKILL,
-            timeout=self.spec.start_timeout,
-            cwd=folder,
-            fixed_port=self.spec.port,
+            folder,
+            lambda host, port, _: readiness.resp_ping(host, port, self.password),
+            timeout=spec.start_timeout,
+            port=spec.port,
+            native=NativeLaunch(
+                argv,
+                cwd=folder,
+                # Nothing to keep: the data is thrown away with the run, no graceful shutdown.
+                stop_signal=signal.SIGKILL,
+            ),
+            container=ContainerLaunch(
+                image=spec.image or self.kind.image or "",
+                inner_port=inner,
+                command=[f"{spec.kind}-server", CONFIG_IN_CONTAINER],
+                files={CONFIG_IN_CONTAINER: config(inner, "0.0.0.0").encode()},
+                limits=spec.limits,
+            ),
         )
+        started = self.ctx.start(spec, server)
+        return started.host, started.port
 
     def provision(self, lane: int, deps: Mapping[str, ServiceView]) -> ServiceView:
         if self._shared is not None:
-            port, db = self._shared[1], lane - 1
+            (host, port), db = self._shared, self._first_db + lane - 1
+            if self.spec.isolation_mode == "shared":
+                db = self._first_db
         else:
-            port, db = self._start_server(f"lane{lane}", f"lane {lane}")[1], 0
-        auth = f":{self.password}@" if self.password else ""
+            (host, port), db = self._start_server(f"lane{lane}", f"lane {lane}"), 0
+        password = self.password or ""
+        auth = f":{urllib.parse.quote(password, safe='')}@" if password else ""
         return ServiceView(
             self.name,
-            "valkey",
+            self.spec.kind,
             {
-                "url": f"redis://{auth}{HOST}:{port}/{db}",
-                "host": HOST,
+                "url": f"redis://{auth}{host}:{port}/{db}",
+                "host": host,
                 "port": str(port),
-                "password": self.password or "",
+                "password": password,
                 "db": str(db),
             },
         )
 
     def stop(self) -> None:
-        """Processes are stopped by the supervisor; nothing else to release."""
-
-
-def planned(spec: ValkeySpec) -> dict[str, str]:
-    """Lane 1's values in the shape a run gives them, for planning without a server."""
-    port = str(spec.port or 6379)
-    return {
-        "url": f"redis://{HOST}:{port}/0",
-        "host": HOST,
-        "port": port,
-        "password": "",
-        "db": "0",
-    }
+        """Servers are stopped by their backend; an external one is left as it was."""

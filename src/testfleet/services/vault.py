@@ -1,15 +1,35 @@
 """Vault API through OpenBao's (or Vault's) dev server: in memory, unsealed, a random root
-token per run, a server per lane."""
+token per run, a server per lane. On an external server each lane gets a KV v2 mount of its
+own, made by testfleet and removed after the run; nothing else there is touched."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import signal
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Mapping
 
 from testfleet import readiness
+from testfleet.backends.base import ContainerLaunch, NativeLaunch, Server
 from testfleet.backends.native import server_environ
-from testfleet.config import VaultSpec
-from testfleet.services.base import HOST, ServiceView, StackContext, start_on_free_port
+from testfleet.envvars import external_url
+from testfleet.errors import ServiceError
+from testfleet.kinds import KINDS
+from testfleet.kinds.vault import VaultSpec
+from testfleet.services.base import ServiceView, StackContext
+
+HTTP_SECONDS = 10
+
+
+def _health(host: str, port: int) -> readiness.Probe:
+    return readiness.http(
+        f"http://{host}:{port}/v1/sys/health",
+        expect_json={"initialized": True, "sealed": False},
+    )
 
 
 class VaultService:
@@ -17,68 +37,150 @@ class VaultService:
         self.name = name
         self.spec = spec
         self.ctx = ctx
-        self.token = ctx.secret()
+        self.where = f"tool.testfleet.services.{name}"
+        self.token = ctx.secret() if spec.backend_name != "external" else ""
+        self._addr = ""
+        self._mounts: list[str] = []
+        self._mounts_lock = threading.Lock()
 
     def start(self) -> None:
-        """Every lane gets its own server; nothing is shared."""
+        """Every lane gets its own server; an external one is checked once, here."""
+        if self.spec.backend_name != "external":
+            return
+        assert self.spec.url is not None
+        self._addr = external_url(self.name, self.spec.url, self.where).rstrip("/")
+        url = urllib.parse.urlsplit(self._addr)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ServiceError(f"{self.where}.url: want http(s)://host:port, got {self._addr}")
+        if self.spec.token is None:
+            raise ServiceError(
+                f'{self.where}: an external Vault needs a token; add token = "{{env.VAULT_TOKEN}}"'
+            )
+        self.token = external_url(self.name, self.spec.token, self.where, key="token")
+        self.ctx.secrets.append(self.token)
+        readiness.wait_external(
+            readiness.http(f"{self._addr}/v1/sys/health", expect_json={"sealed": False}),
+            timeout=self.spec.start_timeout,
+            what=f"{self.name} at {self._addr}",
+        )
+
+    def _request(self, method: str, path: str, body: object | None = None) -> None:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            f"{self._addr}/v1/{path}",
+            data=data,
+            method=method,
+            headers={"X-Vault-Token": self.token, "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=HTTP_SECONDS):
+                pass
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")[:300]
+            raise ServiceError(
+                f"{self.name}: {method} /v1/{path} answered HTTP {exc.code}; the token needs"
+                f" permission to manage mounts (sys/mounts): {detail}"
+            ) from None
+        except OSError as exc:
+            raise ServiceError(f"{self.name}: {method} /v1/{path} failed: {exc}") from None
 
     def provision(self, lane: int, deps: Mapping[str, ServiceView]) -> ServiceView:
+        if self.spec.backend_name == "external":
+            return self._external_lane(lane)
         folder = self.ctx.folder(self.name, f"lane{lane}")
-        binary = self.ctx.binaries[self.name]
+        spec = self.spec
+        kind = KINDS["vault"]
         # The dev server writes its token to ~/.vault-token; keep the user's own file intact,
         # and keep the user's VAULT_*/BAO_* settings from steering our server.
         environ = server_environ(None)
         env = {k: v for k, v in environ.items() if not k.startswith(("VAULT_", "BAO_"))}
         env["HOME"] = str(folder)
         # The token goes through the environment: a command-line flag would show it in `ps`.
-        env["BAO_DEV_ROOT_TOKEN_ID"] = env["VAULT_DEV_ROOT_TOKEN_ID"] = self.token
+        tokens = {"BAO_DEV_ROOT_TOKEN_ID": self.token, "VAULT_DEV_ROOT_TOKEN_ID": self.token}
+        env.update(tokens)
+        inner = kind.inner_port or 8200
 
         def argv(port: int) -> list[str]:
+            binary = self.ctx.binaries[self.name]
             return [
                 str(binary.path),
                 "server",
                 "-dev",
-                f"-dev-listen-address={HOST}:{port}",
+                f"-dev-listen-address=127.0.0.1:{port}",
                 "-dev-no-store-token",
             ]
 
-        _, port = start_on_free_port(
-            self.ctx,
+        server = Server(
             f"{self.name} (lane {lane})",
-            argv,
-            lambda port, _: readiness.http(
-                f"http://{HOST}:{port}/v1/sys/health",
-                expect_json={"initialized": True, "sealed": False},
+            folder,
+            lambda host, port, _: _health(host, port),
+            timeout=spec.start_timeout,
+            port=spec.port,
+            native=NativeLaunch(
+                argv,
+                env=env,
+                cwd=folder,
+                # Nothing to keep: the data is thrown away with the run, no graceful shutdown.
+                stop_signal=signal.SIGKILL,
+                # The dev server prints its root token in a banner: keep it out of the log.
+                redact=[self.token],
             ),
-            log_path=folder / "server.log",
-            # Nothing to keep: the data is thrown away with the run, so no graceful shutdown.
-            stop_signal=signal.SIGKILL,
-            timeout=self.spec.start_timeout,
-            env=env,
-            cwd=folder,
-            fixed_port=self.spec.port,
-            # The dev server prints its root token in a banner: keep it out of the log.
-            redact=[self.token],
+            container=ContainerLaunch(
+                image=spec.image or kind.image or "",
+                inner_port=inner,
+                command=[
+                    "server",
+                    "-dev",
+                    f"-dev-listen-address=0.0.0.0:{inner}",
+                    "-dev-no-store-token",
+                ],
+                env=tokens,
+                limits=spec.limits,
+            ),
         )
-        addr = f"http://{HOST}:{port}"
+        started = self.ctx.start(spec, server)
+        addr = f"http://{started.host}:{started.port}"
         return ServiceView(
             self.name,
             "vault",
             {
                 "url": addr,
                 "addr": addr,
-                "host": HOST,
-                "port": str(port),
+                "host": started.host,
+                "port": str(started.port),
                 "token": self.token,
+                "mount": "secret",
+            },
+        )
+
+    def _external_lane(self, lane: int) -> ServiceView:
+        mount = "secret"
+        if self.spec.isolation_mode == "mount":
+            mount = f"testfleet-{self.ctx.run_id}-lane-{lane}"
+            self._request(
+                "POST", f"sys/mounts/{mount}", {"type": "kv", "options": {"version": "2"}}
+            )
+            with self._mounts_lock:
+                self._mounts.append(mount)
+        url = urllib.parse.urlsplit(self._addr)
+        return ServiceView(
+            self.name,
+            "vault",
+            {
+                "url": self._addr,
+                "addr": self._addr,
+                "host": url.hostname or "",
+                "port": str(url.port or (443 if url.scheme == "https" else 8200)),
+                "token": self.token,
+                "mount": mount,
             },
         )
 
     def stop(self) -> None:
-        """Processes are stopped by the supervisor; nothing else to release."""
-
-
-def planned(spec: VaultSpec) -> dict[str, str]:
-    """Lane 1's values in the shape a run gives them, for planning without a server."""
-    port = str(spec.port or 8200)
-    addr = f"http://{HOST}:{port}"
-    return {"url": addr, "addr": addr, "host": HOST, "port": port, "token": ""}
+        """Remove the mounts this run made; nothing else on an external server is touched."""
+        with self._mounts_lock:
+            mounts, self._mounts = self._mounts, []
+        for mount in mounts:
+            # The server may have gone away; its mounts went with it, or stay for its owner.
+            with contextlib.suppress(ServiceError):
+                self._request("DELETE", f"sys/mounts/{mount}")

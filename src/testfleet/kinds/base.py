@@ -1,0 +1,58 @@
+"""A service kind's record: everything the rest of testfleet needs to know about a kind,
+declared once in the kind's own module."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from testfleet.binaries import Lookup
+from testfleet.specs import Backend, ServiceSpec
+
+HOST = "127.0.0.1"
+
+
+def env_prefix(name: str) -> str:
+    """A service name as the start of an env var: `user-db` -> `USER_DB`."""
+    return re.sub(r"[^A-Z0-9]", "_", name.upper())
+
+
+def url_exports(name: str, first_of_kind: bool) -> dict[str, str]:
+    """Most kinds export one `<NAME>_URL`."""
+    return {f"{env_prefix(name)}_URL": "{url}"}
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One service kind.
+
+    `isolation` maps each backend the kind supports to its isolation modes, the default
+    first: how lanes are kept apart on that backend. `shared` (external only) lets every lane
+    use one server on purpose; testfleet never picks it by itself."""
+
+    name: str
+    label: str  # what users call it: "PostgreSQL"
+    spec: type[ServiceSpec]
+    fields: tuple[str, ...]  # the values a lane gets: `{url}`, `{host}`, ...
+    planned: Callable[[Any], dict[str, str]]  # lane 1's values, without a server
+    service: str  # "module:Class" of its runtime, imported when a run needs it
+    isolation: Mapping[Backend, tuple[str, ...]]
+    exports: Callable[[str, bool], dict[str, str]] = url_exports
+    extra: str | None = None  # the pip extra that brings its driver or binary
+    lookup: Lookup | None = None  # how to find its native binary
+    image: str | None = None  # the official image, for the docker backend
+    inner_port: int | None = None  # where its server listens inside a container
+    drivers: tuple[str, ...] = ()  # Python modules its readiness and isolation import
+    notes: Mapping[str, str] = field(default_factory=dict)  # per-backend remarks for doctor
+
+    @property
+    def backends(self) -> tuple[Backend, ...]:
+        return tuple(self.isolation)
+
+    def default_isolation(self, backend: Backend) -> str:
+        return self.isolation[backend][0]
+
+    def exports_for(self, name: str, *, first_of_kind: bool = False) -> dict[str, str]:
+        return self.exports(name, first_of_kind)

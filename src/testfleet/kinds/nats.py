@@ -1,0 +1,49 @@
+"""NATS with JetStream: a server per lane, each with its own store. One external server cannot
+keep lanes apart, so it serves one lane unless `isolation = "shared"` says that is meant."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import StrictBool
+
+from testfleet.binaries import Lookup
+from testfleet.kinds.base import HOST, Kind
+from testfleet.specs import ServerSpec
+
+
+class NatsSpec(ServerSpec):
+    kind: Literal["nats"] = "nats"
+    isolation: Literal["server", "none", "shared"] | None = None
+    jetstream: StrictBool = True
+    token: StrictBool = False
+
+
+def planned(spec: NatsSpec) -> dict[str, str]:
+    """Lane 1's values in the shape a run gives them, for planning without a server."""
+    port = str(spec.port or 4222)
+    return {"url": f"nats://{HOST}:{port}", "host": HOST, "port": port, "token": ""}
+
+
+KIND = Kind(
+    name="nats",
+    label="NATS",
+    spec=NatsSpec,
+    fields=("url", "host", "port", "token"),
+    planned=planned,
+    service="testfleet.services.nats:NatsService",
+    isolation={"native": ("server",), "docker": ("server",), "external": ("none", "shared")},
+    extra="nats",
+    lookup=Lookup(
+        "NATS",
+        "nats-server",
+        (),
+        ("nats-server",),
+        ("nats-server",),
+        (),
+        "nats",
+        "apt-get install nats-server",
+    ),
+    image="nats:2",
+    inner_port=4222,
+)

