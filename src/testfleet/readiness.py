@@ -33,11 +33,7 @@ def wait_ready(process: Handle | None, probe: Probe, *, timeout: float, what: st
     while True:
         code = process.exit_code() if process is not None else None
         if process is not None and code is not None:
-            ended = f"exited with code {code}" if code >= 0 else f"was {describe_exit(code)}"
-            raise ServiceError(
-                f"{what} {ended} while starting; its log: {process.keep_log()}",
-                details=process.tail(),
-            )
+            raise exited_while_starting(process, code, what)
         try:
             probe(max(deadline - time.monotonic(), 0.05))
             return
@@ -58,6 +54,13 @@ def wait_ready(process: Handle | None, probe: Probe, *, timeout: float, what: st
             )
         time.sleep(delay)  # poll interval, grows to 50 ms
         delay = min(delay * 2, 0.05)
+
+
+def exited_while_starting(process: Handle, code: int, what: str) -> ServiceError:
+    ended = f"exited with code {code}" if code >= 0 else f"was {describe_exit(code)}"
+    return ServiceError(
+        f"{what} {ended} while starting; its log: {process.keep_log()}", details=process.tail()
+    )
 
 
 def wait_external(probe: Probe, *, timeout: float, what: str) -> None:

@@ -25,6 +25,8 @@ from testfleet.files import TRAVERSABLE_DIR, open_private, secure_dir, unsafe_re
 LOCK_NAME = "run.lock"
 DEBRIS_SECONDS = 60.0
 PIDS_NAME = "pids"
+# Written by the docker backend when a run makes its first container.
+CONTAINERS_MARKER = "containers"
 # Every process a run starts carries this variable (set for the run, inherited by servers,
 # lanes and whatever their tests start), so what escaped its process group can still be found.
 # It is not among the variables `up` prints: a shell that sources them must not be marked.
@@ -98,6 +100,7 @@ class RunDir:
     def remove(self) -> None:
         kill_recorded(self.path)
         kill_marked(self.mark)
+        remove_containers(self.path)
         shutil.rmtree(self.path, ignore_errors=True)
         os.close(self._lock_fd)
 
@@ -203,7 +206,18 @@ def cleanup_stale(base: Path) -> list[Path]:
             continue  # its run is alive
         kill_recorded(path)
         kill_marked(str(path))
+        remove_containers(path)
         shutil.rmtree(path, ignore_errors=True)
         os.close(fd)
         removed.append(path)
     return removed
+
+
+def remove_containers(path: Path) -> int:
+    """The containers of the run in `path`, when it made any (it left a marker): the engine is
+    only asked about runs that used it."""
+    if not _owned_file(path / CONTAINERS_MARKER):
+        return 0
+    from testfleet.backends.docker import remove_for_run_dir
+
+    return remove_for_run_dir(path)

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from testfleet.backends.base import ContainerLaunch, Server, Started
-from testfleet.errors import ServiceError
+from testfleet.errors import ConfigError, ServiceError
 from testfleet.files import PRIVATE_DIR, write_private
+from testfleet.rundir import CONTAINERS_MARKER as MARKER
 from testfleet.rundir import RunDir
 
 if TYPE_CHECKING:
@@ -29,9 +30,6 @@ HOST = "127.0.0.1"
 LABEL_RUN = "testfleet.run"
 LABEL_RUN_DIR = "testfleet.run-dir"
 LABEL_UID = "testfleet.uid"
-# Written into the run directory once the run makes a container: cleanup only talks to the
-# engine for runs that used it.
-MARKER = "containers"
 KEPT_LOGS = 30
 STOP_SECONDS = 5
 
@@ -118,7 +116,13 @@ class DockerBackend:
     name = "docker"
 
     def __init__(self, run_dir: RunDir, keep_dir: Path | None = None) -> None:
-        from testcontainers.core.config import testcontainers_config
+        try:
+            from testcontainers.core.config import testcontainers_config
+        except ImportError:
+            raise ConfigError(
+                'services with backend = "docker" run through testcontainers;'
+                " pip install 'testfleet[docker]'"
+            ) from None
 
         # No Ryuk: its image would have to be pulled, and our reaper does its work.
         testcontainers_config.ryuk_disabled = True
@@ -217,8 +221,16 @@ class DockerBackend:
         for binding in bindings:
             if binding.get("HostIp") in (HOST, "") and binding.get("HostPort"):
                 return int(binding["HostPort"])
+        from testfleet.readiness import exited_while_starting
+
+        code = handle.exit_code()
+        error = (
+            exited_while_starting(handle, code, handle.name)
+            if code is not None
+            else ServiceError(f"{handle.name}: the engine published no port for {inner}/tcp")
+        )
         handle.stop()
-        raise ServiceError(f"{handle.name}: the engine published no port for {inner}/tcp")
+        raise error
 
     def _start_error(self, server: Server, exc: Exception) -> ServiceError:
         text = str(exc)

@@ -50,6 +50,6 @@ KIND = Kind(
         "vault",
         "put bao or vault on PATH",
     ),
-    image="openbao/openbao:2",
+    image="openbao/openbao:latest",
     inner_port=8200,
 )

@@ -1,0 +1,97 @@
+"""`backend = "docker"` end to end, against a real engine: the example's suite in containers,
+and no container left behind after a pass, a failing start, Ctrl-C or SIGKILL of testfleet."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.docker.conftest import run_containers
+from tests.helpers import EXAMPLE, run_cli, start_cli, wait_for, wait_until_up, write_pyproject
+
+pytestmark = [pytest.mark.docker, pytest.mark.e2e]
+
+SERVICES = {"postgres": "postgres", "valkey": "valkey", "nats": "nats", "vault": "openbao"}
+
+
+def docker_copy(root: Path, images: dict[str, str]) -> Path:
+    """The example project with every server in a container of a local image."""
+    project = root / "bookshop"
+    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns(".testfleet", "__pycache__"))
+    text = (project / "pyproject.toml").read_text()
+    text = text.replace("[tool.testfleet]\n", '[tool.testfleet]\nbackend = "docker"\n', 1)
+    for name, kind in SERVICES.items():
+        table = f"[tool.testfleet.services.{name}]\n"
+        assert table in text
+        text = text.replace(table, f'{table}image = "{images[kind]}"\n')
+    (project / "pyproject.toml").write_text(text)
+    return project
+
+
+def test_example_passes_with_every_service_in_docker(tmp_path: Path, local_images: dict[str, str]):
+    """Four lanes, each with its own containers (one PostgreSQL container with a database per
+    lane): the example's tests, which fail when lanes share data, pass; nothing is left."""
+    assert run_containers() == []
+    project = docker_copy(tmp_path, local_images)
+    result = run_cli("run", "-n", "4", cwd=project, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "36 passed" in result.stderr
+    assert run_containers() == []
+
+
+def valkey_project(root: Path, image: str, extra: str = "") -> Path:
+    write_pyproject(
+        root,
+        f'[tool.testfleet.services.valkey]\nbackend = "docker"\nimage = "{image}"\n{extra}',
+    )
+    (root / "test_x.py").write_text("def test_x(): pass\n")
+    return root
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_no_container_outlives_testfleet(
+    tmp_path: Path, local_images: dict[str, str], how: signal.Signals
+):
+    """`up` with containers running, then Ctrl-C, SIGTERM or SIGKILL of testfleet itself: its
+    teardown, or its reaper when it cannot run one, removes them by the run's label."""
+    project = valkey_project(tmp_path, local_images["valkey"])
+    up = start_cli(project, "up")
+    try:
+        wait_until_up(up)
+        running = run_containers()
+        assert len(running) == 1
+        assert all("127.0.0.1:" in c["Ports"] and "0.0.0.0" not in c["Ports"] for c in running)
+        up.send_signal(how)
+        up.communicate(timeout=60)
+        wait_for(lambda: run_containers() == [], timeout=60, what="containers removed")
+    finally:
+        if up.poll() is None:
+            up.kill()
+        up.communicate()
+
+
+def test_container_that_exits_while_starting_is_named_and_removed(
+    tmp_path: Path, local_images: dict[str, str]
+):
+    project = valkey_project(
+        tmp_path, local_images["valkey"], "settings = { no-such-directive = 'x' }\n"
+    )
+    result = run_cli("run", cwd=project, timeout=120)
+    assert result.returncode != 0
+    assert "valkey (lane 1) exited with code 1 while starting; its log:" in result.stderr
+    assert "no-such-directive" in result.stderr  # the log's own words are shown
+    assert "Traceback" not in result.stderr
+    assert run_containers() == []
+
+
+def test_missing_image_is_one_line(tmp_path: Path, local_images: dict[str, str]):
+    project = valkey_project(tmp_path, "testfleet-local/no-such-image:0")
+    result = run_cli("run", cwd=project, timeout=120)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert "image testfleet-local/no-such-image:0 is not on this engine" in last
+    assert "Traceback" not in result.stderr
+    assert run_containers() == []
