@@ -1,0 +1,1 @@
+"""Tests that need a Docker engine (marked `docker`)."""

@@ -1,0 +1,209 @@
+"""Docker for the tests that need it: an engine (started here when none answers) and the local
+images of scripts/docker_images.py (no registry is reachable, so nothing is pulled).
+
+    images, stop = prepare_docker()   # raises DockerUnavailable(reason) when it cannot
+    ...
+    if stop is not None:
+        stop()                        # only the dockerd this module started
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from types import ModuleType
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+BUILDER = REPO / "scripts" / "docker_images.py"
+DOCKERD = Path("/usr/sbin/dockerd")
+START_TIMEOUT = 60.0  # seconds for a dockerd we start to answer `docker info`
+STOP_TIMEOUT = 30.0  # seconds after SIGTERM before SIGKILL
+
+
+class DockerUnavailable(Exception):
+    """No Docker engine can be used here; the message says why and what would fix it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def engine_available() -> str | None:
+    """None when `docker info` answers, else the reason it does not."""
+    if shutil.which("docker") is None:
+        return "no docker client (apt-get install docker.io)"
+    try:
+        done = subprocess.run(
+            ["docker", "info", "--format", "{{.ServerVersion}}"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return "`docker info` did not answer within 20 s"
+    if done.returncode == 0 and done.stdout.strip():
+        return None
+    lines = (done.stderr or done.stdout).strip().splitlines()
+    return lines[-1] if lines else f"`docker info` exited with {done.returncode}"
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def ensure_engine(extra_args: Sequence[str] = ()) -> Callable[[], None] | None:
+    """Make sure a Docker engine answers.
+
+    Returns None when one already did (it is left alone), else starts `dockerd` (as root only),
+    waits until `docker info` answers, and returns a function that stops exactly that dockerd
+    and its children (containerd), by PID. `extra_args` go to dockerd (another socket or data
+    root, for a second engine; `docker` then needs DOCKER_HOST). A second engine shares the
+    host's network: never give it `--bridge none`, with which dockerd deletes the host's
+    `docker0` and so breaks the first engine's containers. Raises DockerUnavailable."""
+    reason = engine_available()
+    if reason is None:
+        return None
+    if shutil.which("docker") is None:
+        raise DockerUnavailable(reason)
+    if os.geteuid() != 0:
+        raise DockerUnavailable(f"{reason}; only root can start dockerd here (start it first)")
+    if not DOCKERD.exists():
+        raise DockerUnavailable(f"{reason}; no {DOCKERD} to start (apt-get install docker.io)")
+    fd, name = tempfile.mkstemp(prefix="testfleet-dockerd-", suffix=".log")
+    log = Path(name)
+    with os.fdopen(fd, "wb") as handle:
+        proc = subprocess.Popen(
+            [str(DOCKERD), *extra_args],
+            stdin=subprocess.DEVNULL,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a Ctrl-C in the terminal is for pytest, not for dockerd
+        )
+    seen: list[psutil.Process] = []  # its children (containerd), once it answers
+    stop = _stopper(proc, log, seen)
+    deadline = time.monotonic() + START_TIMEOUT
+    interval = 0.05
+    while True:
+        if engine_available() is None:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                seen.extend(psutil.Process(proc.pid).children(recursive=True))
+            return stop
+        try:
+            # Waiting on dockerd itself: an early exit ends the wait at once.
+            code = proc.wait(timeout=min(interval, max(deadline - time.monotonic(), 0.01)))
+        except subprocess.TimeoutExpired:
+            pass
+        else:
+            stop()
+            if engine_available() is None:
+                return None  # another process's dockerd came up first (ours found its pidfile)
+            raise DockerUnavailable(f"dockerd exited with {code}; {log}:\n{_log_tail(log)}")
+        if time.monotonic() >= deadline:
+            stop()
+            raise DockerUnavailable(
+                f"dockerd did not answer within {START_TIMEOUT:.0f} s; {log}:\n{_log_tail(log)}"
+            )
+        interval = min(interval * 2, 0.5)
+
+
+def _stopper(
+    proc: subprocess.Popen[bytes], log: Path, seen: list[psutil.Process]
+) -> Callable[[], None]:
+    done = False
+
+    def stop() -> None:
+        """SIGTERM, wait, SIGKILL: the dockerd we started, then whatever it started."""
+        nonlocal done
+        if done:
+            return
+        done = True
+        # Seen when it answered, and now: containerd outlives a dockerd that died on its own.
+        children = list(seen)
+        if proc.poll() is None:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                children += psutil.Process(proc.pid).children(recursive=True)
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        _end(children)
+        print(f"dockerd {proc.pid} stopped; its log: {log}", file=sys.stderr)
+
+    return stop
+
+
+def _end(processes: Iterable[psutil.Process]) -> None:
+    """Wait for processes (containerd, after its dockerd) to end; SIGTERM then SIGKILL them.
+
+    psutil.Process remembers each one's start time, so a reused PID is never signalled."""
+    left = [p for p in dict.fromkeys(processes) if p.is_running()]
+    _, left = psutil.wait_procs(left, timeout=5)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for p in left:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.send_signal(sig)
+        _, left = psutil.wait_procs(left, timeout=STOP_TIMEOUT if sig == signal.SIGTERM else 5)
+    if left:
+        raise RuntimeError(f"still running after SIGKILL: {[p.pid for p in left]}")
+
+
+def builder() -> ModuleType:
+    """scripts/docker_images.py as a module (scripts/ is no package)."""
+    name = "testfleet_docker_images"
+    loaded = sys.modules.get(name)
+    if loaded is not None:
+        return loaded
+    spec = importlib.util.spec_from_file_location(name, BUILDER)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {BUILDER}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while it runs
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def image_tags() -> dict[str, str]:
+    """kind -> tag of every local image, built or not."""
+    tags: dict[str, str] = builder().IMAGE_TAGS
+    return dict(tags)
+
+
+def prepare_docker(
+    kinds: Iterable[str] | None = None, force: bool = False
+) -> tuple[dict[str, str], Callable[[], None] | None]:
+    """An engine and the local images: (kind -> tag of the images present, stop or None).
+
+    `stop` stops the dockerd started here (None when one was running already). Raises
+    DockerUnavailable when there is no engine and none can be started; a failed image build
+    raises the builder's own error (a bug to see, not a reason to skip)."""
+    stop = ensure_engine()
+    try:
+        build: Callable[..., dict[str, str]] = builder().build_images
+        images = build(kinds, force)
+    except BaseException:
+        if stop is not None:
+            stop()
+        raise
+    return images, stop
