@@ -154,7 +154,9 @@ class MongoService:
             )
         _, password, host, port = _split_url(url)
         if password:
-            self.ctx.secrets.append(password)
+            # Both spellings: a lane's own log may print the password or the URL holding it.
+            quoted = urllib.parse.quote(password, safe="")
+            self.ctx.secrets.extend(dict.fromkeys([password, quoted]))
         longest = f"{self.prefix}_{self.ctx.lanes}"
         if len(longest.encode()) > MAX_DATABASE_NAME:
             raise ConfigError(
@@ -193,7 +195,16 @@ class MongoService:
             # to the address they were given instead of the members the set advertises.
             member = f"{HOST}:{inner if self.backend == 'docker' else port}"
             url = _local_url(host, port, "", "directConnection=true")
-            return _ping(url, member if spec.replica_set else None)
+            ping = _ping(url, member if spec.replica_set else None)
+            port_open = readiness.tcp(host, port)
+
+            def check(left: float) -> None:
+                # A refused connection fails at once here; the driver would take at least
+                # its 0.5 s heartbeat to say so, while mongod is still starting.
+                port_open(left)
+                ping(left)
+
+            return check
 
         server = Server(
             f"{self.name} ({label})",
