@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help=help_text,
                 )
     commands.add_parser("doctor", help="show which backends and binaries this machine has")
+    commands.add_parser(
+        "prune", help="remove the containers kept by reuse = true that no run uses now"
+    )
     merge = commands.add_parser(
         "merge",
         help="join the shard directories of a CI run into one set of reports",
@@ -149,6 +152,12 @@ def dispatch(args: argparse.Namespace, extra: list[str]) -> int:
         except ConfigError:
             project = None
         return doctor(project)
+    if args.command == "prune":
+        from testfleet.backends.docker import prune_reused
+
+        removed = prune_reused()
+        print(f"removed {len(removed)} kept container(s)" + "".join(f"\n  {n}" for n in removed))
+        return 0
     if args.command == "merge":
         return merge_command(load_project(start, environ=os.environ), args.dirs)
     if args.command == "ci":

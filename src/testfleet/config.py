@@ -574,6 +574,12 @@ def _check_backends(config: Config) -> None:
                 f'{where}.{key} is read with backend = "{backends[0]}" only, and {name} runs'
                 f' on {backend}; remove it, or set {where}.backend = "{backends[0]}"'
             )
+        if spec.reuse and not kind.reusable:
+            reusable = ", ".join(k.name for k in KINDS.values() if k.reusable)
+            raise ConfigError(
+                f"{where}.reuse: {kind.label} containers start in well under a second and"
+                f" cannot be emptied between runs; reuse is for {reusable}; remove it"
+            )
         if backend == "external":
             if spec.url is None:
                 raise ConfigError(

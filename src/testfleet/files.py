@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
 import threading
 from pathlib import Path
 
@@ -117,3 +118,11 @@ def secure_dir(
     if stat.S_IMODE(os.lstat(path).st_mode) != mode:
         os.chmod(path, mode)
     return path
+
+
+def machine_dir() -> Path:
+    """Where this user keeps what outlives a run on this machine (copies of an install, the
+    credentials of reused containers): on disk, not tmpfs. The caller secures it."""
+    var_tmp = Path("/var/tmp")
+    root = var_tmp if var_tmp.is_dir() else Path(tempfile.gettempdir())
+    return root / f"testfleet-{os.geteuid()}"

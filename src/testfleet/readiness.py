@@ -115,6 +115,16 @@ def resp_ping(host: str, port: int, password: str | None) -> Probe:
     return probe
 
 
+def resp_call(host: str, port: int, password: str | None, *command: str) -> None:
+    """Valkey/Redis: one command that must answer +OK."""
+    with socket.create_connection((host, port), timeout=10) as sock:
+        request = _resp_command("AUTH", password) if password else b""
+        sock.sendall(request + _resp_command(*command))
+        answer = _read_until(sock, b"+OK\r\n" * (2 if password else 1), b"-")
+    if b"-" in answer.replace(b"+OK", b""):
+        raise ServiceError(f"{' '.join(command)} failed: {answer.decode(errors='replace')}")
+
+
 def nats_jetstream(host: str, port: int, token: str | None, jetstream: bool) -> Probe:
     """NATS: the INFO greeting, then a PING round trip and, with JetStream, an account info
     request that only a ready JetStream answers. Raw socket: a failed client connect costs ~2 s."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,59 @@ def test_missing_image_is_one_line(tmp_path: Path, local_images: dict[str, str])
     assert "image testfleet-local/no-such-image:0 is not on this engine" in last
     assert "Traceback" not in result.stderr
     assert run_containers() == []
+
+
+REUSE_SUITE = """
+import os, psycopg, redis
+
+def test_starts_empty_and_writes():
+    cache = redis.Redis.from_url(os.environ["VALKEY_URL"])
+    assert cache.dbsize() == 0, "a kept container was not emptied"
+    cache.set("left", "behind")
+    with psycopg.connect(os.environ["POSTGRES_URL"], autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM items").fetchone() == (0,)
+        conn.execute("INSERT INTO items VALUES (1)")
+"""
+
+
+def test_reused_containers_are_kept_emptied_and_pruned(
+    tmp_path: Path, local_images: dict[str, str]
+):
+    """`reuse = true`: the second run gets the first run's containers (same ids), emptied
+    and with setup run again; `testfleet prune` removes them once no run holds them."""
+    create = (
+        "import os, psycopg; conn = psycopg.connect(os.environ['POSTGRES_URL']);"
+        " conn.execute('CREATE TABLE items (id int)'); conn.commit()"
+    )
+    write_pyproject(
+        tmp_path,
+        f"""[tool.testfleet]
+backend = "docker"
+
+[tool.testfleet.services.postgres]
+image = "{local_images["postgres"]}"
+reuse = true
+setup = ["python", "-c", "{create}"]
+
+[tool.testfleet.services.valkey]
+image = "{local_images["valkey"]}"
+reuse = true
+password = true
+""",
+    )
+    (tmp_path / "test_reuse.py").write_text(REUSE_SUITE)
+    kept = "testfleet.reuse"
+    for name in [c["Names"] for c in run_containers(kept)]:
+        subprocess.run(["docker", "rm", "-f", name], check=True, capture_output=True)
+    first = run_cli("run", "-n", "2", cwd=tmp_path, timeout=300)
+    assert first.returncode == 0, first.stderr
+    after_first = sorted(c["ID"] for c in run_containers(kept))
+    assert len(after_first) == 3  # one PostgreSQL, a Valkey per lane
+    assert run_containers() == []  # nothing with a run's label stays
+    second = run_cli("run", "-n", "2", cwd=tmp_path, timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert sorted(c["ID"] for c in run_containers(kept)) == after_first
+    pruned = run_cli("prune", cwd=tmp_path, timeout=120)
+    assert pruned.returncode == 0, pruned.stderr
+    assert "removed 3 kept container(s)" in pruned.stdout
+    assert run_containers(kept) == []

@@ -69,6 +69,9 @@ class ContainerLaunch:
     files: Mapping[str, bytes] = field(default_factory=dict)
     tmpfs: Mapping[str, str] = field(default_factory=dict)
     limits: Limits | None = None
+    # Keep the container for the next run with the same description; `Server.reset` empties
+    # it before it is handed out again.
+    reuse: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,8 @@ class Server:
     port: int | None = None  # a fixed port on the host; else a free one
     native: NativeLaunch | None = None
     container: ContainerLaunch | None = None
+    # Empties a reused server of an earlier run's data (host, port), once it answers.
+    reset: Callable[[str, int], None] | None = None
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,9 @@ an image pulled from a registry, and the run's reaper already outlives testfleet
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
+import json
 import os
 import re
 import threading
@@ -18,7 +21,14 @@ from typing import TYPE_CHECKING, Any, cast
 
 from testfleet.backends.base import ContainerLaunch, Server, Started
 from testfleet.errors import ConfigError, ServiceError
-from testfleet.files import PRIVATE_DIR, write_private
+from testfleet.files import (
+    PRIVATE_DIR,
+    TRAVERSABLE_DIR,
+    machine_dir,
+    private_dir,
+    secure_dir,
+    write_private,
+)
 from testfleet.rundir import CONTAINERS_MARKER as MARKER
 from testfleet.rundir import RunDir
 
@@ -30,6 +40,8 @@ HOST = "127.0.0.1"
 LABEL_RUN = "testfleet.run"
 LABEL_RUN_DIR = "testfleet.run-dir"
 LABEL_UID = "testfleet.uid"
+LABEL_REUSE = "testfleet.reuse"
+REUSE_SLOTS = 64  # kept containers of one description: one per lane of the busiest run
 KEPT_LOGS = 30
 STOP_SECONDS = 5
 
@@ -56,16 +68,16 @@ def _client() -> Any:
 class ContainerHandle:
     """A running container, seen the way readiness and teardown see a process."""
 
-    def __init__(self, name: str, container: DockerContainer, keep_dir: Path | None) -> None:
+    def __init__(
+        self, name: str, container: Container, keep_dir: Path | None, claim: int | None = None
+    ) -> None:
         self.name = name
-        self.container = container
+        self.wrapped = container
         self._keep_dir = keep_dir
         self._kept: Path | None = None
         self._stopped = False
-
-    @property
-    def wrapped(self) -> Container:
-        return self.container.get_wrapped_container()
+        # A reused container's slot lock: held while this run uses it, released at stop.
+        self._claim = claim
 
     def exit_code(self) -> int | None:
         try:
@@ -106,8 +118,24 @@ class ContainerHandle:
 
     def stop(self) -> None:
         self._stopped = True
+        if self._claim is not None:
+            # Kept for the next run: only this run's hold on it ends.
+            os.close(self._claim)
+            self._claim = None
+            return
         with contextlib.suppress(Exception):  # already gone
             self.wrapped.remove(force=True, v=True)
+
+    def hold(self, claim: int) -> None:
+        """Keep the container after this run, holding its slot's lock until then."""
+        self._claim = claim
+
+    def discard(self) -> None:
+        """Remove it even when it was to be kept: it did not become ready."""
+        claim, self._claim = self._claim, None
+        self.stop()
+        if claim is not None:
+            os.close(claim)
 
 
 class DockerBackend:
@@ -148,18 +176,14 @@ class DockerBackend:
         launch = server.container
         if launch is None:
             raise ServiceError(f"{server.name}: this kind has no container image")
-        self._check_image(server.name, launch.image)
-        container = self._describe(server, launch)
-        handle = ContainerHandle(server.name, container, self.keep_dir)
+        image_id = self._check_image(server.name, launch.image)
         with self._lock:
             if self._closed:
                 raise ServiceError(f"{server.name}: not started, the run is stopping")
-        try:
-            container.start()
-        except Exception as exc:
-            # A container created but not started still carries our labels: remove it now.
-            self._remove_named(container)
-            raise self._start_error(server, exc) from None
+        if launch.reuse:
+            handle, reused = self._claim_reused(server, launch, image_id)
+        else:
+            handle, reused = self._create(server, launch, self.labels()), False
         with self._lock:
             self._handles.append(handle)
             closed = self._closed
@@ -167,19 +191,81 @@ class DockerBackend:
             handle.stop()
             raise ServiceError(f"{server.name}: not started, the run is stopping")
         port = self._published_port(handle, launch.inner_port)
-        wait_ready(
-            handle, server.probe(HOST, port, handle), timeout=server.timeout, what=server.name
-        )
+        try:
+            probe = server.probe(HOST, port, handle)
+            wait_ready(handle, probe, timeout=server.timeout, what=server.name)
+            if reused and server.reset is not None:
+                server.reset(HOST, port)
+        except BaseException:
+            handle.discard()
+            raise
         return Started(handle, HOST, port)
 
-    def _check_image(self, name: str, image: str) -> None:
+    def _create(
+        self, server: Server, launch: ContainerLaunch, labels: dict[str, str], name: str = ""
+    ) -> ContainerHandle:
+        container = self._describe(server, launch, labels, name)
+        try:
+            container.start()
+        except Exception as exc:
+            # A container created but not started still carries our labels: remove it now.
+            self._remove_named(container)
+            raise self._start_error(server, exc) from None
+        return ContainerHandle(server.name, container.get_wrapped_container(), self.keep_dir)
+
+    def _claim_reused(
+        self, server: Server, launch: ContainerLaunch, image_id: str
+    ) -> tuple[ContainerHandle, bool]:
+        """A kept container with this exact description that no live run holds, or a new one
+        kept from now on. Each is a slot with a lock file: a run holds its slots' locks until
+        it ends (or dies, when the kernel drops them), so two runs never share one."""
+        key = reuse_key(launch, image_id, server.port)
+        folder = reuse_dir()
+        for slot in range(REUSE_SLOTS):
+            lock = folder / f"{key}-{slot}.lock"
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            name = f"testfleet-reuse-{os.getuid()}-{key}-{slot}"
+            try:
+                found = self._find(name)
+                if found is not None and found.status == "running":
+                    return ContainerHandle(server.name, found, self.keep_dir, claim=fd), True
+                if found is not None:  # stopped or broken: start it afresh
+                    with contextlib.suppress(Exception):
+                        found.remove(force=True, v=True)
+                labels = {LABEL_UID: str(os.getuid()), LABEL_REUSE: key}
+                handle = self._create(server, launch, labels, name)
+            except BaseException:
+                os.close(fd)
+                raise
+            handle.hold(fd)
+            return handle, False
+        raise ServiceError(
+            f"{server.name}: all {REUSE_SLOTS} kept containers of this description are in use"
+        )
+
+    def _find(self, name: str) -> Container | None:
         import docker.errors
 
         try:
-            self.client.images.get(image)
+            found: Container = self.client.containers.get(name)
+        except docker.errors.NotFound:
+            return None
+        return found
+
+    def _check_image(self, name: str, image: str) -> str:
+        """The image's id, pulling it when the engine lacks it."""
+        import docker.errors
+
+        try:
+            return str(self.client.images.get(image).id)
         except docker.errors.ImageNotFound:
             try:
-                self.client.images.pull(image)
+                return str(self.client.images.pull(image).id)
             except Exception as exc:
                 raise ServiceError(
                     f"{name}: image {image} is not on this engine and could not be pulled"
@@ -189,12 +275,14 @@ class DockerBackend:
         except Exception as exc:
             raise _engine_error(exc) from None
 
-    def _describe(self, server: Server, launch: ContainerLaunch) -> DockerContainer:
+    def _describe(
+        self, server: Server, launch: ContainerLaunch, labels: dict[str, str], name: str
+    ) -> DockerContainer:
         from testcontainers.core.container import DockerContainer
 
         slug = re.sub(r"[^a-z0-9_.-]+", "-", server.name.lower()).strip("-")
         container = DockerContainer(launch.image)
-        container.with_name(f"testfleet-{self.run_dir.run_id}-{slug}")
+        container.with_name(name or f"testfleet-{self.run_dir.run_id}-{slug}")
         if launch.command:
             container.with_command(list(launch.command))
         for key, value in launch.env.items():
@@ -207,7 +295,7 @@ class DockerBackend:
             container.tmpfs[path] = options
         for path, content in launch.files.items():
             container.with_copy_into_container(content, path, 0o444)
-        extra: dict[str, Any] = {"labels": self.labels()}
+        extra: dict[str, Any] = {"labels": labels}
         if launch.limits is not None and launch.limits.memory:
             extra["mem_limit"] = launch.limits.memory
         if launch.limits is not None and launch.limits.cpus:
@@ -256,6 +344,53 @@ class DockerBackend:
         remove_run_containers(self.run_dir.run_id, client=self.client)
         with contextlib.suppress(Exception):
             self.client.close()
+
+
+def reuse_dir() -> Path:
+    """This user's slot locks of kept containers: on disk, private."""
+    base = secure_dir(machine_dir(), TRAVERSABLE_DIR, what="testfleet's machine directory")
+    return private_dir(base / "reuse")
+
+
+def reuse_key(launch: ContainerLaunch, image_id: str, port: int | None) -> str:
+    """Everything that makes a container what it is: a change in any of it (a new image
+    build, another setting) is another key, so a kept container always matches its config."""
+    described = {
+        "image": image_id,
+        "command": list(launch.command),
+        "env": dict(sorted(launch.env.items())),
+        "files": {k: hashlib.sha256(v).hexdigest() for k, v in sorted(launch.files.items())},
+        "tmpfs": dict(sorted(launch.tmpfs.items())),
+        "limits": launch.limits.model_dump() if launch.limits else None,
+        "inner_port": launch.inner_port,
+        "port": port,
+    }
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def prune_reused(client: Any = None) -> list[str]:
+    """Remove this user's kept containers that no live run holds; their names."""
+    client = client or _client()
+    found = client.containers.list(all=True, filters={"label": f"{LABEL_UID}={os.getuid()}"})
+    removed = []
+    folder = reuse_dir()
+    for container in found:
+        if LABEL_REUSE not in container.labels:
+            continue
+        slot = container.name.rsplit("-", 1)[-1]
+        lock = folder / f"{container.labels[LABEL_REUSE]}-{slot}.lock"
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue  # a run uses it now
+        try:
+            container.remove(force=True, v=True)
+            removed.append(container.name)
+        finally:
+            os.close(fd)
+    return removed
 
 
 def remove_run_containers(run_id: str, *, client: Any = None) -> int:

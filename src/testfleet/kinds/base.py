@@ -45,6 +45,7 @@ class Kind:
     image: str | None = None  # the official image, for the docker backend
     inner_port: int | None = None  # where its server listens inside a container
     drivers: tuple[str, ...] = ()  # Python modules its readiness and isolation import
+    reusable: bool = False  # its runtime can empty a kept container (`reuse = true`)
     notes: Mapping[str, str] = field(default_factory=dict)  # per-backend remarks for doctor
 
     @property

@@ -58,6 +58,7 @@ KIND = Kind(
         'put MongoDB\'s mongod on PATH (or use backend = "docker")',
     ),
     image="mongo:8",
+    reusable=True,
     inner_port=27017,
     drivers=("pymongo",),
 )

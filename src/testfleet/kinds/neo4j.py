@@ -66,6 +66,7 @@ KIND = Kind(
         'put Neo4j\'s bin/neo4j on PATH (or use backend = "docker")',
     ),
     image="neo4j:5",
+    reusable=True,
     inner_port=7687,
     drivers=("neo4j",),
 )

@@ -82,6 +82,7 @@ KIND = Kind(
         "apt-get install postgresql",
     ),
     image="postgres:18",
+    reusable=True,
     inner_port=5432,
     drivers=("psycopg",),
 )

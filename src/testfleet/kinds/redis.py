@@ -35,5 +35,6 @@ KIND = Kind(
         "apt-get install redis-server",
     ),
     image="redis:7",
+    reusable=True,
     inner_port=6379,
 )

@@ -73,5 +73,6 @@ KIND = Kind(
         "apt-get install redis-server",
     ),
     image="valkey/valkey:8",
+    reusable=True,
     inner_port=6379,
 )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
 import secrets
 import threading
 from collections.abc import Mapping
@@ -14,10 +17,10 @@ from testfleet.backends.native import NativeBackend, RunAs, Supervisor
 from testfleet.binaries import Binary
 from testfleet.config import Project
 from testfleet.errors import ServiceError
-from testfleet.files import PRIVATE_DIR, TRAVERSABLE_DIR, private_dir
+from testfleet.files import PRIVATE_DIR, TRAVERSABLE_DIR, private_dir, write_private
 from testfleet.kinds.base import HOST
 from testfleet.rundir import RunDir
-from testfleet.specs import ServiceSpec
+from testfleet.specs import ServerSpec, ServiceSpec
 
 __all__ = ["HOST", "Server", "ServiceView", "StackContext", "Started"]
 
@@ -75,6 +78,29 @@ class StackContext:
 
     def secret(self) -> str:
         value = secret()
+        self.secrets.append(value)
+        return value
+
+    def service_secret(self, name: str, spec: ServiceSpec) -> str:
+        """A credential for a service's servers: new for every run, except for containers
+        kept between runs (`reuse = true`), which keep the one they were made with. That one
+        lives in a private file of this user's, so a kept container's description (and name)
+        stays the same from run to run."""
+        if not (isinstance(spec, ServerSpec) and spec.reuse and spec.backend_name == "docker"):
+            return self.secret()
+        from testfleet.backends.docker import reuse_dir
+
+        key = hashlib.sha256(f"{self.project.root}|{name}|{spec.kind}".encode()).hexdigest()
+        path = reuse_dir() / f"secret-{key[:16]}"
+        if not path.is_file():
+            # Written whole, then linked into place: a run starting at the same moment reads
+            # either no file or the complete one, and the first link wins.
+            staged = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+            write_private(staged, secret())
+            with contextlib.suppress(FileExistsError):
+                os.link(staged, path)
+            staged.unlink()
+        value = path.read_text(encoding="ascii").strip()
         self.secrets.append(value)
         return value
 

@@ -227,7 +227,9 @@ class MongoService:
                 # World-writable: the image's entrypoint, or an image's own user, owns nothing.
                 tmpfs={CONTAINER_DATA: "rw,mode=1777"},
                 limits=spec.limits,
+                reuse=spec.reuse,
             ),
+            reset=_drop_user_databases,
         )
         started = self.ctx.start(spec, server)
         return started.host, started.port
@@ -263,6 +265,14 @@ class MongoService:
             for database in created:
                 with contextlib.suppress(Exception):
                     client.drop_database(database)
+
+
+def _drop_user_databases(host: str, port: int) -> None:
+    """Empty a kept container of an earlier run: every database but MongoDB's own."""
+    with _client(_local_url(host, port, "", "directConnection=true"), CALL_SECONDS) as client:
+        for name in client.list_database_names():
+            if name not in ("admin", "config", "local"):
+                client.drop_database(name)
 
 
 def _local_url(host: str, port: int, database: str, query: str = "") -> str:

@@ -86,6 +86,21 @@ def _driver(url: str, auth: Auth, seconds: float) -> Driver:
     )
 
 
+def _delete_everything(url: str, auth: Auth) -> None:
+    """Empty a kept container of an earlier run: its nodes, relationships, constraints and
+    indexes (Community's one database)."""
+    with _driver(url, auth, CALL_SECONDS) as driver, driver.session() as session:
+        session.run("MATCH (n) CALL { WITH n DETACH DELETE n } IN TRANSACTIONS").consume()
+        for kind in ("CONSTRAINT", "INDEX"):
+            names = [
+                r["name"]
+                for r in session.run(f"SHOW {kind}S YIELD name, type")
+                if r.get("type") != "LOOKUP"
+            ]
+            for name in names:
+                session.run(f"DROP {kind} `{name}` IF EXISTS").consume()
+
+
 def _bolt(url: str, auth: Auth) -> readiness.Probe:
     """Ready when a query runs over Bolt with the lane's credentials, not just when the port
     is open (Neo4j opens it before its databases are online)."""
@@ -147,7 +162,7 @@ class Neo4jService:
                     f'{self.where}.user = "{spec.user}": the image sets a password for the'
                     f' user "{IMAGE_USER}" only; drop user (it is for external servers)'
                 )
-            self.password = ctx.secret()  # 32 characters; Neo4j wants at least 8
+            self.password = ctx.service_secret(name, spec)  # 32 characters; Neo4j wants at least 8
         # Natively auth is off (see NATIVE_SETTINGS); an external server's is set at start.
         self._auth: Auth = (IMAGE_USER, self.password) if self.backend == "docker" else None
         self._url = ""
@@ -251,7 +266,9 @@ class Neo4jService:
                 env=env,
                 tmpfs={"/data": "rw,mode=1777"},
                 limits=spec.limits,
+                reuse=spec.reuse,
             ),
+            reset=lambda host, port: _delete_everything(f"bolt://{host}:{port}", self._auth),
         )
         started = self.ctx.start(spec, server)
         return started.host, started.port

@@ -7,12 +7,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import signal
 import stat
 import subprocess
-import tempfile
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,7 +24,7 @@ from testfleet.backends.base import ContainerLaunch, Handle, NativeLaunch, Serve
 from testfleet.backends.native import ManagedProcess, RunAs, describe_exit
 from testfleet.envvars import external_url, placeholder_values, process_environ, service_exports
 from testfleet.errors import ConfigError, ServiceError
-from testfleet.files import PRIVATE_DIR, TRAVERSABLE_DIR, private_dir, secure_dir
+from testfleet.files import PRIVATE_DIR, TRAVERSABLE_DIR, machine_dir, private_dir, secure_dir
 from testfleet.kinds import KINDS
 from testfleet.kinds.postgres import PostgresSpec
 from testfleet.placeholders import expand
@@ -89,14 +89,6 @@ def _complete_data_dir(data: Path) -> bool:
     return (data / "PG_VERSION").is_file() and (data / "global" / "pg_control").is_file()
 
 
-def shared_copies_base() -> Path:
-    """Where copies of an install live for the unprivileged account: a directory of this user
-    on disk (not tmpfs: ~45 MB each), enterable by others, writable by no one else."""
-    var_tmp = Path("/var/tmp")
-    root = var_tmp if var_tmp.is_dir() else Path(tempfile.gettempdir())
-    return root / f"testfleet-{os.geteuid()}"
-
-
 def _verify(bin_dir: Path, run_as: RunAs) -> str | None:
     """None when `run_as` can run this PostgreSQL, else why. `initdb` links libpq from the
     wheel's shared libraries, `postgres` does not: both must start."""
@@ -140,7 +132,7 @@ def public_copy_of_install(bin_dir: Path, run_as: RunAs, base: Path | None = Non
         f"{install}|{info.st_size}|{info.st_mtime_ns}|{run_as.uid}".encode()
     ).hexdigest()[:16]
     base = secure_dir(
-        base or shared_copies_base(),
+        base or machine_dir(),
         TRAVERSABLE_DIR,
         what="PostgreSQL copy base",
         instead=f"install the venv where '{run_as.name}' can read it (not under /root)",
@@ -190,7 +182,7 @@ class PostgresService:
         self.ctx = ctx
         self.where = f"tool.testfleet.services.{name}"
         self.backend = spec.backend_name
-        self.password = ctx.secret() if self.backend != "external" else ""
+        self.password = ctx.service_secret(name, spec) if self.backend != "external" else ""
         self.user = spec.user
         self.run_as = ctx.run_as if self.backend == "native" else None
         self.bin_dir = (
@@ -253,7 +245,9 @@ class PostgresService:
                 },
                 tmpfs={CONTAINER_DATA: "rw,mode=1777"},
                 limits=self.spec.limits,
+                reuse=self.spec.reuse,
             ),
+            reset=self._drop_earlier_databases,
         )
         started = self.ctx.start(self.spec, server)
         self._host, self._port = started.host, started.port
@@ -266,6 +260,28 @@ class PostgresService:
             autocommit=True,
             connect_timeout=5,
         )
+
+    def _drop_earlier_databases(self, host: str, port: int) -> None:
+        """Empty a kept container of an earlier run: the template and lane databases it made
+        (a new template is made, and setup run, every run)."""
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(
+            host=host,
+            port=port,
+            user=self.user,
+            password=self.password,
+            dbname="postgres",
+            autocommit=True,
+            connect_timeout=5,
+        ) as admin:
+            pattern = re.compile(rf"^{re.escape(self.prefix)}_(template|\d+)$")
+            names = [str(row[0]) for row in admin.execute("SELECT datname FROM pg_database")]
+            for name in filter(pattern.match, names):
+                admin.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
 
     def _start_external(self) -> psycopg.Connection[tuple[object, ...]]:
         import psycopg

@@ -28,7 +28,7 @@ class ValkeyService:
         self.kind = KINDS[spec.kind]
         self.where = f"tool.testfleet.services.{name}"
         external = spec.backend_name == "external"
-        self.password = ctx.secret() if spec.password and not external else None
+        self.password = ctx.service_secret(name, spec) if spec.password and not external else None
         self._shared: tuple[str, int] | None = None
         self._first_db = 0
 
@@ -102,7 +102,10 @@ class ValkeyService:
                 command=[f"{spec.kind}-server", CONFIG_IN_CONTAINER],
                 files={CONFIG_IN_CONTAINER: config(inner, "0.0.0.0").encode()},
                 limits=spec.limits,
+                reuse=spec.reuse,
             ),
+            # A kept container from an earlier run: its data is this project's own, emptied.
+            reset=lambda host, port: readiness.resp_call(host, port, self.password, "FLUSHALL"),
         )
         started = self.ctx.start(spec, server)
         return started.host, started.port
