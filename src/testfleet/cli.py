@@ -22,7 +22,7 @@ from typing import Any
 from rich.console import Console
 
 from testfleet import __version__, durations, pytest_cache, shards
-from testfleet.backends.native import Supervisor, describe_exit, note_spawned
+from testfleet.backends.native import describe_exit, note_spawned
 from testfleet.ci import add_ci_parser, ci_command
 from testfleet.config import Project, check_lanes, load_project
 from testfleet.console import error, say
@@ -192,9 +192,9 @@ def _start(project: Project, run: Run, stack: Stack, lanes: int) -> list[LaneEnv
     return envs
 
 
-def dead_service(supervisor: Supervisor) -> ServiceProblem | None:
+def dead_service(stack: Stack) -> ServiceProblem | None:
     """A server that exited although nobody stopped it: named, with its status and log."""
-    for process in supervisor.dead():
+    for process in stack.dead():
         code = process.exit_code()
         assert code is not None
         return ServiceProblem(
@@ -225,7 +225,7 @@ def up(project: Project) -> int:
             write_dotenv(dotenv, lane.env)
             say(f"env written to {dotenv}; Ctrl-C stops the stack")
             while True:
-                problem = dead_service(run.supervisor)
+                problem = dead_service(stack)
                 if problem is not None:
                     raise ServiceError(problem.message, details=problem.details)
                 time.sleep(WATCH_INTERVAL_SECONDS)
@@ -355,7 +355,7 @@ def run(project: Project, lanes: int) -> int:
                 test_timeout=config.test_timeout,
                 deadline=deadline,
                 progress=progress,
-                watch=partial(dead_service, run_.supervisor),
+                watch=partial(dead_service, stack),
             )
             lanes_began = time.perf_counter()
             interruption: BaseException | None = None

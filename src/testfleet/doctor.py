@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 from testfleet.backends.native import unprivileged_user
@@ -23,13 +22,20 @@ def _run(argv: list[str], timeout: float = 5) -> str | None:
 
 
 def _docker() -> str:
-    if shutil.which("docker") is None:
-        return "not installed (apt-get install docker.io)"
-    client = _run(["docker", "version", "--format", "{{.Client.Version}}"]) or "?"
-    engine = _run(["docker", "version", "--format", "{{.Server.Version}}"], timeout=5)
-    if engine:
-        return f"client {client}, engine {engine}"
-    return f"client {client}, engine not reachable (start dockerd)"
+    """Whether the docker backend works here: asked the way runs ask (testcontainers' choice
+    of engine), not through the docker CLI, which may be set to another context."""
+    try:
+        from testfleet.backends.docker import engine_version
+    except ImportError:
+        return "backend not installed (pip install 'testfleet[docker]')"
+    try:
+        import testcontainers  # noqa: F401
+    except ImportError:
+        return "backend not installed (pip install 'testfleet[docker]')"
+    try:
+        return f"engine {engine_version()}"
+    except TestfleetError as exc:
+        return f"engine not reachable: {exc.message}"
 
 
 def _interpreters() -> list[str]:
@@ -54,7 +60,7 @@ def doctor(project: Project | None) -> int:
     missing_configured = False
     configured = project.config.services if project else {}
     docker = _docker()
-    engine = "engine" in docker and "not reachable" not in docker
+    engine = docker.startswith("engine ") and "not reachable" not in docker
     for kind in KINDS.values():
         if kind.lookup is None:
             continue

@@ -15,7 +15,7 @@ import signal
 import sys
 from pathlib import Path
 
-from testfleet.rundir import kill_marked, kill_recorded, remove_containers
+from testfleet.rundir import drop_external, kill_marked, kill_recorded, remove_containers
 
 
 def remove_if_ours(path: Path, run_id: str) -> bool:
@@ -40,6 +40,7 @@ def main(argv: list[str]) -> int:
         kill_recorded(run_dir)
         kill_marked(str(run_dir))
         remove_containers(run_dir)
+        drop_external(run_dir)
         shutil.rmtree(run_dir, ignore_errors=True)
         for path in owned:
             remove_if_ours(path, run_id)

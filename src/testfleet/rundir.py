@@ -207,10 +207,20 @@ def cleanup_stale(base: Path) -> list[Path]:
         kill_recorded(path)
         kill_marked(str(path))
         remove_containers(path)
+        drop_external(path)
         shutil.rmtree(path, ignore_errors=True)
         os.close(fd)
         removed.append(path)
     return removed
+
+
+def drop_external(path: Path) -> int:
+    """What the run in `path` made on external servers and could not drop itself."""
+    if not _owned_file(path / "external"):
+        return 0
+    from testfleet.leftovers import clean
+
+    return clean(path)
 
 
 def remove_containers(path: Path) -> int:

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
+from testfleet.backends.base import Handle
 from testfleet.backends.native import unprivileged_user
 from testfleet.binaries import Binary, find_binary
 from testfleet.config import Project, start_order
@@ -137,12 +138,30 @@ class Stack:
         values = placeholder_values(None, everything, self.ctx.common_values(lane.lane))
         return [expand(a, values, where=f"{TABLE}.pytest-args") for a in args]
 
+    def dead(self) -> list[Handle]:
+        """Servers (processes or containers) that ended although nobody stopped them."""
+        return self.ctx.dead()
+
     def stop(self) -> None:
+        """Processes first (a test app still connected would keep an external database from
+        being dropped), then what services made on servers, then containers. Every step runs
+        whatever an earlier one raised; the first error is raised at the end."""
+        errors: list[BaseException] = []
+
+        def attempt(step: Callable[[], None]) -> None:
+            try:
+                step()
+            except Exception as exc:
+                errors.append(exc)
+
+        self.ctx.close()
+        attempt(self.run.supervisor.stop_all)
         for level in reversed(self.levels):
             for name in level:
-                self.services[name].stop()
-        self.ctx.stop_backends()
-        self.run.supervisor.stop_all()
+                attempt(self.services[name].stop)
+        attempt(self.ctx.stop_backends)
+        if errors:
+            raise errors[0]
 
 
 def _needs_run_as(project: Project) -> bool:

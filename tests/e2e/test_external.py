@@ -3,8 +3,10 @@ for, isolated per lane, and left as they were found."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import psycopg
 import pytest
 import redis
 
-from tests.helpers import EXAMPLE, run_cli, start_cli, wait_until_up, write_pyproject
+from tests.helpers import EXAMPLE, run_cli, start_cli, wait_for, wait_until_up, write_pyproject
 
 pytestmark = pytest.mark.e2e
 
@@ -125,3 +127,53 @@ def test_docker_only_keys_on_a_native_service_are_refused(tmp_path: Path):
     result = run_cli("run", cwd=tmp_path)
     assert result.returncode == 2
     assert 'postgres.image is read with backend = "docker" only' in result.stderr
+
+
+def vault_mounts(addr: str, token: str) -> set[str]:
+    request = urllib.request.Request(f"{addr}/v1/sys/mounts", headers={"X-Vault-Token": token})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return {name.rstrip("/") for name in json.load(response)["data"]}
+
+
+def test_sigkill_of_testfleet_still_drops_what_it_made(
+    tmp_path: Path, shared_stack: dict[str, str]
+):
+    """The lanes' databases and Vault mounts on external servers are written down before
+    they are made; after a SIGKILL of testfleet its reaper drops them."""
+    pg_url, addr, token = (
+        shared_stack["POSTGRES_URL"],
+        shared_stack["VAULT_ADDR"],
+        shared_stack["VAULT_TOKEN"],
+    )
+    before_dbs, before_mounts = databases(pg_url), vault_mounts(addr, token)
+    write_pyproject(
+        tmp_path,
+        '[tool.testfleet.services.postgres]\nbackend = "external"\nurl = "{env.EXT_PG}"\n'
+        '[tool.testfleet.services.vault]\nbackend = "external"\nurl = "{env.EXT_VAULT}"\n'
+        'token = "{env.EXT_TOKEN}"\n',
+    )
+    (tmp_path / "test_hang.py").write_text(
+        "import os, pathlib, time\n"
+        "import pytest\n"
+        "@pytest.mark.parametrize('i', range(8))\n"
+        "def test_hang(i):\n"
+        "    pathlib.Path(f'started-{os.environ[\"TESTFLEET_LANE\"]}').touch()\n"
+        "    time.sleep(120)\n"
+    )
+    env = {"EXT_PG": pg_url, "EXT_VAULT": addr, "EXT_TOKEN": token}
+    run = start_cli(tmp_path, "run", "-n", "2", "--group-by", "test", env=env)
+    try:
+        wait_for(lambda: len(list(tmp_path.glob("started-*"))) == 2, timeout=60, what="lanes")
+        made = databases(pg_url) - before_dbs
+        assert len(made) == 3  # the template and two lanes
+        assert len(vault_mounts(addr, token) - before_mounts) == 2
+        run.send_signal(signal.SIGKILL)
+        run.communicate(timeout=30)
+        wait_for(lambda: databases(pg_url) == before_dbs, timeout=60, what="databases dropped")
+        wait_for(
+            lambda: vault_mounts(addr, token) == before_mounts, timeout=60, what="mounts removed"
+        )
+    finally:
+        if run.poll() is None:
+            run.kill()
+        run.communicate()

@@ -161,7 +161,10 @@ def test_export_collision():
 
 def test_default_exports_follow_service_names():
     assert default_exports("postgres", "postgres") == {"POSTGRES_URL": "{url}"}
-    assert default_exports("valkey", "valkey") == {"VALKEY_URL": "{url}", "REDIS_URL": "{url}"}
+    assert default_exports("valkey", "valkey", first_of_kind=True) == {
+        "VALKEY_URL": "{url}",
+        "REDIS_URL": "{url}",
+    }
     assert default_exports("sessions", "valkey") == {"SESSIONS_URL": "{url}"}
     assert default_exports("vault", "vault") == {"VAULT_ADDR": "{addr}", "VAULT_TOKEN": "{token}"}
     assert set(default_exports("db", "postgres", first_of_kind=True)) == {
@@ -573,3 +576,15 @@ def test_libpq_collision_found_from_either_side():
     message = error_of({"services": {"api": api, "postgres": {}}})
     assert message.startswith("tool.testfleet.services.postgres: PGHOST, one of its default")
     assert "exported by api too" in message
+
+
+def test_valkey_and_redis_side_by_side_each_export_their_own_url():
+    """Comparing a suite on both: REDIS_URL is the Redis server's, VALKEY_URL Valkey's."""
+    config = validate({"services": {"valkey": {}, "redis": {}}})
+    valkey, redis = config.services["valkey"], config.services["redis"]
+    assert default_exports("valkey", "valkey", first_of_kind=valkey.first_of_kind) == {
+        "VALKEY_URL": "{url}"
+    }
+    assert default_exports("redis", "redis", first_of_kind=redis.first_of_kind) == {
+        "REDIS_URL": "{url}"
+    }

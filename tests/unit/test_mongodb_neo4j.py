@@ -54,6 +54,7 @@ def make_ctx(tmp_path: Path, *, lanes: int = 2) -> SimpleNamespace:
         start=start,
         servers=servers,
         secret=secret,
+        service_secret=lambda name, spec: secret(),
         secrets=secrets,
         folder=folder,
         binaries={
@@ -62,6 +63,7 @@ def make_ctx(tmp_path: Path, *, lanes: int = 2) -> SimpleNamespace:
         },
         lanes=lanes,
         run_id=RUN_ID,
+        run_dir=SimpleNamespace(path=tmp_path),
     )
 
 

@@ -72,6 +72,8 @@ class ContainerLaunch:
     # Keep the container for the next run with the same description; `Server.reset` empties
     # it before it is handed out again.
     reuse: bool = False
+    # Secrets its log may print (a dev server's banner), replaced wherever the log is shown.
+    redact: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -102,5 +104,9 @@ class Backend(Protocol):
     name: str
 
     def start(self, server: Server) -> Started: ...
+
+    def dead(self) -> list[Handle]:
+        """Servers that ended although nobody stopped them."""
+        ...
 
     def stop_all(self) -> None: ...

@@ -14,12 +14,15 @@ import hashlib
 import json
 import os
 import re
+import socket
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from testfleet.backends.base import ContainerLaunch, Server, Started
+from testfleet.backends.base import ContainerLaunch, Handle, Server, Started
+from testfleet.backends.native import REDACTED
 from testfleet.errors import ConfigError, ServiceError
 from testfleet.files import (
     PRIVATE_DIR,
@@ -41,37 +44,64 @@ LABEL_RUN = "testfleet.run"
 LABEL_RUN_DIR = "testfleet.run-dir"
 LABEL_UID = "testfleet.uid"
 LABEL_REUSE = "testfleet.reuse"
+# Which machine (or CI job container) made it: run directories are only meaningful there.
+LABEL_HOST = "testfleet.host"
+DEAD_CHECK_SECONDS = 1.0
 REUSE_SLOTS = 64  # kept containers of one description: one per lane of the busiest run
 KEPT_LOGS = 30
 STOP_SECONDS = 5
 
 
 def _engine_error(exc: Exception) -> ServiceError:
-    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     return ServiceError(
         f"no Docker engine answers at {host} ({type(exc).__name__}); start dockerd (or"
         ' Docker Desktop), or run the service with backend = "native"'
     )
 
 
-def _client() -> Any:
+def docker_host() -> str | None:
+    """The engine testcontainers talks to (its properties file, DOCKER_HOST, the docker
+    context): ours too, so cleanup asks the engine that holds the containers."""
+    from testcontainers.core.docker_client import get_docker_host
+
+    return get_docker_host()
+
+
+def _client(host: str | None = None) -> Any:
     import docker
 
     try:
-        client = docker.from_env(timeout=30)
+        host = host or docker_host()
+        client = docker.DockerClient(base_url=host, timeout=30) if host else docker.from_env()
         client.ping()
     except Exception as exc:  # docker raises DockerException, requests' errors, OSError
         raise _engine_error(exc) from None
     return client
 
 
+def engine_version() -> str:
+    """The engine's version, or a ServiceError saying why none answers."""
+    client = _client()
+    try:
+        return str(client.version().get("Version", "?"))
+    finally:
+        client.close()
+
+
 class ContainerHandle:
     """A running container, seen the way readiness and teardown see a process."""
 
     def __init__(
-        self, name: str, container: Container, keep_dir: Path | None, claim: int | None = None
+        self,
+        name: str,
+        container: Container,
+        keep_dir: Path | None,
+        claim: int | None = None,
+        redact: Sequence[str] = (),
     ) -> None:
         self.name = name
+        self._redact = list(redact)
         self.wrapped = container
         self._keep_dir = keep_dir
         self._kept: Path | None = None
@@ -93,9 +123,14 @@ class ContainerHandle:
 
     def log_text(self) -> str:
         try:
-            return self.wrapped.logs().decode(errors="replace")
+            text: str = self.wrapped.logs().decode(errors="replace")
         except Exception:
             return ""
+        # A dev server's banner prints its root token; kept logs get uploaded by CI jobs.
+        for secret in self._redact:
+            if secret:
+                text = text.replace(secret, REDACTED)
+        return text
 
     def tail(self, lines: int = 15) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
@@ -125,6 +160,10 @@ class ContainerHandle:
             return
         with contextlib.suppress(Exception):  # already gone
             self.wrapped.remove(force=True, v=True)
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
 
     def hold(self, claim: int) -> None:
         """Keep the container after this run, holding its slot's lock until then."""
@@ -156,11 +195,14 @@ class DockerBackend:
         testcontainers_config.ryuk_disabled = True
         self.run_dir = run_dir
         self.keep_dir = keep_dir
-        self.client = _client()
+        self.client = _client(docker_host())
         self._handles: list[ContainerHandle] = []
+        self._checked = 0.0
         self._lock = threading.Lock()
         self._closed = False
-        write_private(run_dir.path / MARKER, f"{run_dir.run_id}\n")
+        self.host = docker_host()
+        # What cleanup needs after a SIGKILL: which run, on which engine.
+        write_private(run_dir.path / MARKER, f"{run_dir.run_id}\n{self.host or ''}\n")
         remove_orphans(self.client)
 
     def labels(self) -> dict[str, str]:
@@ -168,6 +210,7 @@ class DockerBackend:
             LABEL_RUN: self.run_dir.run_id,
             LABEL_RUN_DIR: str(self.run_dir.path),
             LABEL_UID: str(os.getuid()),
+            LABEL_HOST: host_key(),
         }
 
     def start(self, server: Server) -> Started:
@@ -211,7 +254,9 @@ class DockerBackend:
             # A container created but not started still carries our labels: remove it now.
             self._remove_named(container)
             raise self._start_error(server, exc) from None
-        return ContainerHandle(server.name, container.get_wrapped_container(), self.keep_dir)
+        return ContainerHandle(
+            server.name, container.get_wrapped_container(), self.keep_dir, redact=launch.redact
+        )
 
     def _claim_reused(
         self, server: Server, launch: ContainerLaunch, image_id: str
@@ -233,11 +278,14 @@ class DockerBackend:
             try:
                 found = self._find(name)
                 if found is not None and found.status == "running":
-                    return ContainerHandle(server.name, found, self.keep_dir, claim=fd), True
+                    handle = ContainerHandle(
+                        server.name, found, self.keep_dir, claim=fd, redact=launch.redact
+                    )
+                    return handle, True
                 if found is not None:  # stopped or broken: start it afresh
                     with contextlib.suppress(Exception):
                         found.remove(force=True, v=True)
-                labels = {LABEL_UID: str(os.getuid()), LABEL_REUSE: key}
+                labels = {LABEL_UID: str(os.getuid()), LABEL_HOST: host_key(), LABEL_REUSE: key}
                 handle = self._create(server, launch, labels, name)
             except BaseException:
                 os.close(fd)
@@ -334,6 +382,17 @@ class DockerBackend:
             name = container._name
             self.client.containers.get(name).remove(force=True, v=True)
 
+    def dead(self) -> list[Handle]:
+        """Containers that exited (a crash, the OOM killer) while the run used them. Asked of
+        the engine at most every DEAD_CHECK_SECONDS: the run's loop calls this often."""
+        now = time.monotonic()
+        if now - self._checked < DEAD_CHECK_SECONDS:
+            return []
+        self._checked = now
+        with self._lock:
+            handles = [h for h in self._handles if not h.stopped]
+        return [h for h in handles if h.exit_code() is not None]
+
     def stop_all(self) -> None:
         with self._lock:
             self._closed = True
@@ -344,6 +403,16 @@ class DockerBackend:
         remove_run_containers(self.run_dir.run_id, client=self.client)
         with contextlib.suppress(Exception):
             self.client.close()
+
+
+def host_key() -> str:
+    """This machine as an engine shared by several (CI jobs in their own containers on one
+    host's engine, a remote DOCKER_HOST) cannot tell: its name and the kernel's boot id."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = ""
+    return f"{socket.gethostname()}/{boot}"
 
 
 def reuse_dir() -> Path:
@@ -364,6 +433,8 @@ def reuse_key(launch: ContainerLaunch, image_id: str, port: int | None) -> str:
         "limits": launch.limits.model_dump() if launch.limits else None,
         "inner_port": launch.inner_port,
         "port": port,
+        # Machines sharing an engine keep containers of their own: slot locks are per machine.
+        "host": host_key(),
     }
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -371,7 +442,8 @@ def reuse_key(launch: ContainerLaunch, image_id: str, port: int | None) -> str:
 def prune_reused(client: Any = None) -> list[str]:
     """Remove this user's kept containers that no live run holds; their names."""
     client = client or _client()
-    found = client.containers.list(all=True, filters={"label": f"{LABEL_UID}={os.getuid()}"})
+    labels = [f"{LABEL_UID}={os.getuid()}", f"{LABEL_HOST}={host_key()}"]
+    found = client.containers.list(all=True, filters={"label": labels})
     removed = []
     folder = reuse_dir()
     for container in found:
@@ -393,10 +465,10 @@ def prune_reused(client: Any = None) -> list[str]:
     return removed
 
 
-def remove_run_containers(run_id: str, *, client: Any = None) -> int:
+def remove_run_containers(run_id: str, *, client: Any = None, host: str | None = None) -> int:
     """Remove every container labelled with this run; returns how many there were."""
     try:
-        client = client or _client()
+        client = client or _client(host)
         found = client.containers.list(all=True, filters={"label": f"{LABEL_RUN}={run_id}"})
     except Exception:
         return 0
@@ -407,10 +479,12 @@ def remove_run_containers(run_id: str, *, client: Any = None) -> int:
 
 
 def remove_orphans(client: Any) -> int:
-    """Remove this user's containers whose run directory is gone (a run killed, its
-    directory wiped by a reboot of /dev/shm): no run can ever stop them."""
+    """Remove this user's containers, made on this machine, whose run directory is gone (a
+    run killed, its directory wiped with /dev/shm): no run can ever stop them. Containers of
+    other machines sharing the engine are theirs to clean."""
+    labels = [f"{LABEL_UID}={os.getuid()}", f"{LABEL_HOST}={host_key()}"]
     try:
-        found = client.containers.list(all=True, filters={"label": f"{LABEL_UID}={os.getuid()}"})
+        found = client.containers.list(all=True, filters={"label": labels})
     except Exception:
         return 0
     removed = 0
@@ -429,7 +503,8 @@ def remove_for_run_dir(path: Path) -> int:
     if not marker.is_file() or marker.is_symlink():
         return 0
     try:
-        run_id = marker.read_text(encoding="ascii").strip()
+        run_id, _, host = marker.read_text(encoding="ascii").partition("\n")
     except (OSError, UnicodeDecodeError):
         return 0
-    return remove_run_containers(run_id) if run_id else 0
+    run_id, host = run_id.strip(), host.strip()
+    return remove_run_containers(run_id, host=host or None) if run_id else 0

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from testfleet.backends.base import Server, Started
+from testfleet.backends.base import Handle, Server, Started
 from testfleet.errors import ServiceError
 from testfleet.files import PRIVATE_DIR, open_private
 from testfleet.rundir import MARK_VARIABLE, RunDir
@@ -409,6 +409,9 @@ class NativeBackend:
                 raise
             return Started(process, self.host, port)
         raise AssertionError("unreachable")
+
+    def dead(self) -> list[Handle]:
+        return list(self.supervisor.dead())
 
     def stop_all(self) -> None:
         self.supervisor.stop_all()

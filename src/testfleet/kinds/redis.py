@@ -7,7 +7,7 @@ from typing import Literal
 
 from testfleet.binaries import Lookup
 from testfleet.kinds import valkey
-from testfleet.kinds.base import Kind
+from testfleet.kinds.base import Kind, url_exports
 
 
 class RedisSpec(valkey.ValkeySpec):
@@ -20,7 +20,7 @@ KIND = Kind(
     spec=RedisSpec,
     fields=valkey.FIELDS,
     planned=valkey.planned,
-    exports=valkey.exports,
+    exports=url_exports,  # REDIS_URL for a service named redis
     service="testfleet.services.valkey:ValkeyService",
     isolation=valkey.ISOLATION,  # type: ignore[arg-type]
     extra=None,

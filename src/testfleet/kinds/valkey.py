@@ -30,9 +30,11 @@ class ValkeySpec(ServerSpec):
 
 
 def exports(name: str, first_of_kind: bool) -> dict[str, str]:
-    """A service named `valkey` or `redis` exports both names: clients read either."""
+    """A service named `valkey` or `redis` exports both names (clients read either), unless
+    the config also has a `redis` kind: then REDIS_URL is that one's (Config decides, through
+    `first_of_kind`, which for valkey means "owns the REDIS_URL alias")."""
     if name in ("valkey", "redis"):
-        return {"VALKEY_URL": "{url}", "REDIS_URL": "{url}"}
+        return {"VALKEY_URL": "{url}", **({"REDIS_URL": "{url}"} if first_of_kind else {})}
     return {f"{env_prefix(name)}_URL": "{url}"}
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from testfleet.backends.base import Backend, Server, Started
+from testfleet.backends.base import Backend, Handle, Server, Started
 from testfleet.backends.native import NativeBackend, RunAs, Supervisor
 from testfleet.binaries import Binary
 from testfleet.config import Project
@@ -49,11 +49,15 @@ class StackContext:
     secrets: list[str] = field(default_factory=list)
     _backends: dict[str, Backend] = field(default_factory=dict)
     _backends_lock: threading.Lock = field(default_factory=threading.Lock)
+    _stopped: bool = False
 
     def backend(self, name: str) -> Backend:
         """The run's backend of that name, made on first use (Docker's connects to the engine
         then, so runs without containers never need one)."""
         with self._backends_lock:
+            if self._stopped:
+                # A lane still starting after Ctrl-C: nothing new may start.
+                raise ServiceError("not started, the run is stopping")
             if name not in self._backends:
                 if name == "native":
                     self._backends[name] = NativeBackend(self.supervisor)
@@ -69,9 +73,23 @@ class StackContext:
         """Run `server` on the backend its service asked for."""
         return self.backend(spec.backend_name).start(server)
 
+    def close(self) -> None:
+        """From now on no backend starts anything: teardown has begun."""
+        with self._backends_lock:
+            self._stopped = True
+
+    def dead(self) -> list[Handle]:
+        """Servers of any backend that ended although nobody stopped them."""
+        with self._backends_lock:
+            backends = list(self._backends.values())
+        if "native" not in self._backends:
+            backends.append(NativeBackend(self.supervisor))  # setup and command processes
+        return [handle for backend in backends for handle in backend.dead()]
+
     def stop_backends(self) -> None:
         """Stop every container; native processes are stopped by the run's supervisor."""
         with self._backends_lock:
+            self._stopped = True
             backends = [b for name, b in self._backends.items() if name != "native"]
         for backend in backends:
             backend.stop_all()

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from testfleet import readiness
+from testfleet import leftovers, readiness
 from testfleet.backends.base import ContainerLaunch, Handle, NativeLaunch, Server
 from testfleet.envvars import external_url
 from testfleet.errors import ConfigError
@@ -226,6 +226,7 @@ class MongoService:
                 command=["mongod", "--bind_ip_all", "--port", str(inner), *replica],
                 # World-writable: the image's entrypoint, or an image's own user, owns nothing.
                 tmpfs={CONTAINER_DATA: "rw,mode=1777"},
+                redact=self.ctx.secrets,
                 limits=spec.limits,
                 reuse=spec.reuse,
             ),
@@ -239,6 +240,8 @@ class MongoService:
             database = f"{self.prefix}_{lane}"
             with self._lock:
                 self._created.append(database)
+            # Mongo makes a database on first write: only a SIGKILLed run needs this record.
+            leftovers.record(self.ctx.run_dir.path, "mongodb", self._external, database)
             _, _, host, port = _split_url(self._external)
             return self._view(lane_url(self._external, database), host, port, database)
         if self._shared is not None:

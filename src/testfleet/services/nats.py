@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from testfleet import readiness
 from testfleet.backends.base import ContainerLaunch, NativeLaunch, Server
 from testfleet.envvars import external_url
-from testfleet.errors import ServiceError
+from testfleet.errors import ConfigError
 from testfleet.files import write_private
 from testfleet.kinds import KINDS
 from testfleet.kinds.nats import NatsSpec
@@ -36,12 +36,19 @@ class NatsService:
         assert self.spec.url is not None
         address = external_url(self.name, self.spec.url, self.where)
         url = urllib.parse.urlsplit(address)
-        if url.scheme not in ("nats", "tls") or not url.hostname:
-            raise ServiceError(f"{self.where}.url: want nats://[token@]host:port")
+        # The readiness check speaks plain NATS with a token: TLS and user/password would be
+        # waited for in vain, so they are refused rather than timed out.
+        if url.scheme != "nats" or not url.hostname or url.password is not None:
+            raise ConfigError(
+                f"{self.where}.url: want nats://[token@]host:port (TLS and user/password: not yet)"
+            )
         token = urllib.parse.unquote(url.username) if url.username else None
         if token:
             self.ctx.secrets.append(token)
-        host, port = url.hostname, url.port or 4222
+        try:
+            host, port = url.hostname, url.port or 4222
+        except ValueError:
+            raise ConfigError(f"{self.where}.url: the port must be a number") from None
         readiness.wait_external(
             readiness.nats_jetstream(host, port, token, self.spec.jetstream),
             timeout=self.spec.start_timeout,
@@ -93,6 +100,7 @@ class NatsService:
                 inner_port=inner,
                 command=command,
                 files={AUTH_IN_CONTAINER: auth.encode()} if self.token else {},
+                redact=self.ctx.secrets,
                 limits=spec.limits,
             ),
         )

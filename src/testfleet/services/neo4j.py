@@ -17,7 +17,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from testfleet import readiness
+from testfleet import leftovers, readiness
 from testfleet.backends.base import ContainerLaunch, NativeLaunch, Server
 from testfleet.backends.native import server_environ
 from testfleet.envvars import external_url
@@ -168,6 +168,7 @@ class Neo4jService:
         self._url = ""
         self._admin: Driver | None = None
         self._created: list[str] = []
+        self._stopping = False
         self._lock = threading.Lock()
 
     # -- start ---------------------------------------------------------------------------------
@@ -265,6 +266,7 @@ class Neo4jService:
                 # The password goes through the environment, never a command line.
                 env=env,
                 tmpfs={"/data": "rw,mode=1777"},
+                redact=self.ctx.secrets,
                 limits=spec.limits,
                 reuse=spec.reuse,
             ),
@@ -295,16 +297,29 @@ class Neo4jService:
         assert self._admin is not None
         name = self.database_name(lane)
         seconds = max(1, int(self.spec.start_timeout))
-        try:
-            with self._admin.session(database="system") as session:
-                rows = session.run(f"CREATE DATABASE `{name}` WAIT {seconds} SECONDS").data()
-        except Exception as exc:  # the driver's errors: refused, unsupported, unreachable
-            raise ServiceError(
-                f'{self.name}: CREATE DATABASE {name} failed ({exc}); isolation = "database"'
-                " needs Neo4j Enterprise and a user allowed to create databases"
-            ) from None
+        # Under the lock, recorded first: a teardown waits for a create in flight, then
+        # drops it.
         with self._lock:
+            if self._stopping:
+                raise ServiceError(f"{self.name}: not provisioned, the run is stopping")
             self._created.append(name)
+            if self.backend == "external":
+                leftovers.record(
+                    self.ctx.run_dir.path,
+                    "neo4j",
+                    self._url,
+                    name,
+                    user=self.user,
+                    password=self.password or "",
+                )
+            try:
+                with self._admin.session(database="system") as session:
+                    rows = session.run(f"CREATE DATABASE `{name}` WAIT {seconds} SECONDS").data()
+            except Exception as exc:  # the driver's errors: refused, unsupported, unreachable
+                raise ServiceError(
+                    f'{self.name}: CREATE DATABASE {name} failed ({exc}); isolation = "database"'
+                    " needs Neo4j Enterprise and a user allowed to create databases"
+                ) from None
         failed = [row for row in rows if row.get("success") is False]
         if failed:
             raise ServiceError(
@@ -329,6 +344,7 @@ class Neo4jService:
         """Drop the databases this run made on an external server, and only those; local
         servers go with their backend."""
         with self._lock:
+            self._stopping = True
             created, self._created = self._created, []
             admin, self._admin = self._admin, None
         if admin is None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from testfleet import readiness
+from testfleet import leftovers, readiness
 from testfleet.backends.base import ContainerLaunch, Handle, NativeLaunch, Server, Started
 from testfleet.backends.native import ManagedProcess, RunAs, describe_exit
 from testfleet.envvars import external_url, placeholder_values, process_environ, service_exports
@@ -191,8 +191,10 @@ class PostgresService:
         self.major = 0  # the server's, once connected
         # Databases on an external server carry the run's id: other runs and the server's
         # own databases are never touched, and what this run made is dropped after it.
+        # The run id's random part keeps names within PostgreSQL's 63 bytes
+        # (41 + 9 + "_template").
         self.prefix = (
-            f"{spec.database}_{ctx.run_id.replace('-', '_')}"
+            f"{spec.database}_tf{ctx.run_id.rsplit('-', 1)[-1]}"
             if self.backend == "external"
             else spec.database
         )
@@ -205,6 +207,8 @@ class PostgresService:
         self._port = 0
         self._template_dir: Path | None = None
         self._created: list[str] = []
+        self._stopping = False
+        self._address = ""
 
     # -- start ---------------------------------------------------------------------------------
 
@@ -244,6 +248,7 @@ class PostgresService:
                     "PGDATA": f"{CONTAINER_DATA}/data",
                 },
                 tmpfs={CONTAINER_DATA: "rw,mode=1777"},
+                redact=self.ctx.secrets,
                 limits=self.spec.limits,
                 reuse=self.spec.reuse,
             ),
@@ -287,11 +292,15 @@ class PostgresService:
         import psycopg
 
         assert self.spec.url is not None
-        address = external_url(self.name, self.spec.url, self.where)
+        address = self._address = external_url(self.name, self.spec.url, self.where)
         try:
             parts = psycopg.conninfo.conninfo_to_dict(address)
         except psycopg.ProgrammingError as exc:
-            raise ConfigError(f"{self.where}.url: not a PostgreSQL URL: {exc}") from None
+            # The parser's message quotes the URL, password and all: name the problem only.
+            raise ConfigError(
+                f"{self.where}.url: not a PostgreSQL URL (want"
+                f" postgresql://user:password@host:port/database): {type(exc).__name__}"
+            ) from None
         self._host = str(parts.get("host") or HOST)
         self._port = int(parts.get("port") or 5432)
         self.user = str(parts.get("user") or self.user)
@@ -330,9 +339,9 @@ class PostgresService:
         from psycopg import sql
 
         assert self._admin is not None
+        self._remember(self.template)
         with self._admin.cursor() as cur:
             cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.template)))
-        self._created.append(self.template)
         self._run_setup(self.ctx.folder(self.name, "setup"))
         with self._admin.cursor() as cur:
             # Setup may leave connections behind; a template must have none.
@@ -346,6 +355,13 @@ class PostgresService:
                     sql.Identifier(self.template)
                 )
             )
+
+    def _remember(self, database: str) -> None:
+        """A database this run makes: dropped by stop(), or by the reaper after a SIGKILL
+        when it is on an external server (servers of ours go with the run)."""
+        self._created.append(database)
+        if self.backend == "external":
+            leftovers.record(self.ctx.run_dir.path, "postgres", self._address, database)
 
     def _tcp_probe(self, host: str, port: int, database: str) -> readiness.Probe:
         """Ready when it answers the way tests will connect: over TCP, with the password."""
@@ -598,12 +614,15 @@ class PostgresService:
         strategy = sql.SQL(" STRATEGY FILE_COPY") if self.major >= 15 else sql.SQL("")
         assert self._admin is not None
         with self._admin_lock:
+            if self._stopping:
+                raise ServiceError(f"{self.name}: not provisioned, the run is stopping")
+            # Recorded first: a teardown that comes while it is made still drops it.
+            self._remember(database)
             self._admin.execute(
                 sql.SQL("CREATE DATABASE {} TEMPLATE {}{}").format(
                     sql.Identifier(database), sql.Identifier(self.template), strategy
                 )
             )
-            self._created.append(database)
         return self._view(self._port, database)
 
     def _view(self, port: int, database: str) -> ServiceView:
@@ -624,6 +643,11 @@ class PostgresService:
 
     def stop(self) -> None:
         """On an external server, drop the databases this run made (and only those)."""
+        with self._admin_lock:
+            self._stopping = True
+            self._drop_created()
+
+    def _drop_created(self) -> None:
         if self._admin is None:
             return
         if self.backend == "external":
@@ -632,6 +656,12 @@ class PostgresService:
             force = sql.SQL(" WITH (FORCE)") if self.major >= 13 else sql.SQL("")
             for database in reversed(self._created):
                 with contextlib.suppress(Exception):  # the server may be gone already
+                    if self.major < 13:  # no FORCE: end its sessions first
+                        self._admin.execute(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                            " WHERE datname = %s AND pid <> pg_backend_pid()",
+                            (database,),
+                        )
                     self._admin.execute(
                         sql.SQL("DROP DATABASE IF EXISTS {}{}").format(
                             sql.Identifier(database), force

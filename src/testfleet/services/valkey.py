@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from testfleet import readiness
 from testfleet.backends.base import ContainerLaunch, NativeLaunch, Server
 from testfleet.envvars import external_url
-from testfleet.errors import ServiceError
+from testfleet.errors import ConfigError, ServiceError
 from testfleet.files import write_private
 from testfleet.kinds import KINDS
 from testfleet.kinds.valkey import DB_NUMBERS, ValkeySpec
@@ -41,18 +41,22 @@ class ValkeyService:
     def _start_external(self) -> None:
         assert self.spec.url is not None
         url = urllib.parse.urlsplit(external_url(self.name, self.spec.url, self.where))
-        if url.scheme not in ("redis", "rediss") or not url.hostname:
-            raise ServiceError(
-                f"{self.where}.url: want redis://[:password@]host:port[/db], got"
-                f" {url.scheme or 'no scheme'}://…"
-            )
+        want = "want redis://[:password@]host:port[/db]"
+        # TLS and ACL users would need a client of their own: refused rather than lost.
+        if url.scheme != "redis" or not url.hostname or url.username:
+            got = "a user name" if url.username else f"{url.scheme or 'no scheme'}://…"
+            raise ConfigError(f"{self.where}.url: {want} (TLS and ACL users: not yet), got {got}")
+        try:
+            host, port = url.hostname, url.port or 6379
+            self._first_db = int(url.path.strip("/") or 0)
+        except ValueError:
+            raise ConfigError(f"{self.where}.url: {want}, with a numeric port and DB") from None
         self.password = urllib.parse.unquote(url.password) if url.password else None
         if self.password:
             self.ctx.secrets.append(self.password)
-        self._first_db = int(url.path.strip("/") or 0)
-        host, port = url.hostname, url.port or 6379
         # Lanes take the DB numbers from the URL's on: they must exist on that server.
-        if self._first_db + self.ctx.lanes > DB_NUMBERS:
+        lanes = self.ctx.lanes if self.spec.isolation_mode == "database" else 1
+        if self._first_db + lanes > DB_NUMBERS:
             raise ServiceError(
                 f"{self.where}: {self.ctx.lanes} lanes from DB {self._first_db} need DB numbers"
                 f" up to {self._first_db + self.ctx.lanes - 1}, and a default server has"
@@ -101,6 +105,7 @@ class ValkeyService:
                 inner_port=inner,
                 command=[f"{spec.kind}-server", CONFIG_IN_CONTAINER],
                 files={CONFIG_IN_CONTAINER: config(inner, "0.0.0.0").encode()},
+                redact=self.ctx.secrets,
                 limits=spec.limits,
                 reuse=spec.reuse,
             ),

@@ -13,7 +13,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 
-from testfleet import readiness
+from testfleet import leftovers, readiness
 from testfleet.backends.base import ContainerLaunch, NativeLaunch, Server
 from testfleet.backends.native import server_environ
 from testfleet.envvars import external_url
@@ -42,6 +42,7 @@ class VaultService:
         self._addr = ""
         self._mounts: list[str] = []
         self._mounts_lock = threading.Lock()
+        self._stopping = False
 
     def start(self) -> None:
         """Every lane gets its own server; an external one is checked once, here."""
@@ -51,7 +52,9 @@ class VaultService:
         self._addr = external_url(self.name, self.spec.url, self.where).rstrip("/")
         url = urllib.parse.urlsplit(self._addr)
         if url.scheme not in ("http", "https") or not url.hostname:
-            raise ServiceError(f"{self.where}.url: want http(s)://host:port, got {self._addr}")
+            raise ServiceError(
+                f"{self.where}.url: want http(s)://host:port, got {url.scheme or 'no scheme'}://…"
+            )
         if self.spec.token is None:
             raise ServiceError(
                 f'{self.where}: an external Vault needs a token; add token = "{{env.VAULT_TOKEN}}"'
@@ -128,13 +131,17 @@ class VaultService:
             container=ContainerLaunch(
                 image=spec.image or kind.image or "",
                 inner_port=inner,
+                # The binary first: the official image's entrypoint rewrites a bare `server`
+                # into a command line that carries the root token, visible in `ps`.
                 command=[
+                    "vault" if "vault" in (spec.image or "").split("/")[-1] else "bao",
                     "server",
                     "-dev",
                     f"-dev-listen-address=0.0.0.0:{inner}",
                     "-dev-no-store-token",
                 ],
                 env=tokens,
+                redact=self.ctx.secrets,
                 limits=spec.limits,
             ),
         )
@@ -157,11 +164,17 @@ class VaultService:
         mount = "secret"
         if self.spec.isolation_mode == "mount":
             mount = f"testfleet-{self.ctx.run_id}-lane-{lane}"
-            self._request(
-                "POST", f"sys/mounts/{mount}", {"type": "kv", "options": {"version": "2"}}
-            )
             with self._mounts_lock:
+                if self._stopping:
+                    raise ServiceError(f"{self.name}: not provisioned, the run is stopping")
+                # Recorded first, and made under the lock: a teardown waits for it, then
+                # removes it.
                 self._mounts.append(mount)
+                leftovers.record(
+                    self.ctx.run_dir.path, "vault", self._addr, mount, token=self.token
+                )
+                body = {"type": "kv", "options": {"version": "2"}}
+                self._request("POST", f"sys/mounts/{mount}", body)
         url = urllib.parse.urlsplit(self._addr)
         return ServiceView(
             self.name,
@@ -179,8 +192,9 @@ class VaultService:
     def stop(self) -> None:
         """Remove the mounts this run made; nothing else on an external server is touched."""
         with self._mounts_lock:
+            self._stopping = True
             mounts, self._mounts = self._mounts, []
         for mount in mounts:
             # The server may have gone away; its mounts went with it, or stay for its owner.
-            with contextlib.suppress(ServiceError):
+            with contextlib.suppress(Exception):
                 self._request("DELETE", f"sys/mounts/{mount}")
