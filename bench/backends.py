@@ -30,7 +30,8 @@ KINDS = {"postgres": "postgres", "valkey": "valkey", "nats": "nats", "vault": "o
 
 def _module(path: Path, name: str) -> Any:
     spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
@@ -38,10 +39,13 @@ def _module(path: Path, name: str) -> Any:
 
 
 def measure(kind: str, backend: str, image: str, root: Path) -> tuple[float, float, float]:
-    """(stack start, lane 1, one more lane) in seconds, for one service on one backend."""
-    service: dict[str, Any] = {"backend": backend}
-    if backend == "docker":
+    """(stack start, lane 1, one more lane) in seconds, for one service on one backend
+    ("docker+reuse": containers kept from the previous round, emptied before use)."""
+    service: dict[str, Any] = {"backend": backend.split("+", maxsplit=1)[0]}
+    if backend.startswith("docker"):
         service["image"] = image
+    if backend == "docker+reuse":
+        service["reuse"] = True
     project = Project(root, validate({"services": {kind: service}}))
     with Run() as run:
         stack = Stack(project, run, resolve_binaries(project), lanes=2)
@@ -69,7 +73,8 @@ def main() -> None:
     rows: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as folder:
         for kind, image_kind in KINDS.items():
-            for backend in ("native", "docker"):
+            reusable = kind in ("postgres", "valkey")
+            for backend in ("native", "docker", *(["docker+reuse"] if reusable else [])):
                 # Alternate rounds would mix page-cache effects; a warm-up round is dropped.
                 measure(kind, backend, images[image_kind], Path(folder))
                 samples = [
@@ -79,6 +84,9 @@ def main() -> None:
                 rows.setdefault(kind, {})[backend] = [
                     statistics.median(s[i] for s in samples) for i in range(3)
                 ]
+    from testfleet.backends.docker import prune_reused
+
+    prune_reused()
     lines = [
         f"Machine: {machine}; median of {args.rounds} rounds after one warm-up.",
         "",
@@ -94,6 +102,16 @@ def main() -> None:
             f" | {first_docker / first_native:.1f}x | {native[2]:.3f} s | {docker[2]:.3f} s"
             f" | {docker[2] / native[2]:.1f}x |"
         )
+    lines += [
+        "",
+        "| service | docker: start + lane 1 | docker, reused: start + lane 1 | ratio |",
+        "|---|---|---|---|",
+    ]
+    for kind, by_backend in rows.items():
+        if "docker+reuse" in by_backend:
+            fresh = by_backend["docker"][0] + by_backend["docker"][1]
+            kept = by_backend["docker+reuse"][0] + by_backend["docker+reuse"][1]
+            lines.append(f"| {kind} | {fresh:.2f} s | {kept:.2f} s | {fresh / kept:.1f}x faster |")
     print("\n".join(lines))
     out = HERE / "results" / f"backends-{time.strftime('%Y%m%d')}.json"
     out.parent.mkdir(exist_ok=True)

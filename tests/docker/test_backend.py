@@ -3,6 +3,7 @@ and no container left behind after a pass, a failing start, Ctrl-C or SIGKILL of
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from testfleet.backends.docker import host_key
 from tests.docker.conftest import run_containers
 from tests.helpers import EXAMPLE, run_cli, start_cli, wait_for, wait_until_up, write_pyproject
 
@@ -152,3 +154,53 @@ password = true
     assert pruned.returncode == 0, pruned.stderr
     assert "removed 3 kept container(s)" in pruned.stdout
     assert run_containers(kept) == []
+
+
+def test_container_that_dies_under_up_is_named(tmp_path: Path, local_images: dict[str, str]):
+    """A container killed while the stack serves (the OOM killer, a crash) ends `up` with its
+    name and log, as a native server's death does."""
+    project = valkey_project(tmp_path, local_images["valkey"])
+    up = start_cli(project, "up")
+    try:
+        wait_until_up(up)
+        (container,) = run_containers()
+        subprocess.run(["docker", "kill", container["ID"]], check=True, capture_output=True)
+        _, stderr = up.communicate(timeout=60)
+        assert up.returncode != 0
+        assert "service valkey (lane 1) exited unexpectedly" in stderr
+        wait_for(lambda: run_containers() == [], timeout=60, what="containers removed")
+    finally:
+        if up.poll() is None:
+            up.kill()
+        up.communicate()
+
+
+def test_orphans_of_other_machines_sharing_the_engine_are_left_alone(
+    tmp_path: Path, local_images: dict[str, str]
+):
+    """A container of this user whose run directory is missing here is an orphan only when
+    this machine made it: CI jobs sharing one engine each keep their own."""
+    labels = {
+        "testfleet.run": "elsewhere",
+        "testfleet.run-dir": "/nonexistent/run",
+        "testfleet.uid": str(os.getuid()),
+    }
+    made = {}
+    for host in ("another-machine/boot", host_key()):
+        args = [f"--label={k}={v}" for k, v in {**labels, "testfleet.host": host}.items()]
+        out = subprocess.run(
+            ["docker", "create", *args, local_images["valkey"]],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        made[host] = out.stdout.strip()
+    try:
+        project = valkey_project(tmp_path, local_images["valkey"])
+        result = run_cli("run", cwd=project, timeout=120)
+        assert result.returncode == 0, result.stderr
+        left = {c["ID"] for c in run_containers("testfleet.run=elsewhere")}
+        assert made["another-machine/boot"][:12] in left
+        assert made[host_key()][:12] not in left
+    finally:
+        subprocess.run(["docker", "rm", "-f", *made.values()], capture_output=True, check=False)
