@@ -66,6 +66,7 @@ class Config(_Model):
     lanes: Annotated[int | Literal["auto"], _option("lanes")] = 1
     test_timeout: Annotated[float | None, _option("test-timeout")] = None
     backend: Annotated[Literal["native", "docker", "external"], _option("backend")] = "native"
+    network: Annotated[Literal["shared", "namespace"], _option("network")] = "shared"
     group_by: Annotated[Literal["module", "class", "test"], _option("group-by")] = "module"
     order: Annotated[Literal["auto", "duration", "pytest"], _option("order")] = "auto"
     durations: Annotated[str, _option("durations")] = ".testfleet/durations.json"
@@ -78,12 +79,23 @@ class Config(_Model):
         """Each server's backend (its own, else the run's) and its isolation on it."""
         filled: dict[str, ServiceSpec] = {}
         for name, spec in self.services.items():
-            filled[name] = spec
+            kind = KINDS[spec.kind]
+            update: dict[str, object] = {}
+            if spec.port == "default":
+                if kind.inner_port is None:
+                    raise ValueError(
+                        f'services.{name}.port = "default": {kind.label} services have no'
+                        " default port; give a number"
+                    )
+                update["port"] = kind.inner_port
             if isinstance(spec, ServerSpec):
                 backend = spec.backend or self.backend
-                isolation = spec.isolation or KINDS[spec.kind].default_isolation(backend)
-                update = {"backend": backend, "isolation": isolation}
-                filled[name] = spec.model_copy(update=update)
+                modes = kind.isolation.get(backend, ("server",))
+                # A namespace per lane: every lane needs servers of its own in it.
+                wanted = "server" if self.network == "namespace" and "server" in modes else None
+                update["backend"] = backend
+                update["isolation"] = spec.isolation or wanted or modes[0]
+            filled[name] = spec.model_copy(update=update) if update else spec
         # Frozen model: the dict is replaced in place, as validation would have made it.
         self.services.clear()
         self.services.update(filled)
@@ -153,6 +165,8 @@ def check_lanes(config: Config, lanes: int) -> None:
     """Refuse a number of lanes the services cannot serve, before any of them starts.
 
     Called by `validate` when `lanes` is a number, and again once `"auto"` is resolved."""
+    # In a namespace per lane every lane has its own 127.0.0.1: fixed ports do not meet.
+    spaced = config.network == "namespace"
     for name, spec in config.services.items():
         where = f"{TABLE}.services.{name}"
         label = KINDS[spec.kind].label
@@ -178,14 +192,16 @@ def check_lanes(config: Config, lanes: int) -> None:
                 f" (tests in one lane would see another's data); use -n 1, or set"
                 ' isolation = "shared" to let the lanes share it on purpose'
             )
-        if spec.port is not None and lanes > 1 and spec.runs_per_lane():
+        if spec.port_number is not None and lanes > 1 and spec.runs_per_lane() and not spaced:
             exported = list(default_exports(name, spec.kind, first_of_kind=spec.first_of_kind))
             picks = f"exports {exported[0]}" if exported else "fills {port} with it"
             shared = isinstance(spec, PostgresSpec | ValkeySpec)
             raise ConfigError(
-                f"{where}.port = {spec.port}: every lane starts its own {name} server, and"
-                f" only one can listen on port {spec.port}; use -n 1"
-                f"{',' if shared else ' or'} drop port (testfleet picks free ports and {picks})"
+                f"{where}.port = {spec.port_number}: every lane starts its own {name} server,"
+                f" and only one can listen on port {spec.port_number}; use -n 1, or"
+                ' network = "namespace" (each lane its own 127.0.0.1)'
+                f"{',' if shared else ' or'}"
+                f" drop port (testfleet picks free ports and {picks})"
                 + (', or isolation = "database" (one server for every lane)' if shared else "")
             )
 
@@ -526,14 +542,15 @@ def _check_ports(config: Config) -> None:
     """Two services cannot listen on one fixed port, whatever the number of lanes."""
     taken: dict[int, str] = {}
     for name, spec in config.services.items():
-        if spec.port is None:
+        port = spec.port_number
+        if port is None:
             continue
-        if spec.port in taken:
+        if port in taken:
             raise ConfigError(
-                f"{TABLE}.services.{name}.port = {spec.port}: {taken[spec.port]} has that port"
+                f"{TABLE}.services.{name}.port = {port}: {taken[port]} has that port"
                 " too; give each its own, or drop port (testfleet picks free ports)"
             )
-        taken[spec.port] = name
+        taken[port] = name
 
 
 # Keys that only mean something on some backends, and which.
@@ -561,9 +578,20 @@ def _check_backends(config: Config) -> None:
                 f"{where}: {kind.label} services run on {', '.join(kind.backends)} only, not"
                 f' {backend} (the {source}); set {where}.backend = "{kind.backends[0]}"'
             )
+        if config.network == "namespace" and backend != "native":
+            raise ConfigError(
+                f"{where}: network = \"namespace\" runs each lane's servers inside the lane's"
+                f" namespace, which a {backend} server cannot join; set {where}.backend ="
+                ' "native", or network = "shared"'
+            )
         if not isinstance(spec, ServerSpec):
             continue
         modes = kind.isolation[backend]
+        if config.network == "namespace" and spec.isolation != "server" and "server" in modes:
+            raise ConfigError(
+                f'{where}.isolation = "{spec.isolation}": with network = "namespace" each lane'
+                ' reaches only servers in its own namespace; use isolation = "server"'
+            )
         if spec.isolation not in modes:
             raise ConfigError(
                 f'{where}.isolation = "{spec.isolation}": {kind.label} on the {backend} backend'
@@ -590,7 +618,7 @@ def _check_backends(config: Config) -> None:
                     f"{where}: an external {kind.label} needs its address; add url ="
                     f' "{{env.{env_name(name)}}}" (or the URL itself)'
                 )
-            if spec.port is not None:
+            if spec.port_number is not None:
                 raise ConfigError(
                     f"{where}.port: an external server's address is its url; remove port"
                 )

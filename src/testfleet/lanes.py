@@ -41,7 +41,7 @@ def resolve_lanes(config: Config, cpus: int | None = None) -> int:
     versions = len(config.python) if config.python and is_version(config.python[0]) else 1
     lanes = max(min(cores * 2 if config.services else cores, MAX_LANES) // versions, 1)
     for spec in config.services.values():
-        if spec.port is not None and spec.runs_per_lane():
+        if spec.port_number is not None and spec.runs_per_lane():
             return 1
         if spec.kind in ("valkey", "redis") and spec.isolation_mode == "database":
             lanes = min(lanes, max(VALKEY_DB_NUMBERS // versions, 1))
@@ -74,7 +74,7 @@ def lane_argv(
     project: Project, stack: Stack, lane: LaneEnv, run_dir: Path, *, python: str
 ) -> list[str]:
     folder = lane_dir(run_dir, lane.lane)
-    return [
+    argv = [
         python,
         "-m",
         "pytest",
@@ -87,6 +87,8 @@ def lane_argv(
         f"cache_dir={folder / 'pytest_cache'}",
         f"--basetemp={folder / 'basetemp'}",
     ]
+    # Its pytest in the lane's network namespace, with the lane's servers.
+    return lane.namespace.wrap(argv) if lane.namespace is not None else argv
 
 
 def lane_environ(

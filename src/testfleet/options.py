@@ -87,6 +87,13 @@ def _group_by(value: object) -> str:
 
 ORDERS = ("auto", "duration", "pytest")
 BACKENDS = ("native", "docker", "external")
+NETWORKS = ("shared", "namespace")
+
+
+def _network(value: object) -> str:
+    if value not in NETWORKS:
+        raise ValueError(f"must be one of {', '.join(NETWORKS)}")
+    return str(value)
 
 
 def _backend(value: object) -> str:
@@ -225,6 +232,13 @@ OPTIONS: tuple[Option, ...] = (
         " or external servers already running",
         _backend,
         "BACKEND",
+    ),
+    Option(
+        "network",
+        "namespace: each lane gets its own network namespace (its own 127.0.0.1), so servers"
+        " and a suite's fixed ports meet only their lane's; shared: one network (default)",
+        _network,
+        "MODE",
     ),
     Option("durations", "the durations file, merged on every run", metavar="PATH"),
     Option("coverage", "measure coverage in every lane and combine it", _switch, switch=True),

@@ -58,6 +58,15 @@ def check_paths(project: Project, command: str | None = None) -> None:
         _check_run_dir(project, config.run_dir)
     if uses_run_dir:
         check_external(project)
+    if uses_run_dir and config.network == "namespace":
+        from testfleet.netns import check_available
+
+        if command == "up":
+            raise ConfigError(
+                'network = "namespace": up would serve its stack inside a namespace your shell'
+                " cannot reach; run up with --network shared (or TESTFLEET_NETWORK=shared)"
+            )
+        check_available(f"{TABLE}.network")
 
 
 def check_external(project: Project) -> None:

@@ -27,8 +27,10 @@ def _kebab(name: str) -> str:
 
 def _port(value: object) -> object:
     # bool is an int to Python: `port = true` must not mean port 1.
+    if value == "default":
+        return value  # the kind's own port; Config puts the number in
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-        raise ValueError("must be a TCP port number from 1 to 65535")
+        raise ValueError('must be a TCP port number from 1 to 65535, or "default"')
     return value
 
 
@@ -68,7 +70,7 @@ def _cpus(value: object) -> object:
     return value
 
 
-Port = Annotated[int | None, BeforeValidator(_port)]
+Port = Annotated[int | Literal["default"] | None, BeforeValidator(_port)]
 Seconds = Annotated[float, BeforeValidator(seconds)]
 Identifier = Annotated[str, Field(pattern=IDENT_RE.pattern)]
 
@@ -102,6 +104,11 @@ class ServiceSpec(Model):
     @property
     def first_of_kind(self) -> bool:
         return self._first_of_kind
+
+    @property
+    def port_number(self) -> int | None:
+        """The fixed port, once Config has turned "default" into the kind's number."""
+        return self.port if isinstance(self.port, int) else None
 
     @property
     def backend_name(self) -> Backend:

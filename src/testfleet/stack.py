@@ -15,6 +15,8 @@ from testfleet.backends.native import unprivileged_user
 from testfleet.binaries import Binary, find_binary
 from testfleet.config import Project, start_order
 from testfleet.envvars import placeholder_values, service_exports
+from testfleet.files import private_dir
+from testfleet.netns import LaneNamespace, start_namespace
 from testfleet.placeholders import expand
 from testfleet.runtime import Run
 from testfleet.services import make_service
@@ -31,6 +33,8 @@ class LaneEnv:
     lane: int
     views: Mapping[str, ServiceView]
     env: Mapping[str, str]
+    # With network = "namespace": the lane's own network, which its pytest joins too.
+    namespace: LaneNamespace | None = None
 
 
 def resolve_binaries(project: Project) -> dict[str, Binary]:
@@ -84,6 +88,7 @@ class Stack:
             for name, spec in project.config.services.items()
         }
         self.timings: dict[str, float] = {}
+        self.namespaces: list[LaneNamespace] = []
 
     def start(self) -> None:
         for level in self.levels:
@@ -101,17 +106,33 @@ class Stack:
     def provision(self, lane: int) -> LaneEnv:
         views: dict[str, ServiceView] = {}
         config = self.project.config
+        namespace = self._namespace(lane) if config.network == "namespace" else None
         for level in self.levels:
 
             def task(name: str) -> Callable[[], ServiceView]:
                 deps = {d: views[d] for d in config.services[name].depends_on}
-                return self._timed(
-                    f"{name} lane {lane}", lambda: self.services[name].provision(lane, deps)
-                )
+
+                def provision() -> ServiceView:
+                    if namespace is None:
+                        return self.services[name].provision(lane, deps)
+                    # The thread joins the lane's network: the servers it starts (children
+                    # inherit it), their readiness checks and its own connections live there.
+                    with namespace.entered():
+                        return self.services[name].provision(lane, deps)
+
+                return self._timed(f"{name} lane {lane}", provision)
 
             for view in in_parallel([task(name) for name in level]):
                 views[view.name] = view
-        return LaneEnv(lane, views, self._lane_env(lane, views))
+        return LaneEnv(lane, views, self._lane_env(lane, views), namespace)
+
+    def _namespace(self, lane: int) -> LaneNamespace:
+        began = time.perf_counter()
+        folder = private_dir(private_dir(self.run.run_dir.path / "namespaces") / str(lane))
+        namespace = start_namespace(self.run.supervisor, folder, lane)
+        self.namespaces.append(namespace)
+        self.timings[f"namespace lane {lane}"] = time.perf_counter() - began
+        return namespace
 
     def _lane_env(self, lane: int, views: Mapping[str, ServiceView]) -> dict[str, str]:
         config = self.project.config
@@ -156,6 +177,8 @@ class Stack:
 
         self.ctx.close()
         attempt(self.run.supervisor.stop_all)
+        for namespace in self.namespaces:
+            namespace.close()
         for level in reversed(self.levels):
             for name in level:
                 attempt(self.services[name].stop)

@@ -65,7 +65,7 @@ class CommandSpec(ServiceSpec):
 
 def planned(spec: CommandSpec) -> dict[str, str]:
     """Lane 1's values in the shape a run gives them, for planning without a server."""
-    port = str(spec.port or 8000)
+    port = str(spec.port_number or 8000)
     return {"url": f"http://{HOST}:{port}", "host": HOST, "port": port}
 
 

@@ -23,7 +23,7 @@ class MongoSpec(ServerSpec):
 def planned(spec: MongoSpec) -> dict[str, str]:
     """Lane 1's values in the shape a run gives them, for planning without a server."""
     database = f"{spec.database}_1" if spec.isolation_mode == "database" else spec.database
-    port = str(spec.port or 27017)
+    port = str(spec.port_number or 27017)
     # A replica set of one is reached directly: its member address is the server's own view.
     query = "?directConnection=true" if spec.replica_set else ""
     return {

@@ -21,7 +21,7 @@ class NatsSpec(ServerSpec):
 
 def planned(spec: NatsSpec) -> dict[str, str]:
     """Lane 1's values in the shape a run gives them, for planning without a server."""
-    port = str(spec.port or 4222)
+    port = str(spec.port_number or 4222)
     return {"url": f"nats://{HOST}:{port}", "host": HOST, "port": port, "token": ""}
 
 

@@ -29,7 +29,7 @@ def exports(name: str, first_of_kind: bool) -> dict[str, str]:
 
 def planned(spec: Neo4jSpec) -> dict[str, str]:
     """Lane 1's values in the shape a run gives them, for planning without a server."""
-    port = str(spec.port or 7687)
+    port = str(spec.port_number or 7687)
     database = "lane1" if spec.isolation_mode == "database" else "neo4j"
     return {
         "url": f"bolt://{HOST}:{port}",

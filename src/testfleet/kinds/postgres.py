@@ -44,7 +44,7 @@ def exports(name: str, first_of_kind: bool) -> dict[str, str]:
 def planned(spec: PostgresSpec) -> dict[str, str]:
     """Lane 1's values in the shape a run gives them, for planning without a server."""
     database = f"{spec.database}_1" if spec.isolation_mode == "database" else spec.database
-    port = str(spec.port or 5432)
+    port = str(spec.port_number or 5432)
     return {
         "url": f"postgresql://{spec.user}@{HOST}:{port}/{database}",
         "host": HOST,

@@ -40,7 +40,7 @@ def exports(name: str, first_of_kind: bool) -> dict[str, str]:
 
 def planned(spec: ValkeySpec) -> dict[str, str]:
     """Lane 1's values in the shape a run gives them, for planning without a server."""
-    port = str(spec.port or 6379)
+    port = str(spec.port_number or 6379)
     return {
         "url": f"redis://{HOST}:{port}/0",
         "host": HOST,

@@ -24,7 +24,7 @@ def exports(name: str, first_of_kind: bool) -> dict[str, str]:
 
 def planned(spec: VaultSpec) -> dict[str, str]:
     """Lane 1's values in the shape a run gives them, for planning without a server."""
-    port = str(spec.port or 8200)
+    port = str(spec.port_number or 8200)
     addr = f"http://{HOST}:{port}"
     mount = "testfleet-lane-1" if spec.isolation_mode == "mount" else "secret"
     return {"url": addr, "addr": addr, "host": HOST, "port": port, "token": "", "mount": mount}

@@ -83,7 +83,7 @@ class CommandService:
             folder,
             probe,
             timeout=spec.start_timeout,
-            port=spec.port,
+            port=spec.port_number,
             native=NativeLaunch(
                 argv,
                 env=env,

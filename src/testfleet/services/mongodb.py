@@ -211,7 +211,7 @@ class MongoService:
             folder,
             probe,
             timeout=spec.start_timeout,
-            port=spec.port,
+            port=spec.port_number,
             native=NativeLaunch(
                 argv,
                 cwd=folder,

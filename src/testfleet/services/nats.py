@@ -92,7 +92,7 @@ class NatsService:
             folder,
             lambda host, port, _: readiness.nats_jetstream(host, port, self.token, spec.jetstream),
             timeout=spec.start_timeout,
-            port=spec.port,
+            port=spec.port_number,
             # Nothing to keep: the data is thrown away with the run, so no graceful shutdown.
             native=NativeLaunch(argv, cwd=folder, stop_signal=signal.SIGKILL),
             container=ContainerLaunch(

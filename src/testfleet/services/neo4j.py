@@ -250,7 +250,7 @@ class Neo4jService:
             folder,
             lambda host, port, _handle: _bolt(f"bolt://{host}:{port}", self._auth),
             timeout=spec.start_timeout,
-            port=spec.port,
+            port=spec.port_number,
             native=NativeLaunch(
                 argv,
                 env={**server_environ(None), "NEO4J_CONF": str(conf_dir)},

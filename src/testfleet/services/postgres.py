@@ -236,7 +236,7 @@ class PostgresService:
             self.ctx.folder(self.name, "shared"),
             lambda host, port, _: self._tcp_probe(host, port, "postgres"),
             timeout=self.spec.start_timeout,
-            port=self.spec.port,
+            port=self.spec.port_number,
             container=ContainerLaunch(
                 image=self.spec.image or kind.image or "",
                 inner_port=inner,
@@ -533,7 +533,7 @@ class PostgresService:
             folder,
             probe,
             timeout=self.spec.start_timeout,
-            port=self.spec.port if fixed else None,
+            port=self.spec.port_number if fixed else None,
             native=NativeLaunch(
                 argv,
                 cwd=folder,

@@ -93,7 +93,7 @@ class ValkeyService:
             folder,
             lambda host, port, _: readiness.resp_ping(host, port, self.password),
             timeout=spec.start_timeout,
-            port=spec.port,
+            port=spec.port_number,
             native=NativeLaunch(
                 argv,
                 cwd=folder,

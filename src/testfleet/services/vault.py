@@ -118,7 +118,7 @@ class VaultService:
             folder,
             lambda host, port, _: _health(host, port),
             timeout=spec.start_timeout,
-            port=spec.port,
+            port=spec.port_number,
             native=NativeLaunch(
                 argv,
                 env=env,

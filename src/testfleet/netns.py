@@ -1,0 +1,137 @@
+"""A network namespace per lane (`network = "namespace"`): every lane gets its own loopback,
+so its servers listen on their default ports and a suite's hard-coded `localhost:6379` or
+fixed-port fixtures meet only that lane's.
+
+A namespace lives as long as its holder, a small process of the run (recorded and stopped
+like every other): the kernel removes the namespace when the last process in it ends, so
+nothing outlives the run, not even after a SIGKILL. Processes join it through `nsenter`;
+threads of testfleet (readiness probes, PostgreSQL's admin connection) join it with
+setns(2), which changes only the calling thread's network namespace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import functools
+import os
+import shutil
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from testfleet.backends.native import Supervisor
+from testfleet.errors import ConfigError, ServiceError
+
+CLONE_NEWNET = 0x40000000
+HOLDER_SECONDS = 10.0
+# The holder: brings the namespace's loopback up (SIOCSIFFLAGS on "lo"), says so, then waits
+# until it is stopped. Pure Python: no dependency on iproute2.
+HOLDER = r"""
+import fcntl, socket, struct
+IFF_UP, SIOCGIFFLAGS, SIOCSIFFLAGS = 0x1, 0x8913, 0x8914
+with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    request = struct.pack("16sH", b"lo", 0)
+    flags = struct.unpack("16sH", fcntl.ioctl(s, SIOCGIFFLAGS, request))[1]
+    fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH", b"lo", flags | IFF_UP))
+import signal
+print("ready", flush=True)
+while True:
+    signal.pause()
+"""
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    if _libc().setns(fd, CLONE_NEWNET) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, os.strerror(error))
+
+
+def unavailable() -> str | None:
+    """Why lanes cannot get namespaces here, or None when they can."""
+    if sys.platform != "linux":
+        return "network namespaces are Linux's"
+    if shutil.which("unshare") is None or shutil.which("nsenter") is None:
+        return "unshare and nsenter are missing (apt-get install util-linux)"
+    if os.geteuid() != 0:
+        return (
+            "testfleet runs lanes in network namespaces as root only (its readiness checks"
+            " enter them, which an unprivileged process cannot); run as root (as CI"
+            ' containers do), or drop network = "namespace"'
+        )
+    return None
+
+
+def check_available(where: str) -> None:
+    reason = unavailable()
+    if reason is not None:
+        raise ConfigError(f'{where} = "namespace": {reason}')
+
+
+class LaneNamespace:
+    """One lane's network namespace, held by `holder_pid`."""
+
+    def __init__(self, lane: int, holder_pid: int) -> None:
+        self.lane = lane
+        self.holder_pid = holder_pid
+        self.path = f"/proc/{holder_pid}/ns/net"
+        # Opened once: the path names the holder's namespace only while it lives, the fd
+        # keeps naming it.
+        self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        self._lock = threading.Lock()
+
+    def wrap(
+        self, argv: Sequence[str], *, uid: int | None = None, gid: int | None = None
+    ) -> list[str]:
+        """`argv` run inside the namespace. Dropping to another user happens after entering
+        (nsenter needs root to enter; the server must not run as root)."""
+        prefix = ["nsenter", f"--net={self.path}"]
+        if uid is not None:
+            prefix += [f"--setuid={uid}", f"--setgid={gid if gid is not None else uid}"]
+        return [*prefix, "--", *argv]
+
+    @contextlib.contextmanager
+    def entered(self) -> Iterator[None]:
+        """The calling thread inside the namespace (sockets it opens live there) until the
+        block ends."""
+        own = os.open(f"/proc/self/task/{threading.get_native_id()}/ns/net", os.O_RDONLY)
+        try:
+            _setns(self._fd)
+            try:
+                yield
+            finally:
+                _setns(own)
+        finally:
+            os.close(own)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+
+
+def start_namespace(supervisor: Supervisor, folder: Path, lane: int) -> LaneNamespace:
+    """A new namespace for `lane`, its loopback up, held by a supervised process."""
+    from testfleet.readiness import log_line, wait_ready
+
+    holder = supervisor.spawn(
+        f"network namespace (lane {lane})",
+        # -I -S: no site packages to import, a ~10 ms start instead of ~50.
+        ["unshare", "--net", "--", sys.executable, "-I", "-S", "-c", HOLDER],
+        log_path=folder / "namespace.log",
+        # Nothing runs in it once the lane's servers are gone: no grace needed.
+        stop_signal=signal.SIGKILL,
+    )
+    wait_ready(holder, log_line(holder, r"^ready"), timeout=HOLDER_SECONDS, what=holder.name)
+    namespace = LaneNamespace(lane, holder.pid)
+    if os.stat(namespace.path).st_ino == os.stat("/proc/self/ns/net").st_ino:
+        namespace.close()
+        raise ServiceError(f"{holder.name}: unshare left it in testfleet's own network")
+    return namespace
