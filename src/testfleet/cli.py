@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import dataclasses
 import fcntl
+import itertools
 import os
 import shlex
 import signal
@@ -21,10 +22,10 @@ from typing import Any
 
 from rich.console import Console
 
-from testfleet import __version__, durations, pytest_cache, shards
+from testfleet import __version__, durations, pytest_cache, recheck, shards
 from testfleet.backends.native import describe_exit, note_spawned
 from testfleet.ci import add_ci_parser, ci_command
-from testfleet.config import Project, check_lanes, load_project
+from testfleet.config import VALKEY_DB_NUMBERS, Project, check_lanes, load_project
 from testfleet.console import error, say
 from testfleet.coordinator import Coordinator, Progress, RunOutcome, ServiceProblem
 from testfleet.doctor import doctor
@@ -41,7 +42,8 @@ from testfleet.errors import (
     TestfleetError,
 )
 from testfleet.files import private_dir, write_private
-from testfleet.lanes import collect, launch, resolve_lanes
+from testfleet.kinds.valkey import ValkeySpec
+from testfleet.lanes import collect, launch, recheck_runner, resolve_lanes
 from testfleet.options import OPTIONS, argument_type, is_version
 from testfleet.plan import WorkSource, ideal_bound, plan, work_source
 from testfleet.preflight import check_paths
@@ -365,6 +367,8 @@ def run(project: Project, lanes: int) -> int:
                 interruption = exc
             lanes_wall = time.perf_counter() - lanes_began
             outcome = coordinator.outcome()
+            if interruption is None and outcome.fatal is None and not outcome.timed_out:
+                outcome = _rechecked(project, stack, run_, plan_, outcome)
             if shard is not None:
                 outcome = shards.label(outcome, shard)
             # Stopped before anything was collected: the last run's reports stay as they are
@@ -415,6 +419,63 @@ def run(project: Project, lanes: int) -> int:
     )
 
 
+def _rechecked(
+    project: Project, stack: Stack, run_: Run, plan_: RunPlan, outcome: RunOutcome
+) -> RunOutcome:
+    """Failed tests run again in fresh lanes: `--rerun-flaky` turns a later pass into a flaky
+    pass; `--recheck` names the earlier test that makes one fail (see recheck.py)."""
+    config = project.config
+    failures = sum(1 for r in outcome.results if r.failing)
+    check = recheck.wanted(config.recheck, failures, ci=bool(os.environ.get("CI")))
+    if failures == 0 or not (check or config.rerun_flaky):
+        return outcome
+    shares_db_numbers = any(
+        isinstance(spec, ValkeySpec) and spec.isolation_mode == "database"  # and redis
+        for spec in config.services.values()
+    )
+    lanes = itertools.count(plan_.total_lanes + 1)
+
+    def next_lane() -> int:
+        lane = next(lanes)
+        if shares_db_numbers and lane > VALKEY_DB_NUMBERS:
+            raise ServiceError(
+                f"a recheck lane would need DB number {lane - 1} of a Valkey with isolation ="
+                f' "database", which has {VALKEY_DB_NUMBERS}'
+            )
+        return lane
+
+    python_of = {plan_.label_of[t.label]: t.python for t in plan_.targets}
+
+    def runner_for(group: str) -> recheck.Runner:
+        return recheck_runner(
+            project,
+            stack,
+            run_.run_dir.path,
+            python=python_of[group],
+            mark=run_.run_dir.mark,
+            next_lane=next_lane,
+            timeout=config.test_timeout,
+        )
+
+    say(f"rechecking {failures} failed test(s) in fresh lanes")
+    updated = recheck.apply(
+        outcome.results,
+        outcome.predecessors,
+        runner_for,
+        check=check,
+        reruns=config.rerun_flaky,
+        say=say,
+    )
+    by_key = {(r.python, r.nodeid): r for r in updated}
+    groups = tuple(
+        dataclasses.replace(
+            group, results=tuple(by_key.get((r.python, r.nodeid), r) for r in group.results)
+        )
+        for group in outcome.groups
+    )
+    return dataclasses.replace(outcome, groups=groups)
+
+
 def _conclude(
     project: Project,
     console: Console,
@@ -432,6 +493,12 @@ def _conclude(
     config = project.config
     for notice in outcome.notices:
         say(notice)
+    hint = recheck.shared_server_hint(
+        [f"{r.message}\n{r.text}" for r in outcome.results if r.failing],
+        [name for name, spec in config.services.items() if spec.isolation_mode == "database"],
+    )
+    if hint is not None:
+        say(hint)
     print_summary(
         console,
         outcome.results,

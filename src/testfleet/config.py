@@ -67,6 +67,8 @@ class Config(_Model):
     test_timeout: Annotated[float | None, _option("test-timeout")] = None
     backend: Annotated[Literal["native", "docker", "external"], _option("backend")] = "native"
     network: Annotated[Literal["shared", "namespace"], _option("network")] = "shared"
+    recheck: Annotated[Literal["auto", "on", "off"], _option("recheck")] = "auto"
+    rerun_flaky: Annotated[int, _option("rerun-flaky")] = 0
     group_by: Annotated[Literal["module", "class", "test"], _option("group-by")] = "module"
     order: Annotated[Literal["auto", "duration", "pytest"], _option("order")] = "auto"
     durations: Annotated[str, _option("durations")] = ".testfleet/durations.json"

@@ -29,7 +29,7 @@ from testfleet.backends.native import describe_exit
 from testfleet.files import open_private
 from testfleet.plan import Unit, Work, WorkSource
 from testfleet.protocol import LineReader, Message, send
-from testfleet.results import TestResult
+from testfleet.results import FAILING, TestResult
 
 TICK_SECONDS = 0.05
 LOG_TAIL_LINES = 20
@@ -107,6 +107,8 @@ class RunOutcome:
     fatal_details: str
     fatal_code: int
     notices: tuple[str, ...]
+    # For each failed test (group, node id): the tests its lane's process ran before it.
+    predecessors: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def results(self) -> list[TestResult]:
@@ -139,6 +141,8 @@ class LaneState:
     startup: float = 0.0  # spawn to collection reported (the first process only)
     tests: int = 0
     restarts: int = 0
+    # What this lane's current process ran, in order: what ran before a test that failed.
+    history: list[str] = field(default_factory=list)
 
     def log_tail(self) -> str:
         """The end of the lane's output; a Python fault dump (faulthandler) when there is one,
@@ -202,6 +206,7 @@ class Coordinator:
         self.max_restarts = max_restarts
         self.watch = watch
         self.notices: list[str] = []  # said once each, after the run
+        self.predecessors: dict[tuple[str, str], tuple[str, ...]] = {}
         self.lanes = {n: LaneState(n, launch.group(n)) for n in range(1, lanes + 1)}
         self.groups = {s.group: Group(s.group) for s in self.lanes.values()}
         self.stopping: str | None = None  # -x / --maxfail in some lane: hand out no more
@@ -280,6 +285,7 @@ class Coordinator:
         state.spawned_at = time.monotonic()
         state.collected = False
         state.current = None
+        state.history = []  # a new process: what ran before in the old one is gone
 
     def _read(self, conn: socket.socket) -> None:
         try:
@@ -384,6 +390,9 @@ class Coordinator:
             text=message.get("text", ""),
             output=message.get("output", ""),
         )
+        if message["outcome"] in FAILING:
+            self.predecessors[(state.group, nodeid)] = tuple(state.history)
+        state.history.append(nodeid)
         state.busy += float(message["duration"])
         state.tests += 1
         with contextlib.suppress(ValueError):
@@ -590,6 +599,7 @@ class Coordinator:
             fatal_details=self.fatal_details,
             fatal_code=self.fatal_code,
             notices=tuple(self.notices),
+            predecessors=dict(self.predecessors),
         )
 
     def counts(self) -> tuple[int, int, int]:

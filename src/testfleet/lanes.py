@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from testfleet import pytest_cache
@@ -239,3 +239,64 @@ def python_version(python: str) -> str:
         check=False,
     )
     return out.stdout.strip() or "unknown"
+
+
+RECHECK_SECONDS = 600.0  # one recheck run: its tests, in a fresh lane
+
+
+def recheck_runner(
+    project: Project,
+    stack: Stack,
+    run_dir: Path,
+    *,
+    python: str,
+    mark: str,
+    next_lane: Callable[[], int],
+    timeout: float | None,
+) -> Callable[[Sequence[str]], bool]:
+    """Runs node ids, in order, in a fresh lane (new services), then releases that lane;
+    whether the last of them passed (or was skipped)."""
+
+    def run(nodeids: Sequence[str]) -> bool:
+        lane = stack.provision(next_lane())
+        try:
+            folder = lane_dir(run_dir, lane.lane)
+            report = folder / "recheck.json"
+            argv = [
+                python,
+                "-m",
+                "pytest",
+                "-p",
+                "testfleet.recheck_plugin",
+                # Their order is the point: keep plugins from shuffling it.
+                "-p",
+                "no:randomly",
+                "-p",
+                "no:cacheprovider",
+                "-q",
+                *stack.expand_args(project.config.pytest_args, lane),
+                f"--basetemp={folder / 'basetemp'}",
+                *nodeids,
+            ]
+            if lane.namespace is not None:
+                argv = lane.namespace.wrap(argv)
+            env = lane_environ(project, lane, run_dir, Path(), None, mark=mark, python=python)
+            env.pop("TESTFLEET_QUEUE", None)
+            env["TESTFLEET_RECHECK_FILE"] = str(report)
+            code, _ = stack.run.supervisor.run_to_end(
+                f"recheck (lane {lane.lane})",
+                argv,
+                log_path=folder / "recheck.log",
+                timeout=timeout or RECHECK_SECONDS,
+                env=env,
+                cwd=project.root,
+            )
+            try:
+                outcomes = json.loads(report.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return False  # it crashed or hung before pytest could say
+            return outcomes.get(nodeids[-1]) in ("passed", "skipped") and code is not None
+        finally:
+            stack.release(lane.lane)
+
+    return run

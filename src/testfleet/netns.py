@@ -23,6 +23,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from testfleet.backends.base import Handle
 from testfleet.backends.native import Supervisor
 from testfleet.errors import ConfigError, ServiceError
 
@@ -79,9 +80,10 @@ def check_available(where: str) -> None:
 class LaneNamespace:
     """One lane's network namespace, held by `holder_pid`."""
 
-    def __init__(self, lane: int, holder_pid: int) -> None:
+    def __init__(self, lane: int, holder_pid: int, holder: Handle | None = None) -> None:
         self.lane = lane
         self.holder_pid = holder_pid
+        self._holder = holder
         self.path = f"/proc/{holder_pid}/ns/net"
         # Opened once: the path names the holder's namespace only while it lives, the fd
         # keeps naming it.
@@ -116,6 +118,12 @@ class LaneNamespace:
         with contextlib.suppress(OSError):
             os.close(self._fd)
 
+    def stop(self) -> None:
+        """End the namespace now (its holder), rather than with the run."""
+        self.close()
+        if self._holder is not None:
+            self._holder.stop()
+
 
 def start_namespace(supervisor: Supervisor, folder: Path, lane: int) -> LaneNamespace:
     """A new namespace for `lane`, its loopback up, held by a supervised process."""
@@ -130,7 +138,7 @@ def start_namespace(supervisor: Supervisor, folder: Path, lane: int) -> LaneName
         stop_signal=signal.SIGKILL,
     )
     wait_ready(holder, log_line(holder, r"^ready"), timeout=HOLDER_SECONDS, what=holder.name)
-    namespace = LaneNamespace(lane, holder.pid)
+    namespace = LaneNamespace(lane, holder.pid, holder)
     if os.stat(namespace.path).st_ino == os.stat("/proc/self/ns/net").st_ino:
         namespace.close()
         raise ServiceError(f"{holder.name}: unshare left it in testfleet's own network")

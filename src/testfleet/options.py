@@ -90,6 +90,32 @@ BACKENDS = ("native", "docker", "external")
 NETWORKS = ("shared", "namespace")
 
 
+RECHECK_MODES = ("auto", "on", "off")
+MAX_RERUNS = 10
+
+
+def _recheck(value: object) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value not in RECHECK_MODES:
+        raise ValueError("must be on, off or auto (on in CI when at most 5 tests failed)")
+    return str(value)
+
+
+def _reruns(value: object) -> int:
+    what = f"must be a whole number of reruns from 0 to {MAX_RERUNS}"
+    if isinstance(value, bool):
+        raise ValueError(what)
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            raise ValueError(what) from None
+    if not isinstance(value, int) or not 0 <= value <= MAX_RERUNS:
+        raise ValueError(what)
+    return value
+
+
 def _network(value: object) -> str:
     if value not in NETWORKS:
         raise ValueError(f"must be one of {', '.join(NETWORKS)}")
@@ -239,6 +265,20 @@ OPTIONS: tuple[Option, ...] = (
         " and a suite's fixed ports meet only their lane's; shared: one network (default)",
         _network,
         "MODE",
+    ),
+    Option(
+        "recheck",
+        "run each failed test again alone in a fresh lane and, when it passes there, name the"
+        " earlier test that makes it fail: on, off, auto (on in CI for at most 5 failures)",
+        _recheck,
+        "MODE",
+    ),
+    Option(
+        "rerun-flaky",
+        "rerun a failed test alone up to N times; one that then passes counts as passed and"
+        " is reported flaky",
+        _reruns,
+        "N",
     ),
     Option("durations", "the durations file, merged on every run", metavar="PATH"),
     Option("coverage", "measure coverage in every lane and combine it", _switch, switch=True),

@@ -25,6 +25,8 @@ class TestResult:
     timed: bool = True
     python: str = ""  # the matrix entry (Python version) it ran on, "" without a matrix
     shard: str = ""  # "2-of-4" when it ran in a CI shard
+    verdict: str = ""  # why it failed, when rechecked: "order dependent: ... fails after X"
+    flaky: bool = False  # failed, then passed on a rerun (--rerun-flaky)
 
     @property
     def failing(self) -> bool:

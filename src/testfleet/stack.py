@@ -113,18 +113,27 @@ class Stack:
                 deps = {d: views[d] for d in config.services[name].depends_on}
 
                 def provision() -> ServiceView:
-                    if namespace is None:
-                        return self.services[name].provision(lane, deps)
-                    # The thread joins the lane's network: the servers it starts (children
-                    # inherit it), their readiness checks and its own connections live there.
-                    with namespace.entered():
-                        return self.services[name].provision(lane, deps)
+                    with self.ctx.for_lane(lane):
+                        if namespace is None:
+                            return self.services[name].provision(lane, deps)
+                        # The thread joins the lane's network: the servers it starts
+                        # (children inherit it), their readiness checks and its own
+                        # connections live there.
+                        with namespace.entered():
+                            return self.services[name].provision(lane, deps)
 
                 return self._timed(f"{name} lane {lane}", provision)
 
             for view in in_parallel([task(name) for name in level]):
                 views[view.name] = view
         return LaneEnv(lane, views, self._lane_env(lane, views), namespace)
+
+    def release(self, lane: int) -> None:
+        """Stop what only `lane` used: its servers and its namespace (a recheck lane, done)."""
+        self.ctx.release(lane)
+        for namespace in [ns for ns in self.namespaces if ns.lane == lane]:
+            namespace.stop()
+            self.namespaces.remove(namespace)
 
     def _namespace(self, lane: int) -> LaneNamespace:
         began = time.perf_counter()

@@ -66,6 +66,14 @@ def _case(result: TestResult) -> ET.Element:
             "file": xml_text(path),
         },
     )
+    # Verdicts as test case properties, which CI viewers (and junitparser) show per test.
+    marks = {"testfleet.verdict": result.verdict} if result.verdict else {}
+    if result.flaky:
+        marks["testfleet.flaky"] = "true"
+    if marks:
+        listed = ET.SubElement(case, "properties")
+        for key, value in marks.items():
+            ET.SubElement(listed, "property", {"name": key, "value": xml_text(value)})
     element = _RESULT_ELEMENT.get(result.outcome)
     if element is not None:
         tag, kind = element

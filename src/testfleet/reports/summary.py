@@ -55,6 +55,8 @@ def print_summary(console: Console, results: Sequence[TestResult], facts: RunFac
                 f"[bold red]{result.outcome.upper()}[/] {escape(result.nodeid)}"
                 f" ({where}lane {result.lane})"
             )
+            if result.verdict:
+                console.print(f"[bold yellow]{escape(result.verdict)}[/]", highlight=False)
             lines = result.text.rstrip().splitlines()[-FAILURE_TEXT_LINES:]
             # The why of a crash, a timeout or an interrupt may be in the message alone.
             if result.message and result.message not in "\n".join(lines):
@@ -64,6 +66,11 @@ def print_summary(console: Console, results: Sequence[TestResult], facts: RunFac
             if result.output:
                 console.print(escape(result.output.rstrip()), style="dim", highlight=False)
             console.print()
+    flaky = [r for r in results if r.flaky]
+    if flaky:
+        console.rule(f"[yellow]flaky ({len(flaky)})")
+        for result in flaky:
+            console.print(f"[yellow]FLAKY[/] {escape(result.nodeid)}: {escape(result.verdict)}")
     ran = [r for r in results if r.outcome != "not run"]
     slowest = sorted(ran, key=lambda r: (-r.duration, r.nodeid))[:SLOWEST]
     if slowest:

@@ -7,13 +7,13 @@ import hashlib
 import os
 import secrets
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from testfleet.backends.base import Backend, Handle, Server, Started
-from testfleet.backends.native import NativeBackend, RunAs, Supervisor
+from testfleet.backends.native import ManagedProcess, NativeBackend, RunAs, Supervisor
 from testfleet.binaries import Binary
 from testfleet.config import Project
 from testfleet.errors import ServiceError
@@ -50,6 +50,8 @@ class StackContext:
     _backends: dict[str, Backend] = field(default_factory=dict)
     _backends_lock: threading.Lock = field(default_factory=threading.Lock)
     _stopped: bool = False
+    lane_handles: dict[int, list[Handle]] = field(default_factory=dict)
+    _current: threading.local = field(default_factory=threading.local)
 
     def backend(self, name: str) -> Backend:
         """The run's backend of that name, made on first use (Docker's connects to the engine
@@ -70,8 +72,32 @@ class StackContext:
             return self._backends[name]
 
     def start(self, spec: ServiceSpec, server: Server) -> Started:
-        """Run `server` on the backend its service asked for."""
-        return self.backend(spec.backend_name).start(server)
+        """Run `server` on the backend its service asked for; a lane's own servers are
+        remembered for that lane, so a lane can be released on its own (rechecks)."""
+        started = self.backend(spec.backend_name).start(server)
+        lane = getattr(self._current, "lane", None)
+        if lane is not None:
+            with self._backends_lock:
+                self.lane_handles.setdefault(lane, []).append(started.handle)
+        return started
+
+    @contextlib.contextmanager
+    def for_lane(self, lane: int) -> Iterator[None]:
+        """Servers started by this thread in the block belong to `lane`."""
+        self._current.lane = lane
+        try:
+            yield
+        finally:
+            self._current.lane = None
+
+    def release(self, lane: int) -> None:
+        """Stop the servers only `lane` used (shared ones stay)."""
+        with self._backends_lock:
+            handles = self.lane_handles.pop(lane, [])
+        for handle in handles:
+            handle.stop()
+            if isinstance(handle, ManagedProcess):
+                self.supervisor.forget(handle)
 
     def close(self) -> None:
         """From now on no backend starts anything: teardown has begun."""

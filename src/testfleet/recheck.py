@@ -1,0 +1,153 @@
+"""Naming why a test failed in its lane: run it again alone, in a fresh lane with fresh
+services; if it passes there, it depends on what ran before it, and bisecting those tests
+names the earliest one that makes it fail.
+
+The logic is pure: it runs tests through a `Runner` (the real one provisions a new lane and
+runs pytest there), so it is tested with fakes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from testfleet.errors import TestfleetError
+from testfleet.results import TestResult
+
+# Runs `nodeids` in this order in a fresh lane; whether the last of them passed.
+Runner = Callable[[Sequence[str]], bool]
+Kind = Literal["fails alone", "order dependent", "flaky", "passed on rerun"]
+# A predecessor list this long takes log2(N) + 2 runs: 12 for 1,000 tests.
+MAX_RUNS_PER_TEST = 24
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kind: Kind
+    culprit: str | None = None
+    runs: int = 0
+
+    @property
+    def text(self) -> str:
+        if self.kind == "order dependent" and self.culprit:
+            return f"order dependent: passes alone, fails after {self.culprit}"
+        if self.kind == "order dependent":
+            return "order dependent: passes alone, fails after the tests its lane ran before it"
+        if self.kind == "flaky":
+            return "flaky: passed on re-run alone and after its predecessors"
+        if self.kind == "passed on rerun":
+            return "flaky: failed, then passed when run again (--rerun-flaky)"
+        return "fails alone too: not caused by other tests"
+
+
+def recheck(target: str, before: Sequence[str], run: Runner) -> Verdict:
+    """Why `target` failed after `before` (its lane's earlier tests, in order)."""
+    runs = 1
+    if not run([target]):
+        return Verdict("fails alone", runs=runs)
+    if not before:
+        return Verdict("flaky", runs=runs)
+    runs += 1
+    if run([*before, target]):
+        return Verdict("flaky", runs=runs)
+    # Bisect for one test that makes it fail, keeping the order they ran in. A failure that
+    # needs two earlier tests together is named by the whole set instead.
+    suspects = list(before)
+    while len(suspects) > 1 and runs < MAX_RUNS_PER_TEST:
+        half = len(suspects) // 2
+        first, second = suspects[:half], suspects[half:]
+        runs += 1
+        if not run([*first, target]):
+            suspects = first
+        else:
+            runs += 1
+            if not run([*second, target]):
+                suspects = second
+            else:
+                return Verdict("order dependent", runs=runs)
+    if len(suspects) == 1:
+        return Verdict("order dependent", culprit=suspects[0], runs=runs)
+    return Verdict("order dependent", runs=runs)
+
+
+def rerun(target: str, times: int, run: Runner) -> Verdict | None:
+    """`--rerun-flaky N`: the target alone, up to N times; a pass makes it flaky."""
+    for attempt in range(1, times + 1):
+        if run([target]):
+            return Verdict("passed on rerun", runs=attempt)
+    return None
+
+
+# Messages that show lanes meeting on one server: a suite creating and dropping databases of
+# fixed names, which isolation = "database" cannot keep apart.
+SHARED_SERVER_SIGNS = (
+    "is being accessed by other users",
+    "already exists",
+    "does not exist",
+)
+
+
+def shared_server_hint(messages: Sequence[str], shared: Sequence[str]) -> str | None:
+    """A hint for the summary when failures look like lanes meeting on a server they share
+    (`shared`: the services with a database per lane on one server)."""
+    if not shared or not any(sign in m for m in messages for sign in SHARED_SERVER_SIGNS):
+        return None
+    names = ", ".join(shared)
+    return (
+        f"some failures look like lanes meeting on one server ({names}: a database of a fixed"
+        ' name created or dropped by the suite?); isolation = "server" gives every lane a'
+        " server of its own"
+    )
+
+
+# In CI, `recheck = "auto"` rechecks when at most this many tests failed: more is rarely
+# order dependence, and each recheck runs its tests again.
+AUTO_MAX_FAILURES = 5
+MAX_RECHECKED = 20
+
+
+def wanted(mode: str, failures: int, ci: bool) -> bool:
+    if failures == 0 or mode == "off":
+        return False
+    if mode == "on":
+        return True
+    return ci and failures <= AUTO_MAX_FAILURES
+
+
+def apply(
+    results: Sequence[TestResult],
+    predecessors: Mapping[tuple[str, str], Sequence[str]],
+    runner_for: Callable[[str], Runner],
+    *,
+    check: bool,
+    reruns: int,
+    say: Callable[[str], None],
+) -> list[TestResult]:
+    """The results with verdicts on failed tests; with reruns, a failed test that passes on a
+    rerun becomes passed and flaky. A runner that cannot run (services that cannot give one
+    more lane) ends the rechecks with a notice; the results stay as they were."""
+    updated = list(results)
+    failing = [i for i, r in enumerate(updated) if r.failing]
+    if len(failing) > MAX_RECHECKED:
+        say(f"rechecking the first {MAX_RECHECKED} of {len(failing)} failed tests")
+        failing = failing[:MAX_RECHECKED]
+    for index in failing:
+        result = updated[index]
+        run = runner_for(result.python)
+        try:
+            if reruns:
+                passed = rerun(result.nodeid, reruns, run)
+                if passed is not None:
+                    updated[index] = replace(
+                        result, outcome="passed", flaky=True, verdict=passed.text
+                    )
+                    continue
+            if check:
+                before = predecessors.get((result.python, result.nodeid), ())
+                verdict = recheck(result.nodeid, before, run)
+                updated[index] = replace(result, verdict=verdict.text)
+        except TestfleetError as exc:
+            say(f"rechecks stopped: {exc.message}")
+            break
+    return updated

@@ -1,0 +1,26 @@
+"""Loaded (`-p testfleet.recheck_plugin`) into the pytest of a recheck lane: writes each
+test's outcome to TESTFLEET_RECHECK_FILE, so the recheck knows how the test it is about did,
+whatever the tests before it did."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+_outcomes: dict[str, str] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.failed:
+        _outcomes[report.nodeid] = "failed"
+    elif report.when == "call" or report.skipped:
+        _outcomes.setdefault(report.nodeid, report.outcome)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    path = os.environ.get("TESTFLEET_RECHECK_FILE")
+    if path:
+        with open(path, "w", encoding="utf-8") as out:
+            json.dump(_outcomes, out)

@@ -1,0 +1,67 @@
+"""Naming the test that breaks another, with a fake runner standing in for fresh lanes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from testfleet.recheck import recheck, rerun, shared_server_hint
+
+BEFORE = [f"t.py::test_{i}" for i in range(10)]
+
+
+def polluted_by(culprits: set[str], target: str = "t.py::target"):
+    """A runner where `target` fails whenever all of `culprits` ran before it."""
+    calls: list[list[str]] = []
+
+    def run(nodeids: Sequence[str]) -> bool:
+        calls.append(list(nodeids))
+        assert nodeids[-1] == target
+        return not culprits <= set(nodeids[:-1])
+
+    return run, calls
+
+
+def test_the_one_polluter_is_named():
+    run, calls = polluted_by({"t.py::test_6"})
+    verdict = recheck("t.py::target", BEFORE, run)
+    assert verdict.culprit == "t.py::test_6"
+    assert verdict.text == "order dependent: passes alone, fails after t.py::test_6"
+    assert calls[0] == ["t.py::target"]  # alone first
+    assert len(calls) <= 2 + 2 * 4  # alone, all before, then a bisection
+    for call in calls:  # the order the lane ran them in is kept
+        assert call[:-1] == sorted(call[:-1], key=BEFORE.index)
+
+
+def test_a_failure_alone_is_not_blamed_on_others():
+    verdict = recheck("t.py::target", BEFORE, lambda ids: False)
+    assert verdict.kind == "fails alone"
+    assert verdict.culprit is None
+
+
+def test_not_reproduced_is_flaky():
+    verdict = recheck("t.py::target", BEFORE, lambda ids: True)
+    assert verdict.text == "flaky: passed on re-run alone and after its predecessors"
+
+
+def test_two_polluters_together_are_reported_without_a_single_name():
+    run, _ = polluted_by({"t.py::test_1", "t.py::test_8"})
+    verdict = recheck("t.py::target", BEFORE, run)
+    assert verdict.kind == "order dependent"
+    assert verdict.culprit is None
+
+
+def test_rerun_counts_a_later_pass_as_flaky():
+    outcomes = iter([False, True])
+    verdict = rerun("t.py::target", 3, lambda ids: next(outcomes))
+    assert verdict is not None
+    assert verdict.runs == 2
+    assert rerun("t.py::target", 2, lambda ids: False) is None
+
+
+def test_shared_server_failures_get_a_hint():
+    hint = shared_server_hint(['database "app" is being accessed by other users'], ["postgres"])
+    assert hint is not None
+    assert 'isolation = "server"' in hint
+    assert "postgres" in hint
+    assert shared_server_hint(["assert 1 == 2"], ["postgres"]) is None
+    assert shared_server_hint(['database "app" already exists'], []) is None
