@@ -33,6 +33,8 @@ def _entry(result: TestResult) -> dict[str, Any]:
         "timed": result.timed,
         "python": result.python,
         "shard": result.shard,
+        "verdict": result.verdict,
+        "flaky": result.flaky,
     }
 
 
@@ -88,6 +90,9 @@ def _result(entry: object) -> TestResult:
         timed=_field(entry, "timed", bool),
         python=_field(entry, "python", str),
         shard=_field(entry, "shard", str),
+        # Added within format version 1: files written before have neither.
+        verdict=_field(entry, "verdict", str) if "verdict" in entry else "",
+        flaky=_field(entry, "flaky", bool) if "flaky" in entry else False,
     )
 
 
