@@ -368,7 +368,12 @@ def run(project: Project, lanes: int) -> int:
             lanes_wall = time.perf_counter() - lanes_began
             outcome = coordinator.outcome()
             if interruption is None and outcome.fatal is None and not outcome.timed_out:
-                outcome = _rechecked(project, stack, run_, plan_, outcome)
+                try:
+                    outcome = _rechecked(project, stack, run_, plan_, outcome, deadline=deadline)
+                except (KeyboardInterrupt, Interrupted) as exc:
+                    # The run's own results stand: reports are written, rechecks are not.
+                    say("rechecks stopped by an interrupt")
+                    interruption = exc
             if shard is not None:
                 outcome = shards.label(outcome, shard)
             # Stopped before anything was collected: the last run's reports stay as they are
@@ -420,7 +425,13 @@ def run(project: Project, lanes: int) -> int:
 
 
 def _rechecked(
-    project: Project, stack: Stack, run_: Run, plan_: RunPlan, outcome: RunOutcome
+    project: Project,
+    stack: Stack,
+    run_: Run,
+    plan_: RunPlan,
+    outcome: RunOutcome,
+    *,
+    deadline: float | None,
 ) -> RunOutcome:
     """Failed tests run again in fresh lanes: `--rerun-flaky` turns a later pass into a flaky
     pass; `--recheck` names the earlier test that makes one fail (see recheck.py)."""
@@ -445,6 +456,7 @@ def _rechecked(
         return lane
 
     python_of = {plan_.label_of[t.label]: t.python for t in plan_.targets}
+    durations = {r.nodeid: r.duration for r in outcome.results if r.timed}
 
     def runner_for(group: str) -> recheck.Runner:
         return recheck_runner(
@@ -454,18 +466,28 @@ def _rechecked(
             python=python_of[group],
             mark=run_.run_dir.mark,
             next_lane=next_lane,
-            timeout=config.test_timeout,
+            durations=durations,
+            test_timeout=config.test_timeout,
+            deadline=deadline,
         )
 
+    # The lanes are done: their servers go (their ports and memory are the rechecks' now).
+    for lane in range(1, plan_.total_lanes + 1):
+        stack.release(lane)
     say(f"rechecking {failures} failed test(s) in fresh lanes")
-    updated = recheck.apply(
-        outcome.results,
-        outcome.predecessors,
-        runner_for,
-        check=check,
-        reruns=config.rerun_flaky,
-        say=say,
-    )
+    try:
+        updated = recheck.apply(
+            outcome.results,
+            outcome.predecessors,
+            runner_for,
+            check=check,
+            reruns=config.rerun_flaky,
+            say=say,
+            stopped=outcome.stopping is not None,
+        )
+    except (OSError, ValueError) as exc:
+        say(f"rechecks stopped: {exc}")
+        return outcome
     by_key = {(r.python, r.nodeid): r for r in updated}
     groups = tuple(
         dataclasses.replace(

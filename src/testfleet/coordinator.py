@@ -33,6 +33,8 @@ from testfleet.results import FAILING, TestResult
 
 TICK_SECONDS = 0.05
 LOG_TAIL_LINES = 20
+# Failed tests whose predecessors are kept for rechecks (which recheck at most 20).
+MAX_PREDECESSOR_LISTS = 50
 FAULT_LINES = 40
 
 
@@ -391,7 +393,7 @@ class Coordinator:
             output=message.get("output", ""),
         )
         if message["outcome"] in FAILING:
-            self.predecessors[(state.group, nodeid)] = tuple(state.history)
+            self._remember_predecessors(state, nodeid)
         state.history.append(nodeid)
         state.busy += float(message["duration"])
         state.tests += 1
@@ -399,6 +401,12 @@ class Coordinator:
             state.assigned.remove(nodeid)
         if state.current == nodeid:
             state.current = None
+
+    def _remember_predecessors(self, state: LaneState, nodeid: str) -> None:
+        """What ran before a failed test in its lane's process, for rechecks (which look at
+        the first few failures only: a suite that fails wholesale is not stored N times)."""
+        if len(self.predecessors) < MAX_PREDECESSOR_LISTS:
+            self.predecessors[(state.group, nodeid)] = tuple(state.history)
 
     # -- faults --------------------------------------------------------------------------------
 
@@ -425,6 +433,7 @@ class Coordinator:
                     text=f"timed out after {self.test_timeout:g} s; lane {state.lane} was"
                     " killed and replaced\n\nlane output:\n" + state.log_tail(),
                 )
+                self._remember_predecessors(state, nodeid)
                 state.assigned.remove(nodeid)
                 state.current = None
                 state.busy += now - state.started_at
@@ -498,6 +507,7 @@ class Coordinator:
             return
         if state.current is not None:
             nodeid = state.current
+            self._remember_predecessors(state, nodeid)
             group.results[nodeid] = TestResult(
                 nodeid=nodeid,
                 outcome="error",

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from testfleet import pytest_cache
 from testfleet.config import VALKEY_DB_NUMBERS, Config, Project
 from testfleet.coordinator import LaneLaunch
 from testfleet.envvars import placeholder_values, process_environ
-from testfleet.errors import ConfigError
+from testfleet.errors import ConfigError, ServiceError
 from testfleet.files import private_dir
 from testfleet.options import MAX_LANES, is_version
 from testfleet.placeholders import expand
@@ -41,7 +43,8 @@ def resolve_lanes(config: Config, cpus: int | None = None) -> int:
     versions = len(config.python) if config.python and is_version(config.python[0]) else 1
     lanes = max(min(cores * 2 if config.services else cores, MAX_LANES) // versions, 1)
     for spec in config.services.values():
-        if spec.port_number is not None and spec.runs_per_lane():
+        # A fixed port in every lane needs a namespace per lane; without, one lane.
+        if spec.port_number is not None and spec.runs_per_lane() and config.network != "namespace":
             return 1
         if spec.kind in ("valkey", "redis") and spec.isolation_mode == "database":
             lanes = min(lanes, max(VALKEY_DB_NUMBERS // versions, 1))
@@ -241,7 +244,44 @@ def python_version(python: str) -> str:
     return out.stdout.strip() or "unknown"
 
 
-RECHECK_SECONDS = 600.0  # one recheck run: its tests, in a fresh lane
+# A recheck run may take its tests' measured time twice over, plus start-up.
+RECHECK_BASE_SECONDS = 60.0
+# Options that pick tests by pytest's cache or deselect: a recheck names its tests itself.
+# So are -x and --maxfail: a failing predecessor must not keep the test itself from running.
+_SELECTION_FLAGS = {
+    "-x",
+    "--exitfirst",
+    "--lf",
+    "--last-failed",
+    "--ff",
+    "--failed-first",
+    "--nf",
+    "--new-first",
+    "--sw",
+    "--stepwise",
+    "--sw-skip",
+    "--stepwise-skip",
+}
+
+
+def recheck_args(project: Project, args: Sequence[str]) -> list[str]:
+    """The run's pytest arguments without what selects tests (paths, node ids, --lf,
+    --deselect): a recheck runs exactly the node ids it names, in its order."""
+    kept: list[str] = []
+    skip_next = False
+    for arg in args:
+        if skip_next:
+            skip_next = False
+            continue
+        if arg in _SELECTION_FLAGS or arg.startswith(("--deselect=", "--maxfail=")):
+            continue
+        if arg in ("--deselect", "--maxfail"):
+            skip_next = True
+            continue
+        if not arg.startswith("-") and ("::" in arg or (project.root / arg).exists()):
+            continue
+        kept.append(arg)
+    return kept
 
 
 def recheck_runner(
@@ -252,29 +292,43 @@ def recheck_runner(
     python: str,
     mark: str,
     next_lane: Callable[[], int],
-    timeout: float | None,
-) -> Callable[[Sequence[str]], bool]:
-    """Runs node ids, in order, in a fresh lane (new services), then releases that lane;
-    whether the last of them passed (or was skipped)."""
+    durations: Mapping[str, float],
+    test_timeout: float | None,
+    deadline: float | None,
+) -> Callable[[Sequence[str]], bool | None]:
+    """Runs node ids, in order, in a fresh lane (new services), then releases that lane:
+    whether the last of them passed, or None when the run did not say (hung, crashed)."""
 
-    def run(nodeids: Sequence[str]) -> bool:
-        lane = stack.provision(next_lane())
+    def run(nodeids: Sequence[str]) -> bool | None:
+        limit = RECHECK_BASE_SECONDS + 2 * sum(durations.get(n, 0.0) for n in nodeids)
+        limit += test_timeout or 0.0
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 1:
+                raise ServiceError("the run's timeout came")
+            limit = min(limit, left)
+        number = next_lane()
         try:
+            lane = stack.provision(number)
             folder = lane_dir(run_dir, lane.lane)
             report = folder / "recheck.json"
             argv = [
                 python,
                 "-m",
                 "pytest",
+                # The lane plugin (without a queue it only brings the fixtures and switches
+                # pytest-xdist off) and the outcome reporter.
+                "-p",
+                "testfleet.lane",
                 "-p",
                 "testfleet.recheck_plugin",
                 # Their order is the point: keep plugins from shuffling it.
                 "-p",
                 "no:randomly",
-                "-p",
-                "no:cacheprovider",
                 "-q",
-                *stack.expand_args(project.config.pytest_args, lane),
+                *recheck_args(project, stack.expand_args(project.config.pytest_args, lane)),
+                "-o",
+                f"cache_dir={folder / 'pytest_cache'}",
                 f"--basetemp={folder / 'basetemp'}",
                 *nodeids,
             ]
@@ -287,16 +341,19 @@ def recheck_runner(
                 f"recheck (lane {lane.lane})",
                 argv,
                 log_path=folder / "recheck.log",
-                timeout=timeout or RECHECK_SECONDS,
+                timeout=limit,
                 env=env,
                 cwd=project.root,
             )
+            if code is None:
+                return None  # hung past its time
             try:
-                outcomes = json.loads(report.read_text(encoding="utf-8"))
+                outcome = json.loads(report.read_text(encoding="utf-8")).get(nodeids[-1])
             except (OSError, ValueError):
-                return False  # it crashed or hung before pytest could say
-            return outcomes.get(nodeids[-1]) in ("passed", "skipped") and code is not None
+                return None  # it crashed before pytest could say
+            return None if outcome is None else outcome == "passed"
         finally:
-            stack.release(lane.lane)
+            stack.release(number)
+            shutil.rmtree(lane_dir(run_dir, number), ignore_errors=True)
 
     return run

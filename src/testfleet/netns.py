@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from testfleet.backends.base import Handle
-from testfleet.backends.native import Supervisor
+from testfleet.backends.native import ManagedProcess, Supervisor
 from testfleet.errors import ConfigError, ServiceError
 
 CLONE_NEWNET = 0x40000000
@@ -118,11 +118,13 @@ class LaneNamespace:
         with contextlib.suppress(OSError):
             os.close(self._fd)
 
-    def stop(self) -> None:
+    def stop(self, supervisor: Supervisor) -> None:
         """End the namespace now (its holder), rather than with the run."""
         self.close()
         if self._holder is not None:
             self._holder.stop()
+            if isinstance(self._holder, ManagedProcess):
+                supervisor.forget(self._holder)
 
 
 def start_namespace(supervisor: Supervisor, folder: Path, lane: int) -> LaneNamespace:

@@ -8,6 +8,7 @@ runs pytest there), so it is tested with fakes.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -15,9 +16,10 @@ from typing import Literal
 from testfleet.errors import TestfleetError
 from testfleet.results import TestResult
 
-# Runs `nodeids` in this order in a fresh lane; whether the last of them passed.
-Runner = Callable[[Sequence[str]], bool]
-Kind = Literal["fails alone", "order dependent", "flaky", "passed on rerun"]
+# Runs `nodeids` in this order in a fresh lane; whether the last of them passed: True,
+# False, or None when the run said nothing about it (it hung past its time, or crashed).
+Runner = Callable[[Sequence[str]], "bool | None"]
+Kind = Literal["fails alone", "order dependent", "flaky", "passed on rerun", "inconclusive"]
 # A predecessor list this long takes log2(N) + 2 runs: 12 for 1,000 tests.
 MAX_RUNS_PER_TEST = 24
 
@@ -38,18 +40,26 @@ class Verdict:
             return "flaky: passed on re-run alone and after its predecessors"
         if self.kind == "passed on rerun":
             return "flaky: failed, then passed when run again (--rerun-flaky)"
+        if self.kind == "inconclusive":
+            return "recheck inconclusive: a rerun hung or crashed before the test reported"
         return "fails alone too: not caused by other tests"
 
 
 def recheck(target: str, before: Sequence[str], run: Runner) -> Verdict:
     """Why `target` failed after `before` (its lane's earlier tests, in order)."""
     runs = 1
-    if not run([target]):
+    alone = run([target])
+    if alone is None:
+        return Verdict("inconclusive", runs=runs)
+    if not alone:
         return Verdict("fails alone", runs=runs)
     if not before:
         return Verdict("flaky", runs=runs)
     runs += 1
-    if run([*before, target]):
+    after_all = run([*before, target])
+    if after_all is None:
+        return Verdict("inconclusive", runs=runs)
+    if after_all:
         return Verdict("flaky", runs=runs)
     # Bisect for one test that makes it fail, keeping the order they ran in. A failure that
     # needs two earlier tests together is named by the whole set instead.
@@ -58,14 +68,19 @@ def recheck(target: str, before: Sequence[str], run: Runner) -> Verdict:
         half = len(suspects) // 2
         first, second = suspects[:half], suspects[half:]
         runs += 1
-        if not run([*first, target]):
+        with_first = run([*first, target])
+        if with_first is None:
+            break
+        if not with_first:
             suspects = first
-        else:
-            runs += 1
-            if not run([*second, target]):
-                suspects = second
-            else:
-                return Verdict("order dependent", runs=runs)
+            continue
+        runs += 1
+        with_second = run([*second, target])
+        if with_second is None:
+            break
+        if with_second:
+            return Verdict("order dependent", runs=runs)
+        suspects = second
     if len(suspects) == 1:
         return Verdict("order dependent", culprit=suspects[0], runs=runs)
     return Verdict("order dependent", runs=runs)
@@ -74,24 +89,22 @@ def recheck(target: str, before: Sequence[str], run: Runner) -> Verdict:
 def rerun(target: str, times: int, run: Runner) -> Verdict | None:
     """`--rerun-flaky N`: the target alone, up to N times; a pass makes it flaky."""
     for attempt in range(1, times + 1):
-        if run([target]):
+        if run([target]) is True:
             return Verdict("passed on rerun", runs=attempt)
     return None
 
 
 # Messages that show lanes meeting on one server: a suite creating and dropping databases of
 # fixed names, which isolation = "database" cannot keep apart.
-SHARED_SERVER_SIGNS = (
-    "is being accessed by other users",
-    "already exists",
-    "does not exist",
+SHARED_SERVER_SIGNS = re.compile(
+    r'database "[^"]+" (is being accessed by other users|already exists|does not exist)'
 )
 
 
 def shared_server_hint(messages: Sequence[str], shared: Sequence[str]) -> str | None:
     """A hint for the summary when failures look like lanes meeting on a server they share
     (`shared`: the services with a database per lane on one server)."""
-    if not shared or not any(sign in m for m in messages for sign in SHARED_SERVER_SIGNS):
+    if not shared or not any(SHARED_SERVER_SIGNS.search(m) for m in messages):
         return None
     names = ", ".join(shared)
     return (
@@ -123,12 +136,15 @@ def apply(
     check: bool,
     reruns: int,
     say: Callable[[str], None],
+    stopped: bool = False,
 ) -> list[TestResult]:
     """The results with verdicts on failed tests; with reruns, a failed test that passes on a
     rerun becomes passed and flaky. A runner that cannot run (services that cannot give one
     more lane) ends the rechecks with a notice; the results stay as they were."""
     updated = list(results)
     failing = [i for i, r in enumerate(updated) if r.failing]
+    if stopped:
+        reruns = 0  # a pass on rerun must not turn a run cut short by -x into a success
     if len(failing) > MAX_RECHECKED:
         say(f"rechecking the first {MAX_RECHECKED} of {len(failing)} failed tests")
         failing = failing[:MAX_RECHECKED]

@@ -13,10 +13,12 @@ _outcomes: dict[str, str] = {}
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if report.failed:
+    if report.when == "setup":
+        _outcomes[report.nodeid] = report.outcome  # a new attempt (rerun plugins) starts here
+    elif report.failed:
         _outcomes[report.nodeid] = "failed"
-    elif report.when == "call" or report.skipped:
-        _outcomes.setdefault(report.nodeid, report.outcome)
+    elif report.when == "call" and _outcomes.get(report.nodeid) != "failed":
+        _outcomes[report.nodeid] = report.outcome
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -4,6 +4,7 @@ parallel), provisioned per lane, and torn down whatever happens."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -129,11 +130,14 @@ class Stack:
         return LaneEnv(lane, views, self._lane_env(lane, views), namespace)
 
     def release(self, lane: int) -> None:
-        """Stop what only `lane` used: its servers and its namespace (a recheck lane, done)."""
+        """Stop what only `lane` used (its servers, its namespace) and remove their folders:
+        a lane whose tests are done, before rechecks take fresh ones."""
         self.ctx.release(lane)
         for namespace in [ns for ns in self.namespaces if ns.lane == lane]:
-            namespace.stop()
+            namespace.stop(self.run.supervisor)
             self.namespaces.remove(namespace)
+        for name in self.services:
+            shutil.rmtree(self.run.run_dir.path / name / f"lane{lane}", ignore_errors=True)
 
     def _namespace(self, lane: int) -> LaneNamespace:
         began = time.perf_counter()

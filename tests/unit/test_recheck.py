@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from testfleet.recheck import recheck, rerun, shared_server_hint
+from testfleet.recheck import apply, recheck, rerun, shared_server_hint
+from testfleet.results import TestResult
 
 BEFORE = [f"t.py::test_{i}" for i in range(10)]
 
@@ -65,3 +66,40 @@ def test_shared_server_failures_get_a_hint():
     assert "postgres" in hint
     assert shared_server_hint(["assert 1 == 2"], ["postgres"]) is None
     assert shared_server_hint(['database "app" already exists'], []) is None
+
+
+def test_a_rerun_that_hangs_is_no_evidence():
+    """A rerun that ran out of time says nothing about the test: no culprit is guessed."""
+    answers = iter([True, None])
+    verdict = recheck("t.py::target", BEFORE, lambda ids: next(answers))
+    assert verdict.kind == "inconclusive"
+    assert verdict.culprit is None
+
+
+def test_no_flaky_pass_for_a_run_cut_short():
+    """With -x the rest never ran: a rerun pass must not make the run a success."""
+    failed = [TestResult("t.py::target", "failed"), TestResult("t.py::other", "not run")]
+    updated = apply(
+        failed, {}, lambda group: lambda ids: True, check=False, reruns=2, say=print, stopped=True
+    )
+    assert updated[0].outcome == "failed"
+
+
+def test_recheck_keeps_options_but_not_what_selects_tests(tmp_path):
+    from testfleet.config import Project, validate
+    from testfleet.lanes import recheck_args
+
+    (tmp_path / "tests").mkdir()
+    project = Project(tmp_path, validate({}))
+    args = [
+        "-q",
+        "--lf",
+        "tests",
+        "tests/test_a.py::test_x",
+        "--deselect",
+        "t::y",
+        "-x",
+        "-k",
+        "db",
+    ]
+    assert recheck_args(project, args) == ["-q", "-k", "db"]
