@@ -63,10 +63,8 @@ def _percent(value: object) -> float:
     return percent
 
 
-def _lanes(value: object) -> int | str:
-    what = f'must be a whole number of lanes from 1 to {MAX_LANES}, or "auto"'
-    if value == "auto":
-        return "auto"
+def _whole(value: object, low: int, high: int, what: str) -> int:
+    """A whole number from `low` to `high`, written as a number or as text."""
     if isinstance(value, bool):
         raise ValueError(what)
     if isinstance(value, str):
@@ -74,9 +72,16 @@ def _lanes(value: object) -> int | str:
             value = int(value)
         except ValueError:
             raise ValueError(what) from None
-    if not isinstance(value, int) or not 1 <= value <= MAX_LANES:
+    if not isinstance(value, int) or not low <= value <= high:
         raise ValueError(what)
     return value
+
+
+def _lanes(value: object) -> int | str:
+    if value == "auto":
+        return "auto"
+    what = f'must be a whole number of lanes from 1 to {MAX_LANES}, or "auto"'
+    return _whole(value, 1, MAX_LANES, what)
 
 
 def _group_by(value: object) -> str:
@@ -103,17 +108,7 @@ def _recheck(value: object) -> str:
 
 
 def _reruns(value: object) -> int:
-    what = f"must be a whole number of reruns from 0 to {MAX_RERUNS}"
-    if isinstance(value, bool):
-        raise ValueError(what)
-    if isinstance(value, str):
-        try:
-            value = int(value)
-        except ValueError:
-            raise ValueError(what) from None
-    if not isinstance(value, int) or not 0 <= value <= MAX_RERUNS:
-        raise ValueError(what)
-    return value
+    return _whole(value, 0, MAX_RERUNS, f"must be a whole number of reruns from 0 to {MAX_RERUNS}")
 
 
 def _network(value: object) -> str:
