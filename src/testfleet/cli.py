@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with signals_as_exceptions():
             args = build_parser().parse_args(args_list)
-            return dispatch(args, extra)
+            return dispatch(args, extra, args_list + (["--", *extra] if extra else []))
     except TestfleetError as exc:
         error(exc.message, exc.details)
         return exc.exit_code
@@ -144,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_SERVICE
 
 
-def dispatch(args: argparse.Namespace, extra: list[str]) -> int:
+def dispatch(args: argparse.Namespace, extra: list[str], argv: Sequence[str] = ()) -> int:
     start = Path(args.project)
     if not start.is_dir():
         raise ConfigError(f"-C {args.project}: no such directory")
@@ -174,6 +174,8 @@ def dispatch(args: argparse.Namespace, extra: list[str]) -> int:
     lanes = 1 if args.command == "up" else resolve_lanes(project.config)
     # Every Python version of the matrix runs its own lanes on the one stack.
     check_lanes(project.config, lanes * len(project.config.python or ("",)))
+    if args.command == "run" and project.config.network == "namespace":
+        _into_own_user_namespace(argv)
     if args.command == "up":
         return up(project)
     if args.command == "plan":
@@ -422,6 +424,19 @@ def run(project: Project, lanes: int) -> int:
         wall=lanes_wall,
         total=time.perf_counter() - began,
     )
+
+
+def _into_own_user_namespace(argv: Sequence[str]) -> None:
+    """A user other than root runs namespaced lanes from a user namespace of its own: this
+    command starts again there (same pid, same uid; nothing has started yet)."""
+    from testfleet import netns
+
+    if not netns.needs_user_namespace():
+        return
+    environ = {**os.environ, netns.USERNS_VARIABLE: "1"}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvpe("unshare", netns.reexec_argv(argv), environ)
 
 
 def _rechecked(

@@ -25,6 +25,7 @@ from testfleet.errors import ConfigError, ServiceError
 from testfleet.files import private_dir
 from testfleet.options import MAX_LANES, is_version
 from testfleet.placeholders import expand
+from testfleet.recheck import CollectionFailed
 from testfleet.rundir import MARK_VARIABLE
 from testfleet.services import planned_values
 from testfleet.specs import TABLE
@@ -348,9 +349,14 @@ def recheck_runner(
             if code is None:
                 return None  # hung past its time
             try:
-                outcome = json.loads(report.read_text(encoding="utf-8")).get(nodeids[-1])
+                document = json.loads(report.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 return None  # it crashed before pytest could say
+            outcome = document.get("outcomes", {}).get(nodeids[-1])
+            target_file = nodeids[-1].split("::", 1)[0]
+            errors = document.get("collection_errors", {})
+            if outcome is None and target_file in errors:
+                raise CollectionFailed(errors[target_file])
             return None if outcome is None else outcome == "passed"
         finally:
             stack.release(number)

@@ -18,14 +18,18 @@ import functools
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from testfleet.backends.base import Handle
 from testfleet.backends.native import ManagedProcess, Supervisor
 from testfleet.errors import ConfigError, ServiceError
+
+T = TypeVar("T")
 
 CLONE_NEWNET = 0x40000000
 HOLDER_SECONDS = 10.0
@@ -56,19 +60,65 @@ def _setns(fd: int) -> None:
         raise OSError(error, os.strerror(error))
 
 
+# Set in the environment of a testfleet that re-ran itself inside its own user namespace.
+USERNS_VARIABLE = "_TESTFLEET_USERNS"
+CAP_SYS_ADMIN = 21
+USERNS_ARGV = ["unshare", "--user", "--map-current-user", "--keep-caps", "--"]
+
+
+def _has_sys_admin() -> bool:
+    """Whether this process may make and enter network namespaces: root, or a process in a
+    user namespace of its own (with the capabilities that namespace grants it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> CAP_SYS_ADMIN & 1)
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+def _user_namespaces_work() -> str | None:
+    """None when this user may make a user namespace here, else the kernel's answer."""
+    try:
+        done = subprocess.run(
+            [*USERNS_ARGV, "true"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    return None if done.returncode == 0 else (done.stderr.strip() or f"exit {done.returncode}")
+
+
 def unavailable() -> str | None:
-    """Why lanes cannot get namespaces here, or None when they can."""
+    """Why lanes cannot get namespaces here, or None when they can (as root, or as another
+    user once testfleet runs in a user namespace of its own: see `needs_user_namespace`)."""
     if sys.platform != "linux":
         return "network namespaces are Linux's"
     if shutil.which("unshare") is None or shutil.which("nsenter") is None:
         return "unshare and nsenter are missing (apt-get install util-linux)"
-    if os.geteuid() != 0:
+    if os.geteuid() == 0 or _has_sys_admin():
+        return None
+    refused = _user_namespaces_work()
+    if refused is not None:
         return (
-            "testfleet runs lanes in network namespaces as root only (its readiness checks"
-            " enter them, which an unprivileged process cannot); run as root (as CI"
-            ' containers do), or drop network = "namespace"'
+            f"this kernel does not let user {os.geteuid()} make a user namespace ({refused});"
+            " allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1,"
+            ' user.max_user_namespaces > 0) or run as root, or drop network = "namespace"'
         )
     return None
+
+
+def needs_user_namespace() -> bool:
+    """A user other than root, not yet in a user namespace of its own: testfleet re-runs
+    itself in one (see `reexec_argv`) so it can make and enter the lanes' namespaces."""
+    return os.geteuid() != 0 and not _has_sys_admin() and USERNS_VARIABLE not in os.environ
+
+
+def reexec_argv(argv: Sequence[str]) -> list[str]:
+    """This testfleet command again, in a user namespace where it keeps its own uid (files
+    and processes stay the user's) and holds the capabilities that namespace grants, which
+    its children (unshare, nsenter) keep too."""
+    return [*USERNS_ARGV, sys.executable, "-m", "testfleet", *argv]
 
 
 def check_available(where: str) -> None:
@@ -113,6 +163,27 @@ class LaneNamespace:
                 _setns(own)
         finally:
             os.close(own)
+
+    def call(self, task: Callable[[], T]) -> T:
+        """`task` on a thread of its own that joins the namespace first and ends there. A
+        thread cannot always come back: in a user namespace of its own, testfleet may enter
+        the lanes' networks but not return to the one it started in."""
+        outcome: list[T] = []
+        failure: list[BaseException] = []
+
+        def inside() -> None:
+            try:
+                _setns(self._fd)
+                outcome.append(task())
+            except BaseException as exc:  # handed to the caller, as if it ran there
+                failure.append(exc)
+
+        thread = threading.Thread(target=inside, name=f"lane {self.lane} network", daemon=True)
+        thread.start()
+        thread.join()
+        if failure:
+            raise failure[0]
+        return outcome[0]
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -8,6 +8,7 @@ runs pytest there), so it is tested with fakes.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -19,7 +20,20 @@ from testfleet.results import TestResult
 # Runs `nodeids` in this order in a fresh lane; whether the last of them passed: True,
 # False, or None when the run said nothing about it (it hung past its time, or crashed).
 Runner = Callable[[Sequence[str]], "bool | None"]
-Kind = Literal["fails alone", "order dependent", "flaky", "passed on rerun", "inconclusive"]
+Kind = Literal[
+    "fails alone",
+    "order dependent",
+    "flaky",
+    "passed on rerun",
+    "inconclusive",
+    "collection order",
+]
+
+
+class CollectionFailed(Exception):
+    """A runner's run could not even collect the test (its module did not import)."""
+
+
 # A predecessor list this long takes log2(N) + 2 runs: 12 for 1,000 tests.
 MAX_RUNS_PER_TEST = 24
 
@@ -29,6 +43,7 @@ class Verdict:
     kind: Kind
     culprit: str | None = None
     runs: int = 0
+    error: str = ""  # the collection error, for "collection order"
 
     @property
     def text(self) -> str:
@@ -40,6 +55,13 @@ class Verdict:
             return "flaky: passed on re-run alone and after its predecessors"
         if self.kind == "passed on rerun":
             return "flaky: failed, then passed when run again (--rerun-flaky)"
+        if self.kind == "collection order" and self.culprit:
+            return (
+                f"collection depends on order: its module imports only after the module of"
+                f" {self.culprit} ({self.error})"
+            )
+        if self.kind == "collection order":
+            return f"collection depends on order: its module does not import alone ({self.error})"
         if self.kind == "inconclusive":
             return "recheck inconclusive: a rerun hung or crashed before the test reported"
         return "fails alone too: not caused by other tests"
@@ -48,7 +70,10 @@ class Verdict:
 def recheck(target: str, before: Sequence[str], run: Runner) -> Verdict:
     """Why `target` failed after `before` (its lane's earlier tests, in order)."""
     runs = 1
-    alone = run([target])
+    try:
+        alone = run([target])
+    except CollectionFailed as exc:
+        return _collection_culprit(target, before, run, str(exc))
     if alone is None:
         return Verdict("inconclusive", runs=runs)
     if not alone:
@@ -86,11 +111,34 @@ def recheck(target: str, before: Sequence[str], run: Runner) -> Verdict:
     return Verdict("order dependent", runs=runs)
 
 
+def _collection_culprit(target: str, before: Sequence[str], run: Runner, error: str) -> Verdict:
+    """Its module imports only when another was imported first: find the one predecessor
+    whose module makes it import (the opposite search of a polluter)."""
+
+    def collects(nodeids: Sequence[str]) -> bool:
+        try:
+            run(nodeids)
+        except CollectionFailed:
+            return False
+        return True
+
+    runs = 2
+    if not before or not collects([*before, target]):
+        return Verdict("collection order", runs=runs, error=error)
+    suspects = list(before)
+    while len(suspects) > 1 and runs < MAX_RUNS_PER_TEST:
+        half = len(suspects) // 2
+        runs += 1
+        suspects = suspects[:half] if collects([*suspects[:half], target]) else suspects[half:]
+    return Verdict("collection order", culprit=suspects[0], runs=runs, error=error)
+
+
 def rerun(target: str, times: int, run: Runner) -> Verdict | None:
     """`--rerun-flaky N`: the target alone, up to N times; a pass makes it flaky."""
     for attempt in range(1, times + 1):
-        if run([target]) is True:
-            return Verdict("passed on rerun", runs=attempt)
+        with contextlib.suppress(CollectionFailed):
+            if run([target]) is True:
+                return Verdict("passed on rerun", runs=attempt)
     return None
 
 

@@ -10,6 +10,13 @@ import os
 import pytest
 
 _outcomes: dict[str, str] = {}
+_collection: dict[str, str] = {}
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    if report.failed:
+        lines = str(report.longrepr).strip().splitlines()
+        _collection[report.nodeid] = lines[-1] if lines else "collection failed"
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -25,4 +32,4 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     path = os.environ.get("TESTFLEET_RECHECK_FILE")
     if path:
         with open(path, "w", encoding="utf-8") as out:
-            json.dump(_outcomes, out)
+            json.dump({"outcomes": _outcomes, "collection_errors": _collection}, out)

@@ -114,14 +114,13 @@ class Stack:
                 deps = {d: views[d] for d in config.services[name].depends_on}
 
                 def provision() -> ServiceView:
-                    with self.ctx.for_lane(lane):
-                        if namespace is None:
+                    def work() -> ServiceView:
+                        with self.ctx.for_lane(lane):
                             return self.services[name].provision(lane, deps)
-                        # The thread joins the lane's network: the servers it starts
-                        # (children inherit it), their readiness checks and its own
-                        # connections live there.
-                        with namespace.entered():
-                            return self.services[name].provision(lane, deps)
+
+                    # In the lane's network: the servers it starts (children inherit it),
+                    # their readiness checks and its own connections live there.
+                    return work() if namespace is None else namespace.call(work)
 
                 return self._timed(f"{name} lane {lane}", provision)
 

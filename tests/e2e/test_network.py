@@ -4,10 +4,14 @@ plain pytest-xdist on one network."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -95,3 +99,61 @@ def test_up_refuses_namespaces(tmp_path: Path):
     result = run_cli("up", cwd=HARDCODED, env={"TESTFLEET_NETWORK": "namespace"})
     assert result.returncode == 2
     assert "up would serve its stack inside a namespace" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def unprivileged_venv() -> Iterator[Path]:
+    """A venv another user can run: the system's Python (pyenv's lives under /root), with
+    testfleet from this checkout and the example's needs."""
+    system_python = Path("/usr/bin/python3")
+    if os.geteuid() != 0 or not system_python.exists() or shutil.which("runuser") is None:
+        pytest.skip("needs root (to act as another user), runuser and /usr/bin/python3")
+    folder = Path(tempfile.mkdtemp(prefix="testfleet-user-venv-"))
+    venv = folder / "venv"
+    subprocess.run([str(system_python), "-m", "venv", str(venv)], check=True)
+    subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", "-e", f"{REPO}[valkey]", "redis"],
+        check=True,
+        timeout=600,
+    )
+    subprocess.run(["chmod", "-R", "a+rX", str(folder)], check=True)
+    yield venv
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_another_user_gets_namespaces_through_a_user_namespace(unprivileged_venv: Path):
+    """Not root: testfleet runs itself again in a user namespace of its own (same uid), makes
+    the lanes' namespaces there, and the hard-coded suite passes in four lanes."""
+    user = "nobody"
+    project = Path(tempfile.mkdtemp(prefix="testfleet-user-project-"))
+    try:
+        shutil.copytree(
+            HARDCODED, project, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".testfleet")
+        )
+        subprocess.run(["chown", "-R", user, str(project)], check=True)
+        result = subprocess.run(
+            [
+                "runuser",
+                "-u",
+                user,
+                "--",
+                str(unprivileged_venv / "bin" / "python"),
+                "-m",
+                "testfleet",
+                "run",
+                "-n",
+                "4",
+            ],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if "does not let user" in result.stderr:
+            pytest.skip(result.stderr.strip().splitlines()[-1])
+        assert result.returncode == 0, result.stderr
+        assert "16 passed" in result.stderr
+        assert holders() == []
+    finally:
+        shutil.rmtree(project, ignore_errors=True)

@@ -59,9 +59,26 @@ def test_network_rejects_unknown_modes():
         validate({"network": "isolated"})
 
 
-def test_namespaces_without_root_are_refused_in_one_line(monkeypatch: pytest.MonkeyPatch):
+def test_a_kernel_without_user_namespaces_is_named_in_one_line(monkeypatch: pytest.MonkeyPatch):
+    """Not root, and the kernel refuses this user a user namespace: one line with the fix."""
     from testfleet import netns
 
     monkeypatch.setattr(netns.os, "geteuid", lambda: 1000)
-    with pytest.raises(ConfigError, match=r'network = "namespace": testfleet runs lanes in'):
+    monkeypatch.setattr(netns, "_has_sys_admin", lambda: False)
+    monkeypatch.setattr(netns, "_user_namespaces_work", lambda: "Operation not permitted")
+    with pytest.raises(ConfigError, match=r"does not let user 1000 make a user namespace"):
         netns.check_available("tool.testfleet.network")
+
+
+def test_other_users_rerun_in_a_user_namespace_of_their_own(monkeypatch: pytest.MonkeyPatch):
+    from testfleet import netns
+
+    monkeypatch.setattr(netns.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(netns, "_has_sys_admin", lambda: False)
+    monkeypatch.setattr(netns, "_user_namespaces_work", lambda: None)
+    monkeypatch.delenv(netns.USERNS_VARIABLE, raising=False)
+    assert netns.unavailable() is None
+    assert netns.needs_user_namespace()
+    argv = netns.reexec_argv(["run", "-n", "4"])
+    assert argv[:5] == ["unshare", "--user", "--map-current-user", "--keep-caps", "--"]
+    assert argv[-4:] == ["testfleet", "run", "-n", "4"]

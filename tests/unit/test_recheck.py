@@ -103,3 +103,20 @@ def test_recheck_keeps_options_but_not_what_selects_tests(tmp_path):
         "db",
     ]
     assert recheck_args(project, args) == ["-q", "-k", "db"]
+
+
+def test_a_module_that_imports_only_after_another_is_named():
+    """Alone its module does not import; after its lane's earlier tests it does: the test
+    whose module must come first is named."""
+    from testfleet.recheck import CollectionFailed
+
+    def run(nodeids: Sequence[str]) -> bool:
+        if "t.py::test_3" not in nodeids[:-1]:
+            raise CollectionFailed("ImportError: cannot import name 'registry'")
+        return True
+
+    verdict = recheck("u.py::target", BEFORE, run)
+    assert verdict.kind == "collection order"
+    assert verdict.culprit == "t.py::test_3"
+    assert "imports only after the module of t.py::test_3" in verdict.text
+    assert "cannot import name 'registry'" in verdict.text
