@@ -8,6 +8,7 @@ import dataclasses
 import fcntl
 import itertools
 import os
+import re
 import shlex
 import signal
 import sys
@@ -43,7 +44,7 @@ from testfleet.errors import (
 )
 from testfleet.files import private_dir, write_private
 from testfleet.kinds.valkey import ValkeySpec
-from testfleet.lanes import collect, launch, recheck_runner, resolve_lanes
+from testfleet.lanes import collect, launch, project_modules, recheck_runner, resolve_lanes
 from testfleet.options import OPTIONS, argument_type, is_version
 from testfleet.plan import WorkSource, ideal_bound, plan, work_source
 from testfleet.preflight import check_paths
@@ -426,6 +427,51 @@ def run(project: Project, lanes: int) -> int:
     )
 
 
+def _recheck_collection(
+    project: Project,
+    stack: Stack,
+    run_: Run,
+    plan_: RunPlan,
+    outcome: RunOutcome,
+    *,
+    next_lane: Callable[[], int],
+) -> RunOutcome:
+    """Modules that did not import in the run: the one they need imported first is named in
+    their collection error (a run of one file often meets this)."""
+    python_of = {plan_.label_of[t.label]: t.python for t in plan_.targets}
+    groups = []
+    for group in outcome.groups:
+        errors = dict(group.collect_errors)
+        candidates = project_modules(project, python_of[group.label]) if errors else []
+        run = recheck_runner(
+            project,
+            stack,
+            run_.run_dir.path,
+            python=python_of[group.label],
+            mark=run_.run_dir.mark,
+            next_lane=next_lane,
+            durations={},
+            test_timeout=None,
+            deadline=None,
+            collect_only=True,
+        )
+        for module, text in list(errors.items())[: recheck.MAX_RECHECKED]:
+            say(f"rechecking the collection of {module}")
+            try:
+                # pytest's "E   NameError: ..." line, without its margin.
+                last = (text.strip().splitlines() or ["collection failed"])[-1]
+                last = re.sub(r"^E\s+", "", last.strip())
+                verdict = recheck.recheck_collection(module, candidates, run, last)
+            except TestfleetError as exc:
+                say(f"rechecks stopped: {exc.message}")
+                break
+            if verdict.culprit:
+                errors[module] = f"{text}\n\n{verdict.text}"
+                say(f"{module}: {verdict.text}")
+        groups.append(dataclasses.replace(group, collect_errors=errors))
+    return dataclasses.replace(outcome, groups=tuple(groups))
+
+
 def _into_own_user_namespace(argv: Sequence[str]) -> None:
     """A user other than root runs namespaced lanes from a user namespace of its own: this
     command starts again there (same pid, same uid; nothing has started yet)."""
@@ -451,9 +497,10 @@ def _rechecked(
     """Failed tests run again in fresh lanes: `--rerun-flaky` turns a later pass into a flaky
     pass; `--recheck` names the earlier test that makes one fail (see recheck.py)."""
     config = project.config
+    broken = sum(len(g.collect_errors) for g in outcome.groups)
     failures = sum(1 for r in outcome.results if r.failing)
-    check = recheck.wanted(config.recheck, failures, ci=bool(os.environ.get("CI")))
-    if failures == 0 or not (check or config.rerun_flaky):
+    check = recheck.wanted(config.recheck, failures + broken, ci=bool(os.environ.get("CI")))
+    if failures + broken == 0 or not (check or config.rerun_flaky):
         return outcome
     shares_db_numbers = any(
         isinstance(spec, ValkeySpec) and spec.isolation_mode == "database"  # and redis
@@ -489,6 +536,10 @@ def _rechecked(
     # The lanes are done: their servers go (their ports and memory are the rechecks' now).
     for lane in range(1, plan_.total_lanes + 1):
         stack.release(lane)
+    if check and broken:
+        outcome = _recheck_collection(project, stack, run_, plan_, outcome, next_lane=next_lane)
+    if failures == 0:
+        return outcome
     say(f"rechecking {failures} failed test(s) in fresh lanes")
     try:
         updated = recheck.apply(

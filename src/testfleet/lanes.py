@@ -265,6 +265,25 @@ _SELECTION_FLAGS = {
 }
 
 
+def project_modules(project: Project, python: str) -> list[str]:
+    """The suite's test files in pytest's collection order, as its configuration finds them
+    without the run's own path arguments: the candidates a module may need imported first."""
+    with tempfile.TemporaryDirectory(prefix="testfleet-modules-") as folder:
+        target = Path(folder) / "collected.json"
+        argv = [python, "-m", "pytest", "--collect-only", "-q", "-p", "testfleet.lane"]
+        argv += ["-p", "no:cacheprovider", *recheck_args(project, planning_args(project))]
+        env = process_environ(python)
+        shim = str(_link_package(Path(folder)))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (shim, env.get("PYTHONPATH", "")) if p)
+        env["TESTFLEET_COLLECT_FILE"] = str(target)
+        subprocess.run(argv, cwd=project.root, env=env, capture_output=True, check=False)
+        try:
+            report = json.loads(target.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return []
+    return list(dict.fromkeys(nodeid.split("::", 1)[0] for nodeid in report["nodeids"]))
+
+
 def recheck_args(project: Project, args: Sequence[str]) -> list[str]:
     """The run's pytest arguments without what selects tests (paths, node ids, --lf,
     --deselect): a recheck runs exactly the node ids it names, in its order."""
@@ -296,6 +315,7 @@ def recheck_runner(
     durations: Mapping[str, float],
     test_timeout: float | None,
     deadline: float | None,
+    collect_only: bool = False,
 ) -> Callable[[Sequence[str]], bool | None]:
     """Runs node ids, in order, in a fresh lane (new services), then releases that lane:
     whether the last of them passed, or None when the run did not say (hung, crashed)."""
@@ -327,6 +347,7 @@ def recheck_runner(
                 "-p",
                 "no:randomly",
                 "-q",
+                *(["--collect-only"] if collect_only else []),
                 *recheck_args(project, stack.expand_args(project.config.pytest_args, lane)),
                 "-o",
                 f"cache_dir={folder / 'pytest_cache'}",
@@ -355,8 +376,10 @@ def recheck_runner(
             outcome = document.get("outcomes", {}).get(nodeids[-1])
             target_file = nodeids[-1].split("::", 1)[0]
             errors = document.get("collection_errors", {})
-            if outcome is None and target_file in errors:
+            if (outcome is None or collect_only) and target_file in errors:
                 raise CollectionFailed(errors[target_file])
+            if collect_only:
+                return True
             return None if outcome is None else outcome == "passed"
         finally:
             stack.release(number)

@@ -57,8 +57,9 @@ class Verdict:
             return "flaky: failed, then passed when run again (--rerun-flaky)"
         if self.kind == "collection order" and self.culprit:
             return (
-                f"collection depends on order: its module imports only after the module of"
-                f" {self.culprit} ({self.error})"
+                f"collection depends on order: its module imports only after"
+                f" {'the module of ' if '::' in self.culprit else ''}{self.culprit}"
+                f" ({self.error})"
             )
         if self.kind == "collection order":
             return f"collection depends on order: its module does not import alone ({self.error})"
@@ -109,6 +110,11 @@ def recheck(target: str, before: Sequence[str], run: Runner) -> Verdict:
     if len(suspects) == 1:
         return Verdict("order dependent", culprit=suspects[0], runs=runs)
     return Verdict("order dependent", runs=runs)
+
+
+def recheck_collection(module: str, candidates: Sequence[str], run: Runner, error: str) -> Verdict:
+    """A module that did not import in the run: the earlier module it needs, if any."""
+    return _collection_culprit(module, [c for c in candidates if c != module], run, error)
 
 
 def _collection_culprit(target: str, before: Sequence[str], run: Runner, error: str) -> Verdict:

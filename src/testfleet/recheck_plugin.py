@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 
@@ -16,7 +17,8 @@ _collection: dict[str, str] = {}
 def pytest_collectreport(report: pytest.CollectReport) -> None:
     if report.failed:
         lines = str(report.longrepr).strip().splitlines()
-        _collection[report.nodeid] = lines[-1] if lines else "collection failed"
+        # pytest's "E   NameError: ..." line, without its margin.
+        _collection[report.nodeid] = re.sub(r"^E\s+", "", lines[-1].strip()) if lines else "failed"
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

@@ -110,3 +110,27 @@ def test_lanes_meeting_on_one_server_get_a_hint(tmp_path: Path):
     assert "1 failed, 1 passed" in result.stderr
     assert "some failures look like lanes meeting on one server (postgres" in result.stderr
     assert 'isolation = "server" gives every lane a server of its own' in result.stderr
+
+
+def test_a_module_that_imports_only_after_another_is_named(tmp_path: Path):
+    """`testfleet run tests/test_b_plugin.py`: that module needs another imported first.
+    The collection error says which."""
+    write_pyproject(
+        tmp_path,
+        '[tool.pytest.ini_options]\ntestpaths = ["tests"]\n[tool.testfleet]\nrecheck = "on"\n',
+    )
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_a_registry.py").write_text(
+        "import builtins\nbuiltins.PLUGINS = {}\ndef test_registry(): pass\n"
+    )
+    (tmp_path / "tests" / "test_b_plugin.py").write_text(
+        "PLUGINS['b'] = object()\ndef test_plugin(): assert 'b' in PLUGINS\n"
+    )
+    whole = run_cli("run", cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr  # in pytest's order it imports fine
+    alone = run_cli("run", "--", "tests/test_b_plugin.py", cwd=tmp_path)
+    assert alone.returncode != 0
+    assert (
+        "collection depends on order: its module imports only after tests/test_a_registry.py"
+        " (NameError: name 'PLUGINS' is not defined)" in alone.stderr
+    )
