@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from testfleet import pytest_cache
 from testfleet.config import VALKEY_DB_NUMBERS, Config, Project
@@ -193,24 +194,13 @@ def planning_args(project: Project) -> list[str]:
     return [expand(a, values, where=f"{TABLE}.pytest-args") for a in config.pytest_args]
 
 
-def collect(project: Project, python: str | None = None) -> list[str]:
-    """The suite's test ids, collected in the target interpreter without any services, as
-    the lane plugin reports them (pytest's terminal output changes with -q, -vv, plugins)."""
-    python = python or project.python
+def _collected(project: Project, python: str, args: Sequence[str]) -> tuple[int, str, Any]:
+    """pytest's collection in `python` without services, as the lane plugin reports it:
+    (exit code, its output, the plugin's report or None)."""
     with tempfile.TemporaryDirectory(prefix="testfleet-collect-") as folder:
         target = Path(folder) / "collected.json"
-        argv = [
-            python,
-            "-m",
-            "pytest",
-            "--collect-only",
-            "-q",
-            "-p",
-            "testfleet.lane",
-            "-p",
-            "no:cacheprovider",
-            *planning_args(project),
-        ]
+        argv = [python, "-m", "pytest", "--collect-only", "-q", "-p", "testfleet.lane"]
+        argv += ["-p", "no:cacheprovider", *args]
         env = process_environ(python)
         shim = str(_link_package(Path(folder)))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (shim, env.get("PYTHONPATH", "")) if p)
@@ -223,10 +213,17 @@ def collect(project: Project, python: str | None = None) -> list[str]:
             report = json.loads(target.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             report = None
-    if result.returncode not in (0, 5) or report is None or report["errors"]:
-        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+    return result.returncode, result.stdout + result.stderr, report
+
+
+def collect(project: Project, python: str | None = None) -> list[str]:
+    """The suite's test ids, collected in the target interpreter without any services, as
+    the lane plugin reports them (pytest's terminal output changes with -q, -vv, plugins)."""
+    code, output, report = _collected(project, python or project.python, planning_args(project))
+    if code not in (0, 5) or report is None or report["errors"]:
+        tail = "\n".join(output.strip().splitlines()[-15:])
         raise ConfigError(
-            f"collecting tests failed with exit code {result.returncode}; `testfleet plan`"
+            f"collecting tests failed with exit code {code}; `testfleet plan`"
             " collects without services, so modules that need them at import time fail here",
             details=tail,
         )
@@ -268,20 +265,9 @@ _SELECTION_FLAGS = {
 def project_modules(project: Project, python: str) -> list[str]:
     """The suite's test files in pytest's collection order, as its configuration finds them
     without the run's own path arguments: the candidates a module may need imported first."""
-    with tempfile.TemporaryDirectory(prefix="testfleet-modules-") as folder:
-        target = Path(folder) / "collected.json"
-        argv = [python, "-m", "pytest", "--collect-only", "-q", "-p", "testfleet.lane"]
-        argv += ["-p", "no:cacheprovider", *recheck_args(project, planning_args(project))]
-        env = process_environ(python)
-        shim = str(_link_package(Path(folder)))
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (shim, env.get("PYTHONPATH", "")) if p)
-        env["TESTFLEET_COLLECT_FILE"] = str(target)
-        subprocess.run(argv, cwd=project.root, env=env, capture_output=True, check=False)
-        try:
-            report = json.loads(target.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return []
-    return list(dict.fromkeys(nodeid.split("::", 1)[0] for nodeid in report["nodeids"]))
+    _, _, report = _collected(project, python, recheck_args(project, planning_args(project)))
+    nodeids = report["nodeids"] if report else []
+    return list(dict.fromkeys(nodeid.split("::", 1)[0] for nodeid in nodeids))
 
 
 def recheck_args(project: Project, args: Sequence[str]) -> list[str]:

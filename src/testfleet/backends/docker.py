@@ -267,12 +267,8 @@ class DockerBackend:
         key = reuse_key(launch, image_id, server.port)
         folder = reuse_dir()
         for slot in range(REUSE_SLOTS):
-            lock = folder / f"{key}-{slot}.lock"
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
+            fd = _hold_slot(folder, key, slot)
+            if fd is None:
                 continue
             name = f"testfleet-reuse-{os.getuid()}-{key}-{slot}"
             try:
@@ -421,6 +417,17 @@ def reuse_dir() -> Path:
     return private_dir(base / "reuse")
 
 
+def _hold_slot(folder: Path, key: str, slot: object) -> int | None:
+    """The lock of a kept container's slot, held (its fd), or None when a run holds it."""
+    fd = os.open(folder / f"{key}-{slot}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
 def reuse_key(launch: ContainerLaunch, image_id: str, port: int | None) -> str:
     """Everything that makes a container what it is: a change in any of it (a new image
     build, another setting) is another key, so a kept container always matches its config."""
@@ -450,12 +457,8 @@ def prune_reused(client: Any = None) -> list[str]:
         if LABEL_REUSE not in container.labels:
             continue
         slot = container.name.rsplit("-", 1)[-1]
-        lock = folder / f"{container.labels[LABEL_REUSE]}-{slot}.lock"
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        fd = _hold_slot(folder, container.labels[LABEL_REUSE], slot)
+        if fd is None:
             continue  # a run uses it now
         try:
             container.remove(force=True, v=True)

@@ -220,7 +220,7 @@ class PostgresService:
             if self._admin is None:
                 self._admin = self._start_container()
             self.major = self._admin.info.server_version // 10000
-            self._create_template()
+            self._create_template(self.ctx.folder(self.name, "setup"), seal=True)
 
     def _start_container(self) -> psycopg.Connection[tuple[object, ...]]:
         import psycopg
@@ -334,15 +334,19 @@ class PostgresService:
             )
         return admin
 
-    def _create_template(self) -> None:
-        """The template every lane's database is cloned from, with setup run on it once."""
+    def _create_template(self, setup_folder: Path, *, seal: bool, mark: bool = False) -> None:
+        """The template every lane starts from, with setup run on it once. `seal`: lanes
+        clone it, so it must keep no connections; `mark` flags it as a template too (on
+        servers of ours: an external server's user may not be allowed to)."""
         from psycopg import sql
 
         assert self._admin is not None
         self._remember(self.template)
         with self._admin.cursor() as cur:
             cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.template)))
-        self._run_setup(self.ctx.folder(self.name, "setup"))
+        self._run_setup(setup_folder)
+        if not seal:
+            return
         with self._admin.cursor() as cur:
             # Setup may leave connections behind; a template must have none.
             cur.execute(
@@ -350,10 +354,11 @@ class PostgresService:
                 " WHERE datname = %s AND pid <> pg_backend_pid()",
                 (self.template,),
             )
+            flags = (
+                "IS_TEMPLATE true ALLOW_CONNECTIONS false" if mark else "ALLOW_CONNECTIONS false"
+            )
             cur.execute(
-                sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(
-                    sql.Identifier(self.template)
-                )
+                sql.SQL("ALTER DATABASE {} WITH " + flags).format(sql.Identifier(self.template))
             )
 
     def _remember(self, database: str) -> None:
@@ -405,22 +410,9 @@ class PostgresService:
                     sql.Identifier(self.spec.user), sql.Literal(self.password)
                 )
             )
-            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.template)))
-        self._run_setup(folder)
-        if self.spec.isolation == "database":
-            with self._admin.cursor() as cur:
-                # Setup may leave connections behind; a template must have none.
-                cur.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                    " WHERE datname = %s AND pid <> pg_backend_pid()",
-                    (self.template,),
-                )
-                cur.execute(
-                    sql.SQL(
-                        "ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"
-                    ).format(sql.Identifier(self.template))
-                )
-        else:
+        shared = self.spec.isolation == "database"
+        self._create_template(folder, seal=shared, mark=True)
+        if not shared:
             # A clean shutdown leaves a data directory every lane can copy and start at once.
             self._admin.close()
             self._admin = None
