@@ -106,11 +106,11 @@ class StackContext:
 
     def dead(self) -> list[Handle]:
         """Servers of any backend that ended although nobody stopped them."""
+        # Every native process is the supervisor's, whether or not a native server started.
         with self._backends_lock:
-            backends = list(self._backends.values())
-        if "native" not in self._backends:
-            backends.append(NativeBackend(self.supervisor))  # setup and command processes
-        return [handle for backend in backends for handle in backend.dead()]
+            others = [b for name, b in self._backends.items() if name != "native"]
+        dead: list[Handle] = list(self.supervisor.dead())
+        return dead + [handle for backend in others for handle in backend.dead()]
 
     def stop_backends(self) -> None:
         """Stop every container; native processes are stopped by the run's supervisor."""
