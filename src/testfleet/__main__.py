@@ -1,3 +1,3 @@
-from testfleet.cli import main
+from testfleet.entry import main
 
 raise SystemExit(main())

@@ -19,18 +19,15 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-
-from testfleet import __version__, durations, pytest_cache, recheck, shards
-from testfleet.backends.native import describe_exit, note_spawned
-from testfleet.ci import add_ci_parser, ci_command
+from testfleet import __version__, durations, early_lanes, pytest_cache
+from testfleet.backends.native import note_spawned
+from testfleet.ci import add_ci_parser
 from testfleet.config import VALKEY_DB_NUMBERS, Project, check_lanes, load_project
 from testfleet.console import error, say
-from testfleet.coordinator import Coordinator, Progress, RunOutcome, ServiceProblem
-from testfleet.doctor import doctor
-from testfleet.envs import PythonTarget, prepare_targets
+from testfleet.coordinator import Coordinator, Progress, RunOutcome
+from testfleet.early_lanes import EarlyLane, EarlyLanes
 from testfleet.errors import (
     EXIT_INTERRUPTED,
     EXIT_NO_TESTS,
@@ -43,24 +40,58 @@ from testfleet.errors import (
     TestfleetError,
 )
 from testfleet.files import private_dir, write_private
-from testfleet.kinds.valkey import ValkeySpec
-from testfleet.lanes import collect, launch, project_modules, recheck_runner, resolve_lanes
+from testfleet.lanes import (
+    collect,
+    early_environ,
+    lanes_for_selection,
+    launch,
+    project_modules,
+    recheck_runner,
+    resolve_lanes,
+)
 from testfleet.options import OPTIONS, argument_type, is_version
 from testfleet.plan import WorkSource, ideal_bound, plan, work_source
 from testfleet.preflight import check_paths
-from testfleet.progress import LiveProgress, NullProgress, PlainProgress
 from testfleet.reaper import remove_if_ours
-from testfleet.reports import coverage as coverage_report
-from testfleet.reports import step_summary
-from testfleet.reports.junit import write_junit
-from testfleet.reports.results_file import write_results
-from testfleet.reports.summary import RunFacts, print_summary
 from testfleet.results import TestResult
 from testfleet.runtime import Run, signals_as_exceptions
-from testfleet.stack import LaneEnv, Stack, in_parallel, resolve_binaries
-from testfleet.verdict import collection_error_lines, coverage_verdict, verdict
+from testfleet.shared_stack import descriptor_path, not_shareable
+from testfleet.stack import LaneEnv, LaneProvider, Stack, in_parallel, resolve_binaries
+from testfleet.up_client import Connection, SharedStack, find_up
+
+if TYPE_CHECKING:
+    # What `testfleet run` needs only after its lanes start is imported then (see
+    # _import_the_rest): the first lane is handed its work sooner.
+
+    from testfleet import recheck
+    from testfleet.envs import PythonTarget
+    from testfleet.reports import coverage as coverage_report
 
 WATCH_INTERVAL_SECONDS = 0.25
+# Imported on a thread while the lanes run: reports, summary and rechecks.
+_LATER = (
+    "rich.console",
+    "testfleet.progress",
+    "testfleet.recheck",
+    "testfleet.reports.coverage",
+    "testfleet.reports.junit",
+    "testfleet.reports.results_file",
+    "testfleet.reports.summary",
+    "testfleet.shards",
+    "testfleet.verdict",
+)
+
+
+def _import_the_rest() -> None:
+    import importlib
+    import threading
+
+    def work() -> None:
+        for name in _LATER:
+            with contextlib.suppress(Exception):
+                importlib.import_module(name)
+
+    threading.Thread(target=work, name="testfleet-imports", daemon=True).start()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -103,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                     type=argument_type(option.parse),
                     help=help_text,
                 )
+    _add_selection(run)
     commands.add_parser("doctor", help="show which backends and binaries this machine has")
     commands.add_parser(
         "prune", help="remove the containers kept by reuse = true that no run uses now"
@@ -117,7 +149,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _add_selection(run: argparse.ArgumentParser) -> None:
+    """What picks the tests, as pytest spells it: `testfleet run tests/test_api.py -k order`."""
+    run.add_argument(
+        "selection",
+        nargs="*",
+        metavar="PATH",
+        help="test files, directories or node ids to run, as for pytest",
+    )
+    for names, help_text in (
+        (("--lf", "--last-failed"), "run only the tests that failed last time (pytest's --lf)"),
+        (("--ff", "--failed-first"), "run the tests that failed last time first (pytest's --ff)"),
+        (("-x", "--exitfirst"), "stop handing out tests after the first failure (pytest's -x)"),
+    ):
+        run.add_argument(
+            *names, dest=names[1].lstrip("-").replace("-", "_"), action="store_true", help=help_text
+        )
+    run.add_argument("-k", dest="keyword", metavar="EXPRESSION", help="pytest's -k")
+    run.add_argument("-m", dest="markexpr", metavar="MARKEXPR", help="pytest's -m")
+
+
+def selection_args(args: argparse.Namespace) -> list[str]:
+    """The selection options of `run` as pytest arguments."""
+    out = [
+        flag
+        for flag, dest in (("--lf", "last_failed"), ("--ff", "failed_first"), ("-x", "exitfirst"))
+        if getattr(args, dest, False)
+    ]
+    if getattr(args, "keyword", None):
+        out += ["-k", args.keyword]
+    if getattr(args, "markexpr", None):
+        out += ["-m", args.markexpr]
+    return out + list(getattr(args, "selection", None) or [])
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    early: EarlyLane | None = None,
+    started: float | None = None,
+) -> int:
+    """`early`: lane 1's interpreter, started before testfleet was imported; `started`: when
+    the command started (time.monotonic())."""
+    started = time.monotonic() if started is None else started
     args_list = list(sys.argv[1:] if argv is None else argv)
     extra: list[str] = []
     if "--" in args_list:
@@ -126,7 +200,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with signals_as_exceptions():
             args = build_parser().parse_args(args_list)
-            return dispatch(args, extra, args_list + (["--", *extra] if extra else []))
+            return dispatch(
+                args,
+                extra,
+                args_list + (["--", *extra] if extra else []),
+                early=EarlyLanes(early),
+                started=started,
+            )
     except TestfleetError as exc:
         error(exc.message, exc.details)
         return exc.exit_code
@@ -145,11 +225,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_SERVICE
 
 
-def dispatch(args: argparse.Namespace, extra: list[str], argv: Sequence[str] = ()) -> int:
+def dispatch(
+    args: argparse.Namespace,
+    extra: list[str],
+    argv: Sequence[str] = (),
+    *,
+    early: EarlyLanes | None = None,
+    started: float | None = None,
+) -> int:
     start = Path(args.project)
     if not start.is_dir():
         raise ConfigError(f"-C {args.project}: no such directory")
     if args.command == "doctor":
+        from testfleet.doctor import doctor
+
         try:
             project: Project | None = load_project(start, environ=os.environ)
         except ConfigError:
@@ -164,15 +253,24 @@ def dispatch(args: argparse.Namespace, extra: list[str], argv: Sequence[str] = (
     if args.command == "merge":
         return merge_command(load_project(start, environ=os.environ), args.dirs)
     if args.command == "ci":
+        from testfleet.ci import ci_command
+
         return ci_command(args, load_project(start, environ=os.environ))
     if extra and args.command != "run":
         raise ConfigError(f"arguments after -- go to pytest, which only 'run' starts: {extra}")
     cli = {o.key: getattr(args, o.dest) for o in OPTIONS}
-    cli["extra_pytest_args"] = extra
+    cli["extra_pytest_args"] = [*selection_args(args), *extra]
     project = load_project(start, cli=cli, environ=os.environ)
     # Everything a user can get wrong is found here, before anything starts.
     check_paths(project, args.command)
     lanes = 1 if args.command == "up" else resolve_lanes(project.config)
+    if args.command == "run":
+        chosen = lanes_for_selection(
+            project, lanes, args.selection, last_failed=bool(args.last_failed)
+        )
+        if chosen != lanes:
+            say(f'lanes = "auto": {chosen} lane(s) for the selected tests\' measured time')
+            lanes = chosen
     # Every Python version of the matrix runs its own lanes on the one stack.
     check_lanes(project.config, lanes * len(project.config.python or ("",)))
     if args.command == "run" and project.config.network == "namespace":
@@ -181,33 +279,22 @@ def dispatch(args: argparse.Namespace, extra: list[str], argv: Sequence[str] = (
         return up(project)
     if args.command == "plan":
         return plan_command(project, lanes)
-    return run(project, lanes)
+    return run(project, lanes, early=early or EarlyLanes(), started=started)
 
 
-def _start(project: Project, run: Run, stack: Stack, lanes: int) -> list[LaneEnv]:
+def _start(project: Project, run: Run, stack: LaneProvider, lanes: int) -> list[LaneEnv]:
     """Start the stack and provision every lane (in parallel); say how long it took."""
     began = time.perf_counter()
     stack.start()
     envs = in_parallel([partial(stack.provision, n) for n in range(1, lanes + 1)])
     names = ", ".join(project.config.services) or "no services"
+    what = "lanes" if isinstance(stack, SharedStack) else "stack"
+    whence = ", from the running `testfleet up`" if isinstance(stack, SharedStack) else ""
     say(
-        f"stack ready in {time.perf_counter() - began:.2f} s ({names}, {lanes} lane(s));"
+        f"{what} ready in {time.perf_counter() - began:.2f} s ({names}, {lanes} lane(s){whence});"
         f" run {run.run_dir.run_id}"
     )
     return envs
-
-
-def dead_service(stack: Stack) -> ServiceProblem | None:
-    """A server that exited although nobody stopped it: named, with its status and log."""
-    for process in stack.dead():
-        code = process.exit_code()
-        assert code is not None
-        return ServiceProblem(
-            f"service {process.name} exited unexpectedly ({describe_exit(code)})",
-            process.keep_log(),
-            process.tail(),
-        )
-    return None
 
 
 def _logs_dir(project: Project) -> Path:
@@ -215,28 +302,62 @@ def _logs_dir(project: Project) -> Path:
 
 
 def up(project: Project) -> int:
+    from testfleet.up_server import DEV_LANE, UpServer
+
     binaries = resolve_binaries(project)
     dotenv = project.path(project.config.dotenv)
+    warm, refusal = _warm_lanes(project)
     with (
         dotenv_lock(dotenv),
-        Run(_base(project), keep_logs=_logs_dir(project), owned_files=(dotenv,)) as run,
+        Run(
+            _base(project),
+            keep_logs=_logs_dir(project),
+            owned_files=(dotenv, descriptor_path(project)),
+        ) as run,
     ):
-        stack = Stack(project, run, binaries)
+        stack = Stack(project, run, binaries, lanes=DEV_LANE + warm)
+        server: UpServer | None = None
         try:
             (lane,) = _start(project, run, stack, 1)
             for key, value in lane.env.items():
                 print(f"export {key}={shlex.quote(value)}")
             sys.stdout.flush()
             write_dotenv(dotenv, lane.env)
+            server = UpServer(project, stack, warm=warm, shareable=refusal)
+            server.warm_up()
+            server.publish()
+            if refusal is None:
+                say(f"`testfleet run` in this project uses this stack ({warm} lane(s) kept warm)")
+            else:
+                say(f"`testfleet run` starts its own stack: {refusal}")
             say(f"env written to {dotenv}; Ctrl-C stops the stack")
             while True:
-                problem = dead_service(stack)
-                if problem is not None:
-                    raise ServiceError(problem.message, details=problem.details)
-                time.sleep(WATCH_INTERVAL_SECONDS)
+                server.serve(WATCH_INTERVAL_SECONDS, stack.problem)
         finally:
+            if server is not None:
+                server.close()
             stack.stop()
             remove_if_ours(dotenv, run.run_dir.run_id)
+
+
+def _warm_lanes(project: Project) -> tuple[int, str | None]:
+    """How many lanes `up` keeps warm for runs (-n/lanes, within what the services allow
+    beside the developer's lane), or 0 and why no run can share the stack."""
+    from testfleet.up_server import DEV_LANE
+
+    why = not_shareable(project)
+    if why is not None:
+        return 0, why
+    warm = resolve_lanes(project.config)
+    while True:
+        try:
+            check_lanes(project.config, DEV_LANE + max(warm, 1))
+        except ConfigError as exc:
+            if warm <= 1:
+                return 0, exc.message
+            warm -= 1
+            continue
+        return warm, None
 
 
 @contextlib.contextmanager
@@ -292,6 +413,8 @@ class RunPlan:
 
 def plan_run(project: Project, lanes: int) -> RunPlan:
     config = project.config
+    from testfleet.envs import prepare_targets
+
     targets = prepare_targets(project, say=say)
     matrix = config.python is not None and is_version(config.python[0])
     label_of = {t.label: (t.label if matrix else "") for t in targets}
@@ -307,10 +430,11 @@ def plan_run(project: Project, lanes: int) -> RunPlan:
     return RunPlan(targets, label_of, versions, lanes, work, measured, shard, keep_order)
 
 
-def run(project: Project, lanes: int) -> int:
+def run(project: Project, lanes: int, *, early: EarlyLanes, started: float | None = None) -> int:
     config = project.config
-    began = time.perf_counter()
-    binaries = resolve_binaries(project)
+    started = time.monotonic() if started is None else started
+    connection = None if config.own_stack else _running_up(project, lanes)
+    binaries = {} if connection is not None else resolve_binaries(project)
     plan_ = plan_run(project, lanes)
     shard, versions, total_lanes = plan_.shard, plan_.versions, plan_.total_lanes
     # Setup commands and command services use the first version's interpreter.
@@ -318,11 +442,16 @@ def run(project: Project, lanes: int) -> int:
         project, config=config.model_copy(update={"python": (plan_.targets[0].python,)})
     )
     deadline = time.monotonic() + config.timeout if config.timeout else None
-    console = Console(stderr=True, soft_wrap=True)
     interactive = sys.stderr.isatty()
     with Run(_base(project), keep_logs=_logs_dir(project)) as run_:
-        stack = Stack(stack_project, run_, binaries, lanes=total_lanes)
+        stack: LaneProvider = (
+            SharedStack(project, run_, connection, total_lanes)
+            if connection is not None
+            else Stack(stack_project, run_, binaries, lanes=total_lanes)
+        )
         try:
+            if config.network != "namespace":
+                _start_early(early, plan_, run_)
             envs = _start(project, run_, stack, total_lanes)
             coverage_dir = private_dir(run_.run_dir.path / "coverage") if config.coverage else None
             socket_path = private_dir(run_.run_dir.path / "queue") / "queue.sock"
@@ -344,14 +473,9 @@ def run(project: Project, lanes: int) -> int:
                 python_of=lambda n: plan_.target_of(n).python,
                 group_of=plan_.group_of,
                 coverage_rcfile=_rcfile(project) if coverage_dir else "",
+                early=early.take,
             )
-            progress: Progress = (
-                NullProgress()
-                if launch_spec.log_path(1) is None
-                else LiveProgress(console)
-                if console.is_terminal
-                else PlainProgress()
-            )
+            progress = _progress(launch_spec.log_path(1) is None)
             coordinator = Coordinator(
                 launch_spec,
                 total_lanes,
@@ -360,10 +484,11 @@ def run(project: Project, lanes: int) -> int:
                 test_timeout=config.test_timeout,
                 deadline=deadline,
                 progress=progress,
-                watch=partial(dead_service, stack),
+                watch=stack.problem,
             )
             lanes_began = time.perf_counter()
             interruption: BaseException | None = None
+            _import_the_rest()
             try:
                 coordinator.run()
             except (KeyboardInterrupt, Interrupted) as exc:
@@ -377,6 +502,9 @@ def run(project: Project, lanes: int) -> int:
                     # The run's own results stand: reports are written, rechecks are not.
                     say("rechecks stopped by an interrupt")
                     interruption = exc
+            from testfleet import shards
+            from testfleet.reports import coverage as coverage_report
+
             if shard is not None:
                 outcome = shards.label(outcome, shard)
             # Stopped before anything was collected: the last run's reports stay as they are
@@ -412,10 +540,10 @@ def run(project: Project, lanes: int) -> int:
                     coverage_dir=coverage_dir,
                 )
         finally:
+            early.close()
             stack.stop()
     return _conclude(
         project,
-        console,
         outcome,
         versions,
         shard=shard,
@@ -423,13 +551,53 @@ def run(project: Project, lanes: int) -> int:
         report_problems=report_problems,
         interruption=interruption,
         wall=lanes_wall,
-        total=time.perf_counter() - began,
+        total=time.monotonic() - started,
+        first_result=None if outcome.first_result_at is None else outcome.first_result_at - started,
     )
+
+
+def _running_up(project: Project, lanes: int) -> Connection | None:
+    """The `testfleet up` of this project whose stack the run uses, said on the first line;
+    or why a running one is not used."""
+    config = project.config
+    versions = len(config.python) if config.python and is_version(config.python[0]) else 1
+    connection, why_not = find_up(project, lanes * versions)
+    if why_not is not None:
+        say(why_not)
+    if connection is not None:
+        welcome = connection.welcome
+        say(
+            f"using the stack of the running `testfleet up` (pid {welcome.get('pid')},"
+            f" run {welcome.get('run_id')}); --own-stack starts one for this run"
+        )
+    return connection
+
+
+def _start_early(early: EarlyLanes, plan_: RunPlan, run_: Run) -> None:
+    """Interpreters and pytest load while the services start (not in lane namespaces, which
+    exist only once the lanes are provisioned)."""
+    if early_lanes.enabled():
+        for n in range(1, plan_.total_lanes + 1):
+            python = plan_.target_of(n).python
+            early.start(n, python, early_environ(run_.run_dir.path, python))
+
+
+def _progress(lanes_on_terminal: bool) -> Progress:
+    """None when one lane prints to the terminal itself; live on a terminal; else lines."""
+    from testfleet import progress
+
+    if lanes_on_terminal:
+        return progress.NullProgress()
+    if sys.stderr.isatty():
+        from rich.console import Console
+
+        return progress.LiveProgress(Console(stderr=True, soft_wrap=True))
+    return progress.PlainProgress()
 
 
 def _recheck_collection(
     project: Project,
-    stack: Stack,
+    stack: LaneProvider,
     run_: Run,
     plan_: RunPlan,
     outcome: RunOutcome,
@@ -438,6 +606,8 @@ def _recheck_collection(
 ) -> RunOutcome:
     """Modules that did not import in the run: the one they need imported first is named in
     their collection error (a run of one file often meets this)."""
+    from testfleet import recheck
+
     python_of = {plan_.label_of[t.label]: t.python for t in plan_.targets}
     groups = []
     for group in outcome.groups:
@@ -487,7 +657,7 @@ def _into_own_user_namespace(argv: Sequence[str]) -> None:
 
 def _rechecked(
     project: Project,
-    stack: Stack,
+    stack: LaneProvider,
     run_: Run,
     plan_: RunPlan,
     outcome: RunOutcome,
@@ -496,6 +666,9 @@ def _rechecked(
 ) -> RunOutcome:
     """Failed tests run again in fresh lanes: `--rerun-flaky` turns a later pass into a flaky
     pass; `--recheck` names the earlier test that makes one fail (see recheck.py)."""
+    from testfleet import recheck
+    from testfleet.kinds.valkey import ValkeySpec
+
     config = project.config
     broken = sum(len(g.collect_errors) for g in outcome.groups)
     failures = sum(1 for r in outcome.results if r.failing)
@@ -566,7 +739,6 @@ def _rechecked(
 
 def _conclude(
     project: Project,
-    console: Console,
     outcome: RunOutcome,
     versions: Mapping[str, str],
     *,
@@ -576,9 +748,17 @@ def _conclude(
     interruption: BaseException | None,
     wall: float,
     total: float,
+    first_result: float | None = None,
 ) -> int:
     """Say what happened (notices, summary, where the reports are), then the exit code."""
+    from rich.console import Console
+
+    from testfleet import recheck, shards
+    from testfleet.reports.summary import RunFacts, print_summary
+    from testfleet.verdict import verdict
+
     config = project.config
+    console = Console(stderr=True, soft_wrap=True)
     for notice in outcome.notices:
         say(notice)
     hint = recheck.shared_server_hint(
@@ -598,6 +778,7 @@ def _conclude(
             per_unknown=max((g.per_unknown for g in outcome.groups), default=0.0),
             coverage=cov,
             versions={k: v for k, v in versions.items() if k},
+            first_result=first_result,
         ),
     )
     if not outcome.collected and interruption is not None:
@@ -632,6 +813,8 @@ def _shard(text: str | None) -> tuple[int, int] | None:
 
 
 def _rcfile(project: Project) -> str:
+    from testfleet.reports import coverage as coverage_report
+
     found = coverage_report.config_file(project.root)
     return found if isinstance(found, str) else ""
 
@@ -656,6 +839,9 @@ def _write_reports(
     """The results file first (plain JSON, it cannot fail on odd characters), then every
     report from the same results; a report that fails is named, and the others still get
     written. `measured` durations are merged into the durations file. Returns what failed."""
+    from testfleet.reports.junit import write_junit
+    from testfleet.reports.results_file import write_results
+
     results_path = project.root / ".testfleet" / "results.json"
     collect_errors = {e.nodeid: e.text for e in errors}
     problems: list[str] = []
@@ -688,6 +874,14 @@ def _write_reports(
 def merge_command(project: Project, dirs: Sequence[str]) -> int:
     """Join the shards: one JUnit with every collected test once, combined coverage,
     merged durations, the summary (and the CI page's), the exit code of the whole."""
+    from rich.console import Console
+
+    from testfleet import shards
+    from testfleet.reports import coverage as coverage_report
+    from testfleet.reports import step_summary
+    from testfleet.reports.summary import RunFacts, print_summary
+    from testfleet.verdict import collection_error_lines, coverage_verdict
+
     config = project.config
     found = shards.find_shard_dirs(project, dirs)
     console = Console(stderr=True, soft_wrap=True)
@@ -743,6 +937,8 @@ def merge_command(project: Project, dirs: Sequence[str]) -> int:
 
 
 def plan_command(project: Project, lanes: int) -> int:
+    from testfleet.envs import prepare_targets
+
     config = project.config
     # With a matrix, the first version's environment collects (made or reused as for run).
     matrix = config.python is not None and is_version(config.python[0])

@@ -73,6 +73,7 @@ class Config(_Model):
     order: Annotated[Literal["auto", "duration", "pytest"], _option("order")] = "auto"
     durations: Annotated[str, _option("durations")] = ".testfleet/durations.json"
     coverage: Annotated[bool, _option("coverage")] = False
+    own_stack: Annotated[bool, _option("own-stack")] = False
     coverage_fail_under: Annotated[float | None, _option("coverage-fail-under")] = None
     coverage_xml: Annotated[str, _option("coverage-xml")] = ".testfleet/coverage.xml"
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from testfleet.backends.native import describe_exit
+from testfleet.early_lanes import EarlyLane
 from testfleet.files import open_private
 from testfleet.plan import Unit, Work, WorkSource
 from testfleet.protocol import LineReader, Message, send
@@ -44,12 +45,12 @@ class ServiceProblem:
     log's last lines."""
 
     what: str
-    log: Path
+    log: Path | None
     details: str
 
     @property
     def message(self) -> str:
-        return f"{self.what}; its log: {self.log}"
+        return f"{self.what}; its log: {self.log}" if self.log else self.what
 
 
 @dataclass
@@ -111,6 +112,7 @@ class RunOutcome:
     notices: tuple[str, ...]
     # For each failed test (group, node id): the tests its lane's process ran before it.
     predecessors: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    first_result_at: float | None = None  # time.monotonic() of the first test's result
 
     @property
     def results(self) -> list[TestResult]:
@@ -183,6 +185,8 @@ class LaneLaunch:
     on_spawn: Callable[[int], None] = lambda pid: None
     # Which group (Python version) lane N belongs to.
     group: Callable[[int], str] = lambda lane: ""
+    # Lane N's process when it was started before its services (handed over at its spawn).
+    early: Callable[[int], EarlyLane | None] = lambda lane: None
 
 
 class Coordinator:
@@ -218,6 +222,7 @@ class Coordinator:
         self.timed_out = False
         self.interrupted = False
         self.began = time.monotonic()
+        self.first_result_at: float | None = None
         self._selector = selectors.DefaultSelector()
         self._readers: dict[socket.socket, LineReader] = {}
         self._conn_lane: dict[socket.socket, LaneState] = {}
@@ -268,16 +273,18 @@ class Coordinator:
             output = os.fdopen(open_private(log_path), "ab")
         state.log_path = log_path
         try:
-            state.process = subprocess.Popen(
-                list(launch.argv(state.lane)),
-                cwd=launch.cwd,
-                env=dict(launch.env(state.lane)),
-                stdin=None if launch.foreground else subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT if output is not None else None,
-                # Its own process group: ending a lane ends what its tests forked too.
-                preexec_fn=os.setpgrp,  # noqa: PLW1509 - spawned from the main thread only
-            )
+            state.process = self._hand_over(state.lane, output)
+            if state.process is None:
+                state.process = subprocess.Popen(
+                    list(launch.argv(state.lane)),
+                    cwd=launch.cwd,
+                    env=dict(launch.env(state.lane)),
+                    stdin=None if launch.foreground else subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=subprocess.STDOUT if output is not None else None,
+                    # Its own process group: ending a lane ends what its tests forked too.
+                    preexec_fn=os.setpgrp,  # noqa: PLW1509 - spawned from the main thread only
+                )
         finally:
             if output is not None:
                 output.close()
@@ -288,6 +295,25 @@ class Coordinator:
         state.collected = False
         state.current = None
         state.history = []  # a new process: what ran before in the old one is gone
+
+    def _hand_over(self, lane: int, output: Any) -> subprocess.Popen[bytes] | None:
+        """Lane `lane`'s early process, told what to run (None: there is none, or it died)."""
+        early = self.launch.early(lane)
+        if early is None:
+            return None
+        launch = self.launch
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        try:
+            out = output.fileno() if output is not None else 1
+            stdio = (0 if launch.foreground else devnull, out, output.fileno() if output else 2)
+            argv = list(launch.argv(lane))
+            if argv[1:3] != ["-m", "pytest"]:  # wrapped (nsenter): started the usual way
+                early.discard()
+                return None
+            # The early lane already runs Python: it is handed pytest's own arguments.
+            return early.hand_over(argv[3:], launch.env(lane), str(launch.cwd), stdio)
+        finally:
+            os.close(devnull)
 
     def _read(self, conn: socket.socket) -> None:
         try:
@@ -382,6 +408,8 @@ class Coordinator:
 
     def _on_result(self, state: LaneState, message: Message) -> None:
         nodeid = message["nodeid"]
+        if self.first_result_at is None:
+            self.first_result_at = time.monotonic()
         self.groups[state.group].results[nodeid] = TestResult(
             nodeid=nodeid,
             outcome=message["outcome"],
@@ -610,6 +638,7 @@ class Coordinator:
             fatal_code=self.fatal_code,
             notices=tuple(self.notices),
             predecessors=dict(self.predecessors),
+            first_result_at=self.first_result_at,
         )
 
     def counts(self) -> tuple[int, int, int]:

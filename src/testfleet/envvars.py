@@ -47,7 +47,7 @@ def process_environ(python: str) -> dict[str, str]:
     target interpreter's bin directory first on PATH, as in an activated virtualenv, so that
     `python -m app` and tools installed beside the tests resolve without activating it."""
     # Private index credentials are for uv alone, never for tests or services.
-    from testfleet.envs import child_environ
+    from testfleet.credentials import child_environ
 
     environ = child_environ(os.environ)
     bin_dir = str(Path(python).parent) if "/" in python else str(Path(sys.executable).parent)

@@ -7,7 +7,9 @@ directory, basetemp and TMPDIR.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -18,9 +20,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from testfleet import pytest_cache
+from testfleet import durations, pytest_cache
 from testfleet.config import VALKEY_DB_NUMBERS, Config, Project
 from testfleet.coordinator import LaneLaunch
+from testfleet.early_lanes import EarlyLane
 from testfleet.envvars import placeholder_values, process_environ
 from testfleet.errors import ConfigError, ServiceError
 from testfleet.files import private_dir
@@ -30,7 +33,7 @@ from testfleet.recheck import CollectionFailed
 from testfleet.rundir import MARK_VARIABLE
 from testfleet.services import planned_values
 from testfleet.specs import TABLE
-from testfleet.stack import LaneEnv, Stack
+from testfleet.stack import LaneEnv, LaneProvider
 
 
 def resolve_lanes(config: Config, cpus: int | None = None) -> int:
@@ -55,6 +58,52 @@ def resolve_lanes(config: Config, cpus: int | None = None) -> int:
     return lanes
 
 
+# With lanes = "auto", a lane is started for every this much measured test time a selection
+# has: a lane's start-up (an interpreter, the suite's imports, collection) costs about a second.
+LANE_WORTH_SECONDS = 2.0
+
+
+def lanes_for_selection(
+    project: Project, lanes: int, selection: Sequence[str], *, last_failed: bool
+) -> int:
+    """`lanes = "auto"` for a run of a few files, node ids or the last failures: no more lanes
+    than their measured time is worth. Unchanged when the selection's time is not known."""
+    if project.config.lanes != "auto" or lanes == 1:
+        return lanes
+    measured = durations.load(project.path(project.config.durations), project.root)
+    if last_failed:
+        wanted = list(pytest_cache.lastfailed(project))
+        chosen = [measured.get(n) for n in wanted]
+        if not wanted or None in chosen:
+            return lanes
+        seconds = sum(t for t in chosen if t is not None)
+    elif selection:
+        seconds = 0.0
+        for item in selection:
+            key = _relative(project, item)
+            found = [
+                t
+                for n, t in measured.items()
+                if n == key or n.startswith((f"{key}::", f"{key.rstrip('/')}/"))
+            ]
+            if not found:
+                return lanes
+            seconds += sum(found)
+    else:
+        return lanes
+    return max(1, min(lanes, math.ceil(seconds / LANE_WORTH_SECONDS)))
+
+
+def _relative(project: Project, item: str) -> str:
+    """A path or node id as pytest's node ids spell it: relative to the project root."""
+    path, sep, rest = item.partition("::")
+    candidate = Path(path)
+    if candidate.is_absolute():
+        with contextlib.suppress(ValueError):
+            path = str(candidate.relative_to(project.root))
+    return (os.path.normpath(path) if path else path) + sep + rest
+
+
 def lane_dir(run_dir: Path, lane: int) -> Path:
     """The lane's own private directory: cache, basetemp, TMPDIR, output log."""
     return private_dir(private_dir(run_dir / "lanes") / str(lane))
@@ -75,8 +124,16 @@ def _link_package(folder: Path) -> Path:
     return folder
 
 
+def early_environ(run_dir: Path, python: str) -> dict[str, str]:
+    """An early lane's env until its hand-over: ours, and testfleet's package on its path."""
+    env = process_environ(python)
+    shim = str(plugin_path(run_dir))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (shim, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
 def lane_argv(
-    project: Project, stack: Stack, lane: LaneEnv, run_dir: Path, *, python: str
+    project: Project, stack: LaneProvider, lane: LaneEnv, run_dir: Path, *, python: str
 ) -> list[str]:
     folder = lane_dir(run_dir, lane.lane)
     argv = [
@@ -131,7 +188,7 @@ def lane_environ(
 
 def launch(
     project: Project,
-    stack: Stack,
+    stack: LaneProvider,
     lanes: Mapping[int, LaneEnv],
     run_dir: Path,
     *,
@@ -143,6 +200,7 @@ def launch(
     python_of: Callable[[int], str],
     group_of: Callable[[int], str],
     coverage_rcfile: str = "",
+    early: Callable[[int], EarlyLane | None] = lambda lane: None,
 ) -> LaneLaunch:
     """One lane on a terminal prints straight to it (pytest's own output, `--pdb` works);
     otherwise every lane writes to its own log, and testfleet shows progress."""
@@ -175,6 +233,7 @@ def launch(
         foreground=single and sys.stdin.isatty(),
         on_spawn=on_spawn,
         group=group_of,
+        early=early,
     )
 
 
@@ -292,7 +351,7 @@ def recheck_args(project: Project, args: Sequence[str]) -> list[str]:
 
 def recheck_runner(
     project: Project,
-    stack: Stack,
+    stack: LaneProvider,
     run_dir: Path,
     *,
     python: str,

@@ -309,6 +309,12 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("shard", "run shard I of M (CI machines), written to .testfleet/shards", _shard, "I/M"),
     Option("pytest-args", "arguments always passed to pytest", _arguments, "ARGS"),
+    Option(
+        "own-stack",
+        "start the run's own stack even when a `testfleet up` of the project is running",
+        _switch,
+        switch=True,
+    ),
 )
 
 OPTION_BY_KEY: dict[str, Option] = {option.key: option for option in OPTIONS}

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
-
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
+from typing import TYPE_CHECKING, TextIO
 
 from testfleet.coordinator import Coordinator
+
+if TYPE_CHECKING:  # rich only for the live display: CI logs start sooner without it
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
 
 PLAIN_INTERVAL_SECONDS = 10.0
 
@@ -76,6 +77,8 @@ class LiveProgress:
     def _render(self, coordinator: Coordinator) -> Table:
         now = time.monotonic()
         done, total, failed = coordinator.counts()
+        from rich.table import Table
+
         table = Table.grid(padding=(0, 2))
         style = "red" if failed else "green"
         table.add_row(
@@ -93,6 +96,8 @@ class LiveProgress:
             return
         self.last = now
         if self.live is None:
+            from rich.live import Live
+
             self.live = Live(console=self.console, transient=True, auto_refresh=False)
             self.live.start()
         self.live.update(self._render(coordinator), refresh=True)

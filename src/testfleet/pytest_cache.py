@@ -48,8 +48,13 @@ def _read(path: Path) -> dict[str, bool]:
     return {str(k): True for k in data} if isinstance(data, dict) else {}
 
 
+def lastfailed(project: Project) -> dict[str, bool]:
+    """The project's failures of earlier runs, as pytest's cache keeps them."""
+    return _read(project_cache_dir(project) / LASTFAILED)
+
+
 def seed_lastfailed(project: Project, lane_cache: Path) -> None:
-    failed = _read(project_cache_dir(project) / LASTFAILED)
+    failed = lastfailed(project)
     if not failed:
         return
     target = lane_cache / LASTFAILED

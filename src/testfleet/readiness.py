@@ -8,7 +8,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from testfleet.backends.base import Handle
@@ -115,14 +115,15 @@ def resp_ping(host: str, port: int, password: str | None) -> Probe:
     return probe
 
 
-def resp_call(host: str, port: int, password: str | None, *command: str) -> None:
-    """Valkey/Redis: one command that must answer +OK."""
+def resp_call(host: str, port: int, password: str | None, *commands: Sequence[str]) -> None:
+    """Valkey/Redis: commands on one connection, each of which must answer +OK."""
     with socket.create_connection((host, port), timeout=10) as sock:
         request = _resp_command("AUTH", password) if password else b""
-        sock.sendall(request + _resp_command(*command))
-        answer = _read_until(sock, b"+OK\r\n" * (2 if password else 1), b"-")
+        sock.sendall(request + b"".join(_resp_command(*command) for command in commands))
+        answer = _read_until(sock, b"+OK\r\n" * (len(commands) + (1 if password else 0)), b"-")
     if b"-" in answer.replace(b"+OK", b""):
-        raise ServiceError(f"{' '.join(command)} failed: {answer.decode(errors='replace')}")
+        what = "; ".join(" ".join(command) for command in commands)
+        raise ServiceError(f"{what} failed: {answer.decode(errors='replace')}")
 
 
 def nats_jetstream(host: str, port: int, token: str | None, jetstream: bool) -> Probe:

@@ -77,7 +77,11 @@ Identifier = Annotated[str, Field(pattern=IDENT_RE.pattern)]
 
 class Model(BaseModel):
     model_config = ConfigDict(
-        extra="forbid", frozen=True, alias_generator=_kebab, populate_by_name=False
+        extra="forbid",
+        frozen=True,
+        alias_generator=_kebab,
+        populate_by_name=False,
+        defer_build=True,
     )
 
 

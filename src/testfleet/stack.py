@@ -9,12 +9,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from testfleet.backends.base import Handle
-from testfleet.backends.native import unprivileged_user
+from testfleet.backends.native import describe_exit, unprivileged_user
 from testfleet.binaries import Binary, find_binary
 from testfleet.config import Project, start_order
+from testfleet.coordinator import ServiceProblem
 from testfleet.envvars import placeholder_values, service_exports
 from testfleet.files import private_dir
 from testfleet.netns import LaneNamespace, start_namespace
@@ -36,6 +37,24 @@ class LaneEnv:
     env: Mapping[str, str]
     # With network = "namespace": the lane's own network, which its pytest joins too.
     namespace: LaneNamespace | None = None
+
+
+class LaneProvider(Protocol):
+    """Where a run's lanes come from: its own `Stack`, or a running `up`'s (SharedStack)."""
+
+    run: Run
+
+    def start(self) -> None: ...
+
+    def provision(self, lane: int) -> LaneEnv: ...
+
+    def release(self, lane: int) -> None: ...
+
+    def expand_args(self, args: Sequence[str], lane: LaneEnv) -> list[str]: ...
+
+    def problem(self) -> ServiceProblem | None: ...
+
+    def stop(self) -> None: ...
 
 
 def resolve_binaries(project: Project) -> dict[str, Binary]:
@@ -138,6 +157,14 @@ class Stack:
         for name in self.services:
             shutil.rmtree(self.run.run_dir.path / name / f"lane{lane}", ignore_errors=True)
 
+    def recycle(self, lane: int) -> None:
+        """Release `lane` and undo what it made on shared servers (its database, its DB
+        number): the lane number can then be provisioned afresh."""
+        self.release(lane)
+        for level in reversed(self.levels):
+            for name in level:
+                self.services[name].forget(lane)
+
     def _namespace(self, lane: int) -> LaneNamespace:
         began = time.perf_counter()
         folder = private_dir(private_dir(self.run.run_dir.path / "namespaces") / str(lane))
@@ -167,13 +194,23 @@ class Stack:
         return env
 
     def expand_args(self, args: Sequence[str], lane: LaneEnv) -> list[str]:
-        everything = {name: view.values for name, view in lane.views.items()}
-        values = placeholder_values(None, everything, self.ctx.common_values(lane.lane))
-        return [expand(a, values, where=f"{TABLE}.pytest-args") for a in args]
+        return expand_lane_args(args, lane, self.ctx.common_values(lane.lane))
 
     def dead(self) -> list[Handle]:
         """Servers (processes or containers) that ended although nobody stopped them."""
         return self.ctx.dead()
+
+    def problem(self) -> ServiceProblem | None:
+        """A server that exited although nobody stopped it: named, with its status and log."""
+        for process in self.dead():
+            code = process.exit_code()
+            assert code is not None
+            return ServiceProblem(
+                f"service {process.name} exited unexpectedly ({describe_exit(code)})",
+                process.keep_log(),
+                process.tail(),
+            )
+        return None
 
     def stop(self) -> None:
         """Processes first (a test app still connected would keep an external database from
@@ -197,6 +234,13 @@ class Stack:
         attempt(self.ctx.stop_backends)
         if errors:
             raise errors[0]
+
+
+def expand_lane_args(args: Sequence[str], lane: LaneEnv, common: Mapping[str, str]) -> list[str]:
+    """pytest-args with the lane's placeholders filled: its services' values, `{lane}`, ..."""
+    everything = {name: view.values for name, view in lane.views.items()}
+    values = placeholder_values(None, everything, common)
+    return [expand(a, values, where=f"{TABLE}.pytest-args") for a in args]
 
 
 def _needs_run_as(project: Project) -> bool:

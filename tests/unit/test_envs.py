@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from testfleet import envs
+from testfleet import credentials, envs
 from testfleet.config import Project, validate
 from testfleet.errors import ConfigError, ServiceError
 
@@ -244,7 +244,7 @@ CREDENTIALS = {
 def test_children_get_no_uv_index_credentials() -> None:
     """Lanes and services see the index URLs without their userinfo and none of uv's
     credential variables; everything else passes through unchanged."""
-    child = envs.child_environ(CREDENTIALS)
+    child = credentials.child_environ(CREDENTIALS)
     assert "UV_INDEX_PRIVATE_USERNAME" not in child
     assert "UV_INDEX_PRIVATE_PASSWORD" not in child
     assert "UV_PUBLISH_TOKEN" not in child
@@ -269,7 +269,7 @@ def test_credentials_in_tool_output_are_masked() -> None:
         "token pypi-publish-token, pip x1y2z3 erin pipsecret dave tok\n"
         "from uv.toml: https://zed:zedpw@elsewhere.example/simple\n"
     )
-    masked = envs.mask_credentials(output, CREDENTIALS)
+    masked = credentials.mask_credentials(output, CREDENTIALS)
     for secret in (
         "alice",
         "s3cr@t",

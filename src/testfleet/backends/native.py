@@ -77,7 +77,7 @@ def server_environ(run_as: RunAs | None) -> dict[str, str]:
     account only the locale and PATH."""
     if run_as is not None:
         return {k: v for k, v in os.environ.items() if k in SERVER_VARIABLES or k.startswith("LC_")}
-    from testfleet.envs import child_environ
+    from testfleet.credentials import child_environ
 
     return child_environ(os.environ)
 

@@ -37,6 +37,7 @@ class RunFacts:
     per_unknown: float
     coverage: CoverageOutcome | None = None
     versions: Mapping[str, str] = field(default_factory=dict)  # a matrix: label -> version
+    first_result: float | None = None  # seconds from the command's start
 
 
 def counts_line(results: Sequence[TestResult]) -> str:
@@ -100,6 +101,11 @@ def print_summary(console: Console, results: Sequence[TestResult], facts: RunFac
             f" (= max(test time / {len(facts.lanes)} lanes, longest test))",
             highlight=False,
         )
+        if facts.first_result is not None:
+            console.print(
+                f"first test result {facts.first_result:.2f} s after the command started",
+                highlight=False,
+            )
         if facts.unknown_durations:
             console.print(
                 f"{facts.unknown_durations} test(s) had no measured duration and were"

@@ -183,6 +183,11 @@ class Service(Protocol):
 
     def provision(self, lane: int, deps: Mapping[str, ServiceView]) -> ServiceView: ...
 
+    def forget(self, lane: int) -> None:
+        """Undo what `provision(lane)` made on a shared server, so that the lane number can
+        be provisioned afresh (a `testfleet up` hands lanes to one run after another)."""
+        ...
+
     def stop(self) -> None: ...
 
 

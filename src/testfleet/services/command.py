@@ -97,5 +97,8 @@ class CommandService:
         port = self.ctx.start(spec, server).port
         return ServiceView(self.name, "command", own(port))
 
+    def forget(self, lane: int) -> None:
+        """Nothing of a lane's is left on a shared server: it has servers of its own."""
+
     def stop(self) -> None:
         """Processes are stopped by the supervisor; nothing else to release."""

@@ -255,6 +255,10 @@ class MongoService:
         values = {"url": url, "host": host, "port": str(port), "database": database}
         return ServiceView(self.name, self.spec.kind, values)
 
+    def forget(self, lane: int) -> None:
+        """Lanes of isolation = "database" are not handed out again (see shared_stack.py); a
+        server per lane goes with the lane."""
+
     def stop(self) -> None:
         """Drop the databases this run handed out on an external server, and only those;
         local servers go with their backend."""

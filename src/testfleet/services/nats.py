@@ -117,5 +117,8 @@ class NatsService:
             },
         )
 
+    def forget(self, lane: int) -> None:
+        """Nothing of a lane's is left on a shared server: it has servers of its own."""
+
     def stop(self) -> None:
         """Servers are stopped by their backend; an external one is left as it was."""

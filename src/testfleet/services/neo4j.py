@@ -340,6 +340,10 @@ class Neo4jService:
         }
         return ServiceView(self.name, self.spec.kind, values)
 
+    def forget(self, lane: int) -> None:
+        """Lanes of isolation = "database" are not handed out again (see shared_stack.py); a
+        server per lane goes with the lane."""
+
     def stop(self) -> None:
         """Drop the databases this run made on an external server, and only those; local
         servers go with their backend."""

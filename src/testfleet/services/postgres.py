@@ -633,6 +633,32 @@ class PostgresService:
             },
         )
 
+    def forget(self, lane: int) -> None:
+        """The lane's database is dropped, so the lane can be cloned afresh."""
+        if self.spec.isolation == "server":
+            return
+        database = f"{self.prefix}_{lane}"
+        with self._admin_lock:
+            if self._admin is None or database not in self._created:
+                return
+            self._drop(database)
+            self._created.remove(database)
+
+    def _drop(self, database: str) -> None:
+        from psycopg import sql
+
+        assert self._admin is not None
+        if self.major < 13:  # no FORCE: end its sessions first
+            self._admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = %s AND pid <> pg_backend_pid()",
+                (database,),
+            )
+        force = sql.SQL(" WITH (FORCE)") if self.major >= 13 else sql.SQL("")
+        self._admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {}{}").format(sql.Identifier(database), force)
+        )
+
     def stop(self) -> None:
         """On an external server, drop the databases this run made (and only those)."""
         with self._admin_lock:
@@ -643,22 +669,9 @@ class PostgresService:
         if self._admin is None:
             return
         if self.backend == "external":
-            from psycopg import sql
-
-            force = sql.SQL(" WITH (FORCE)") if self.major >= 13 else sql.SQL("")
             for database in reversed(self._created):
                 with contextlib.suppress(Exception):  # the server may be gone already
-                    if self.major < 13:  # no FORCE: end its sessions first
-                        self._admin.execute(
-                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                            " WHERE datname = %s AND pid <> pg_backend_pid()",
-                            (database,),
-                        )
-                    self._admin.execute(
-                        sql.SQL("DROP DATABASE IF EXISTS {}{}").format(
-                            sql.Identifier(database), force
-                        )
-                    )
+                    self._drop(database)
             self._created.clear()
         self._admin.close()
         self._admin = None

@@ -110,7 +110,7 @@ class ValkeyService:
                 reuse=spec.reuse,
             ),
             # A kept container from an earlier run: its data is this project's own, emptied.
-            reset=lambda host, port: readiness.resp_call(host, port, self.password, "FLUSHALL"),
+            reset=lambda host, port: readiness.resp_call(host, port, self.password, ("FLUSHALL",)),
         )
         started = self.ctx.start(spec, server)
         return started.host, started.port
@@ -135,6 +135,13 @@ class ValkeyService:
                 "db": str(db),
             },
         )
+
+    def forget(self, lane: int) -> None:
+        """With isolation = "database", the lane's DB number is emptied for the next lane."""
+        if self._shared is not None and self.spec.isolation_mode == "database":
+            host, port = self._shared
+            db = self._first_db + lane - 1
+            readiness.resp_call(host, port, self.password, ("SELECT", str(db)), ("FLUSHDB",))
 
     def stop(self) -> None:
         """Servers are stopped by their backend; an external one is left as it was."""

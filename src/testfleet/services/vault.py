@@ -189,6 +189,10 @@ class VaultService:
             },
         )
 
+    def forget(self, lane: int) -> None:
+        """Lanes of isolation = "mount" are not handed out again (see shared_stack.py); a
+        server per lane goes with the lane."""
+
     def stop(self) -> None:
         """Remove the mounts this run made; nothing else on an external server is touched."""
         with self._mounts_lock:

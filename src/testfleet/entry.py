@@ -1,0 +1,23 @@
+"""The `testfleet` command. `testfleet run` starts its first lane's interpreter here, before
+the rest of testfleet is imported (see early_lanes.py)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+_STARTED = time.monotonic()
+
+from testfleet import early_lanes  # noqa: E402 - after the clock starts
+
+
+def main() -> int:
+    argv = sys.argv[1:]
+    early = early_lanes.speculate(argv)
+    try:
+        from testfleet.cli import main as cli_main
+
+        return cli_main(argv, early=early, started=_STARTED)
+    finally:
+        if early is not None:
+            early.discard()

@@ -1,0 +1,222 @@
+"""The edit-test loop: `testfleet run` on a running `testfleet up`'s stack with fresh lanes,
+lanes started while services start (their env still arrives before conftest imports), and
+pytest's own selection options."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import psycopg
+import pytest
+
+from tests.helpers import run_cli, start_cli, wait_for, wait_until_up, write_pyproject
+
+pytestmark = pytest.mark.e2e
+
+CONFIG = "[tool.testfleet]\n[tool.testfleet.services.postgres]\n[tool.testfleet.services.valkey]\n"
+USING = "testfleet: using the stack of the running `testfleet up`"
+
+# Fails unless its lane is fresh: the table and the key it makes must not be there yet.
+FRESH_TEST = """
+import os, time
+import psycopg, redis
+
+def test_lane_is_fresh():
+    with psycopg.connect(os.environ["POSTGRES_URL"], autocommit=True) as conn:
+        assert conn.execute("SELECT to_regclass('marker')").fetchone()[0] is None
+        conn.execute("CREATE TABLE marker (x int)")
+    client = redis.Redis.from_url(os.environ["VALKEY_URL"])
+    assert client.get("marker") is None
+    client.set("marker", "1")
+    client.close()
+    with open(os.environ["SEEN"], "a") as seen:
+        seen.write(os.environ["POSTGRES_URL"] + " " + os.environ["VALKEY_URL"] + "\\n")
+    if os.environ.get("HOLD"):
+        open(os.environ["HOLD"], "w").write(str(os.getpid()))
+        time.sleep(300)
+"""
+
+
+def dotenv_values(path: Path) -> dict[str, str]:
+    values = {}
+    for line in path.read_text().splitlines():
+        key, _, value = line.partition("=")
+        values[key] = shlex.split(value)[0] if value else ""
+    return values
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    root = write_pyproject(tmp_path / "project", CONFIG)
+    (root / "tests").mkdir()
+    (root / "tests" / "test_fresh.py").write_text(FRESH_TEST)
+    return root
+
+
+@pytest.fixture
+def up(project: Path) -> Iterator[subprocess.Popen[str]]:
+    process = start_cli(project, "up", "-n", "1")
+    try:
+        wait_until_up(process)
+        yield process
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=60)
+
+
+def test_runs_share_a_running_up_and_every_run_gets_fresh_lanes(
+    project: Path, up: subprocess.Popen[str], tmp_path: Path
+):
+    seen = tmp_path / "seen"
+    env = {"SEEN": str(seen)}
+    for lanes in ("1", "1", "3"):
+        # -n 3 needs more lanes than the one kept warm: the up makes them on demand.
+        result = run_cli("run", "-n", lanes, "--group-by", "test", cwd=project, env=env)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr.startswith(USING), result.stderr
+        assert "lanes ready in" in result.stderr
+        assert "stack ready in" not in result.stderr
+    used = seen.read_text().splitlines()
+    assert len(used) == 3
+    developer = dotenv_values(project / ".testfleet" / "env")
+    # The developer's lane (what `up` printed) is never handed to a run.
+    assert all(developer["POSTGRES_URL"] not in line for line in used)
+    # Lanes given back are recycled: the up's server holds the developer's database and the
+    # warm lane's, nothing left from the runs.
+    with psycopg.connect(developer["POSTGRES_URL"], autocommit=True) as conn:
+        names = [row[0] for row in conn.execute("SELECT datname FROM pg_database")]
+    lane_databases = [n for n in names if n.rsplit("_", 1)[-1].isdigit()]
+    assert len(lane_databases) == 2, names
+
+
+def test_a_changed_config_is_not_shared_and_says_which_setting(
+    project: Path, up: subprocess.Popen[str], tmp_path: Path
+):
+    with (project / "pyproject.toml").open("a") as config:
+        config.write("start-timeout = 31\n")  # under [tool.testfleet.services.valkey]
+    result = run_cli("run", cwd=project, env={"SEEN": str(tmp_path / "seen")})
+    assert result.returncode == 0, result.stderr
+    first = result.stderr.splitlines()[0]
+    assert "not using the running `testfleet up`" in first
+    assert "services.valkey.start-timeout" in first
+    assert "stack ready in" in result.stderr
+    own = run_cli("run", "--own-stack", cwd=project, env={"SEEN": str(tmp_path / "seen")})
+    assert own.returncode == 0, own.stderr
+    assert "testfleet up" not in own.stderr
+
+
+def test_a_killed_run_gives_its_lanes_back(
+    project: Path, up: subprocess.Popen[str], tmp_path: Path
+):
+    hold = tmp_path / "hold"
+    env = {"SEEN": str(tmp_path / "seen"), "HOLD": str(hold)}
+    process = start_cli(project, "run", env=env)
+    wait_for(lambda: hold.exists() and hold.read_text() != "", what="the test to start")
+    lane = int(hold.read_text())
+    process.kill()
+    process.communicate(timeout=30)
+    wait_for(lambda: not psutil.pid_exists(lane), what="the killed run's lane to be stopped")
+    # The next run gets a fresh lane (the killed run's table and key are gone).
+    result = run_cli("run", cwd=project, env={"SEEN": str(tmp_path / "seen")})
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith(USING)
+
+
+def test_a_service_of_the_up_dying_ends_the_run_with_exit_3(
+    project: Path, up: subprocess.Popen[str], tmp_path: Path
+):
+    hold = tmp_path / "hold"
+    process = start_cli(project, "run", env={"SEEN": str(tmp_path / "seen"), "HOLD": str(hold)})
+    wait_for(lambda: hold.exists() and hold.read_text() != "", what="the test to start")
+    servers = [p for p in psutil.Process(up.pid).children(recursive=True) if "valkey" in p.name()]
+    assert servers
+    servers[0].kill()
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 3, stderr
+    assert "exited unexpectedly" in stderr
+    assert "in the running `testfleet up`" in stderr
+
+
+def test_up_with_a_fixed_port_per_lane_keeps_no_lanes_and_runs_say_why(tmp_path: Path):
+    project = write_pyproject(tmp_path, "[tool.testfleet.services.valkey]\nport = 'default'\n")
+    (project / "test_a.py").write_text("def test_a(): pass\n")
+    process = start_cli(project, "up")
+    try:
+        lines = wait_until_up(process)
+        assert any("`testfleet run` starts its own stack" in line for line in lines), lines
+        result = run_cli("run", cwd=project)
+        assert "not using the running `testfleet up`" in result.stderr.splitlines()[0]
+        # Its own stack needs the port the up holds: named, not a traceback.
+        assert result.returncode == 3, result.stderr
+        assert "already in use" in result.stderr
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=60)
+
+
+LANE_ENV_CONFTEST = """
+import json, os
+# Read at import time, as suites do: it must already be the lane's final env.
+AT_IMPORT = {k: os.environ.get(k) for k in ("VALKEY_URL", "TESTFLEET_LANE")}
+BOOT = open("/proc/self/cmdline", "rb").read().split(b"\\0")
+"""
+
+LANE_ENV_TEST = """
+import json, os
+from conftest import AT_IMPORT, BOOT
+
+def test_env_was_there_at_import():
+    assert AT_IMPORT["VALKEY_URL"] == os.environ["VALKEY_URL"]
+    assert AT_IMPORT["TESTFLEET_LANE"] == os.environ["TESTFLEET_LANE"]
+    with open(os.environ["REPORT"], "a") as report:
+        report.write(json.dumps({"early": any(b"lane_boot" in part for part in BOOT)}) + "\\n")
+"""
+
+
+@pytest.mark.parametrize("early", ["1", "0"])
+def test_lanes_started_early_see_their_env_before_conftest_imports(tmp_path: Path, early: str):
+    project = write_pyproject(tmp_path / "p", "[tool.testfleet.services.valkey]\n")
+    (project / "conftest.py").write_text(LANE_ENV_CONFTEST)
+    for name in ("a", "b"):
+        (project / f"test_{name}.py").write_text(LANE_ENV_TEST)
+    report = tmp_path / "report"
+    result = run_cli(
+        "run",
+        "-n",
+        "2",
+        "--own-stack",
+        cwd=project,
+        env={"REPORT": str(report), "TESTFLEET_EARLY_LANES": early},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "─ 2 passed in" in result.stderr
+    lines = [json.loads(line) for line in report.read_text().splitlines()]
+    assert lines == [{"early": early == "1"}] * 2
+
+
+def test_pytest_selection_options_pick_the_tests(tmp_path: Path):
+    project = write_pyproject(tmp_path, "[tool.testfleet]\n")
+    (project / "tests").mkdir()
+    (project / "tests" / "test_a.py").write_text(
+        "import os\ndef test_one(): pass\ndef test_two(): assert not os.environ.get('BREAK')\n"
+    )
+    (project / "tests" / "test_b.py").write_text("def test_three(): pass\n")
+    path = run_cli("run", "tests/test_b.py", cwd=project)
+    assert path.returncode == 0, path.stderr
+    assert "─ 1 passed in" in path.stderr
+    keyword = run_cli("run", "-k", "one or three", cwd=project)
+    assert keyword.returncode == 0, keyword.stderr
+    assert "─ 2 passed in" in keyword.stderr
+    failing = run_cli("run", cwd=project, env={"BREAK": "1"})
+    assert failing.returncode == 1
+    last = run_cli("run", "--lf", cwd=project, env={**os.environ, "BREAK": "1"})
+    assert last.returncode == 1
+    # Only the test that failed ran: no passes in the counts.
+    assert "─ 1 failed in" in last.stderr, last.stderr

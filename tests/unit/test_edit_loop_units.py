@@ -1,0 +1,102 @@
+"""Planning pieces of the edit-test loop: which `up` a run may share, how many lanes a
+selection is worth, which command line starts a lane early."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from testfleet import early_lanes
+from testfleet.lanes import lanes_for_selection
+from testfleet.shared_stack import differences, identity, not_shareable
+from tests.helpers import project
+
+
+def test_identity_names_settings_as_the_config_spells_them(tmp_path: Path):
+    ours = identity(project(tmp_path, {"services": {"valkey": {"start-timeout": 31}}}))
+    theirs = identity(project(tmp_path, {"services": {"valkey": {}}}))
+    assert differences(ours, theirs) == ["services.valkey.start-timeout"]
+
+
+def test_run_only_settings_do_not_change_the_identity(tmp_path: Path):
+    services = {"postgres": {}}
+    plain = identity(project(tmp_path, {"services": services}))
+    busy = identity(
+        project(
+            tmp_path, {"services": services, "lanes": 4, "pytest-args": ["-x"], "coverage": True}
+        )
+    )
+    assert differences(plain, busy) == []
+
+
+def test_added_services_and_env_are_differences(tmp_path: Path):
+    before = identity(project(tmp_path, {"services": {"postgres": {}}}))
+    after = identity(
+        project(tmp_path, {"services": {"postgres": {}, "nats": {}}, "env": {"MODE": "x"}})
+    )
+    assert differences(before, after) == ["env.MODE", "services.nats"]
+
+
+def test_lanes_a_running_up_cannot_recycle_are_not_shared(tmp_path: Path):
+    external = {"backend": "external", "url": "http://127.0.0.1:8200", "token": "t"}
+    config = {"services": {"vault": {**external, "isolation": "mount"}}}
+    assert 'isolation = "mount"' in (not_shareable(project(tmp_path, config)) or "")
+    assert not_shareable(project(tmp_path, {"services": {"vault": {}}})) is None
+
+
+def durations(tmp_path: Path, times: dict[str, float]) -> None:
+    path = tmp_path / ".testfleet" / "durations.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps({"durations": times}))
+
+
+def test_auto_lanes_for_a_selection_follow_its_measured_time(tmp_path: Path):
+    durations(
+        tmp_path,
+        {"tests/test_a.py::t1": 0.3, "tests/test_b.py::t2": 5.0, "tests/test_b.py::t3": 2.5},
+    )
+    auto = project(tmp_path, {"lanes": "auto"})
+    assert lanes_for_selection(auto, 4, ["tests/test_a.py"], last_failed=False) == 1
+    assert lanes_for_selection(auto, 4, ["tests/test_b.py"], last_failed=False) == 4
+    assert lanes_for_selection(auto, 4, ["tests"], last_failed=False) == 4
+    assert lanes_for_selection(auto, 4, [str(tmp_path / "tests/test_a.py")], last_failed=False) == 1
+    # A file without measured times, or no selection at all: as configured.
+    assert lanes_for_selection(auto, 4, ["tests/test_new.py"], last_failed=False) == 4
+    assert lanes_for_selection(auto, 4, [], last_failed=False) == 4
+    # A number of lanes the user chose stays.
+    fixed = project(tmp_path, {"lanes": 3})
+    assert lanes_for_selection(fixed, 3, ["tests/test_a.py"], last_failed=False) == 3
+
+
+def test_auto_lanes_for_the_last_failures(tmp_path: Path):
+    durations(tmp_path, {"tests/test_a.py::t1": 0.3, "tests/test_b.py::t2": 5.0})
+    cache = tmp_path / ".pytest_cache" / "v" / "cache"
+    cache.mkdir(parents=True)
+    (cache / "lastfailed").write_text(json.dumps({"tests/test_a.py::t1": True}))
+    auto = project(tmp_path, {"lanes": "auto"})
+    assert lanes_for_selection(auto, 4, [], last_failed=True) == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["run"], "run"),
+        (["-C", "x", "run", "-n", "2"], "run"),
+        (["--project=x", "run"], "run"),
+        (["run", "--", "-h"], "run"),
+        (["run", "--help"], None),
+        (["up"], "up"),
+        (["--version"], None),
+        ([], None),
+    ],
+)
+def test_the_command_is_found_without_parsing_everything(argv: list[str], command: str | None):
+    assert early_lanes._command(argv) == command
+
+
+def test_no_lane_is_started_early_for_other_commands_or_when_switched_off(monkeypatch):
+    assert early_lanes.speculate(["up"]) is None
+    monkeypatch.setenv(early_lanes.SWITCH_VARIABLE, "0")
+    assert early_lanes.speculate(["run"]) is None
