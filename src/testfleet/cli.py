@@ -264,22 +264,25 @@ def dispatch(
     # Everything a user can get wrong is found here, before anything starts.
     check_paths(project, args.command)
     lanes = 1 if args.command == "up" else resolve_lanes(project.config)
+    note = None
     if args.command == "run":
         chosen = lanes_for_selection(
             project, lanes, args.selection, last_failed=bool(args.last_failed)
         )
         if chosen != lanes:
-            say(f'lanes = "auto": {chosen} lane(s) for the selected tests\' measured time')
+            note = f'lanes = "auto": {chosen} lane(s) for the selected tests\' measured time'
             lanes = chosen
     # Every Python version of the matrix runs its own lanes on the one stack.
     check_lanes(project.config, lanes * len(project.config.python or ("",)))
     if args.command == "run" and project.config.network == "namespace":
+        if early is not None:
+            early.close()  # lanes start in their namespaces, once those exist
         _into_own_user_namespace(argv)
     if args.command == "up":
         return up(project)
     if args.command == "plan":
         return plan_command(project, lanes)
-    return run(project, lanes, early=early or EarlyLanes(), started=started)
+    return run(project, lanes, early=early or EarlyLanes(), started=started, note=note)
 
 
 def _start(project: Project, run: Run, stack: LaneProvider, lanes: int) -> list[LaneEnv]:
@@ -332,7 +335,7 @@ def up(project: Project) -> int:
                 say(f"`testfleet run` starts its own stack: {refusal}")
             say(f"env written to {dotenv}; Ctrl-C stops the stack")
             while True:
-                server.serve(WATCH_INTERVAL_SECONDS, stack.problem)
+                server.serve(WATCH_INTERVAL_SECONDS)
         finally:
             if server is not None:
                 server.close()
@@ -425,15 +428,33 @@ def plan_run(project: Project, lanes: int) -> RunPlan:
     keep_order = config.order == "pytest" or (
         config.order == "auto" and lanes == 1 and shard is None
     )
-    work = work_source(measured, config.group_by, keep_order=keep_order, lanes=lanes, shard=shard)
+    failed_first = {"--ff", "--failed-first"} & set(config.pytest_args)
+    work = work_source(
+        measured,
+        config.group_by,
+        keep_order=keep_order,
+        lanes=lanes,
+        shard=shard,
+        first=frozenset(pytest_cache.lastfailed(project) if failed_first else ()),
+    )
     versions = {label_of[t.label]: t.version for t in targets}
     return RunPlan(targets, label_of, versions, lanes, work, measured, shard, keep_order)
 
 
-def run(project: Project, lanes: int, *, early: EarlyLanes, started: float | None = None) -> int:
+def run(
+    project: Project,
+    lanes: int,
+    *,
+    early: EarlyLanes,
+    started: float | None = None,
+    note: str | None = None,
+) -> int:
+    """`note`: said after the first line (which says whose stack the run uses)."""
     config = project.config
     started = time.monotonic() if started is None else started
     connection = None if config.own_stack else _running_up(project, lanes)
+    if note is not None:
+        say(note)
     binaries = {} if connection is not None else resolve_binaries(project)
     plan_ = plan_run(project, lanes)
     shard, versions, total_lanes = plan_.shard, plan_.versions, plan_.total_lanes
@@ -456,10 +477,6 @@ def run(project: Project, lanes: int, *, early: EarlyLanes, started: float | Non
             coverage_dir = private_dir(run_.run_dir.path / "coverage") if config.coverage else None
             socket_path = private_dir(run_.run_dir.path / "queue") / "queue.sock"
 
-            def on_spawn(pid: int) -> None:
-                run_.run_dir.record(pid)
-                note_spawned(pid)
-
             launch_spec = launch(
                 project,
                 stack,
@@ -469,7 +486,7 @@ def run(project: Project, lanes: int, *, early: EarlyLanes, started: float | Non
                 coverage_dir=coverage_dir,
                 interactive=interactive,
                 mark=run_.run_dir.mark,
-                on_spawn=on_spawn,
+                on_spawn=partial(_spawned, run_, stack),
                 python_of=lambda n: plan_.target_of(n).python,
                 group_of=plan_.group_of,
                 coverage_rcfile=_rcfile(project) if coverage_dir else "",
@@ -556,6 +573,15 @@ def run(project: Project, lanes: int, *, early: EarlyLanes, started: float | Non
     )
 
 
+def _spawned(run_: Run, stack: LaneProvider, pid: int) -> None:
+    """Every lane process is recorded (the reaper stops it if testfleet is killed); a
+    running up whose lanes it uses is told too."""
+    run_.run_dir.record(pid)
+    note_spawned(pid)
+    if isinstance(stack, SharedStack):
+        stack.note_process(pid)
+
+
 def _running_up(project: Project, lanes: int) -> Connection | None:
     """The `testfleet up` of this project whose stack the run uses, said on the first line;
     or why a running one is not used."""
@@ -580,6 +606,7 @@ def _start_early(early: EarlyLanes, plan_: RunPlan, run_: Run) -> None:
         for n in range(1, plan_.total_lanes + 1):
             python = plan_.target_of(n).python
             early.start(n, python, early_environ(run_.run_dir.path, python))
+    early.drop_spare()
 
 
 def _progress(lanes_on_terminal: bool) -> Progress:

@@ -23,7 +23,15 @@ from typing import Any
 # Run by path, not as `testfleet.lane_boot`: pytest rewrites the asserts of the testfleet
 # plugin package as it imports it, which it cannot do for a package already imported.
 BOOT_SCRIPT = Path(__file__).with_name("lane_boot.py")
-_BOOT = "import runpy, sys; sys.path.pop(0); runpy.run_path(sys.argv[1], run_name='__main__')"
+# '' (the current directory) leaves sys.path before anything is imported from it.
+_BOOT = (
+    "import sys; sys.path.pop(0); import runpy; runpy.run_path(sys.argv[1], run_name='__main__')"
+)
+# Read by the interpreter as it starts (hash seed, warnings, dev mode, encodings, locale):
+# an early lane whose env differs in these is discarded. PYTHONPATH and PYTHONFAULTHANDLER
+# are applied at the hand-over.
+_AT_START = ("PYTHON", "LC_", "LANG")
+_APPLIED = {"PYTHONPATH", "PYTHONFAULTHANDLER"}
 # The benchmarks' switch between lanes started early and lanes started after the stack.
 SWITCH_VARIABLE = "TESTFLEET_EARLY_LANES"
 
@@ -33,6 +41,7 @@ class EarlyLane:
     python: str
     process: subprocess.Popen[bytes]
     sock: socket.socket
+    env: Mapping[str, str]
     handed_over: bool = False
 
     def hand_over(
@@ -42,8 +51,9 @@ class EarlyLane:
         cwd: str,
         stdio: tuple[int, int, int],
     ) -> subprocess.Popen[bytes] | None:
-        """Start pytest in the lane; None when the lane is gone (start one the usual way)."""
-        if self.process.poll() is not None:
+        """Start pytest in the lane; None when the lane is gone or its interpreter started
+        with other settings than the lane needs (start one the usual way)."""
+        if self.process.poll() is not None or _at_start(self.env) != _at_start(env):
             self.discard()
             return None
         line = json.dumps({"args": list(args), "env": dict(env), "cwd": cwd}).encode() + b"\n"
@@ -76,6 +86,10 @@ def _own_process_group() -> dict[str, Any]:
     return {"preexec_fn": os.setpgrp}
 
 
+def _at_start(env: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k.startswith(_AT_START) and k not in _APPLIED}
+
+
 def enabled() -> bool:
     return os.environ.get(SWITCH_VARIABLE, "1") != "0"
 
@@ -98,7 +112,7 @@ def start(python: str, env: Mapping[str, str]) -> EarlyLane:
         raise
     finally:
         theirs.close()
-    return EarlyLane(python, process, ours)
+    return EarlyLane(python, process, ours, dict(env))
 
 
 def speculate(argv: Sequence[str]) -> EarlyLane | None:
@@ -145,6 +159,12 @@ class EarlyLanes:
             self.lanes[lane], self.spare = self.spare, None
         else:
             self.lanes[lane] = start(python, env)
+
+    def drop_spare(self) -> None:
+        """The lane started before the config was read, when no lane wanted its interpreter."""
+        if self.spare is not None:
+            self.spare.discard()
+            self.spare = None
 
     def take(self, lane: int) -> EarlyLane | None:
         return self.lanes.pop(lane, None)

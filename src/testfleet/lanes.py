@@ -333,10 +333,14 @@ def recheck_args(project: Project, args: Sequence[str]) -> list[str]:
     """The run's pytest arguments without what selects tests (paths, node ids, --lf,
     --deselect): a recheck runs exactly the node ids it names, in its order."""
     kept: list[str] = []
-    skip_next = False
+    skip_next = keep_next = False
     for arg in args:
         if skip_next:
             skip_next = False
+            continue
+        if keep_next or arg in ("-k", "-m"):  # an expression, even one that looks like a path
+            keep_next = not keep_next
+            kept.append(arg)
             continue
         if arg in _SELECTION_FLAGS or arg.startswith(("--deselect=", "--maxfail=")):
             continue

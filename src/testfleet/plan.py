@@ -151,8 +151,10 @@ def work_source(
     keep_order: bool,
     lanes: int,
     shard: tuple[int, int] | None = None,
+    first: frozenset[str] = frozenset(),
 ) -> WorkSource:
-    """All collected tests (or one shard's share), queued slowest first or in file order."""
+    """All collected tests (or one shard's share), queued slowest first or in file order;
+    units holding a test of `first` (pytest's --ff: the last failures) before the others."""
 
     def plan_group(label: str, nodeids: Sequence[str]) -> Work:
         estimates = estimate(nodeids, measured)
@@ -170,6 +172,8 @@ def work_source(
             if keep_order:  # a shard's share, still in file order
                 position = {nodeid: i for i, nodeid in enumerate(nodeids)}
                 units = sorted(units, key=lambda u: position[u.nodeids[0]])
+        if first:
+            units = sorted(units, key=lambda u: not first.intersection(u.nodeids))
         return Work(tuple(units), estimates.unknown, estimates.per_unknown, notice)
 
     return plan_group

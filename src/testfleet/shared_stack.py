@@ -16,6 +16,9 @@ from typing import Any
 
 from testfleet.config import Project
 
+# What `up` and `run` speak over the up's socket (up_server.py); a run of another version is
+# refused rather than misunderstood.
+PROTOCOL_VERSION = 1
 # Isolation modes whose lanes cannot yet be handed out again: what they make on the shared
 # server (a MongoDB or Neo4j database, a Vault mount) is not undone per lane.
 _NOT_RECYCLED = {("mongodb", "database"), ("neo4j", "database"), ("vault", "mount")}

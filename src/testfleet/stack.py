@@ -174,24 +174,9 @@ class Stack:
         return namespace
 
     def _lane_env(self, lane: int, views: Mapping[str, ServiceView]) -> dict[str, str]:
-        config = self.project.config
-        common = self.ctx.common_values(lane)
-        everything = {name: view.values for name, view in views.items()}
-        env: dict[str, str] = {}
-        for name, view in views.items():
-            values = placeholder_values(view.values, everything, common)
-            env.update(service_exports(name, config.services[name], values))
-        values = placeholder_values(None, everything, common)
-        env.update({k: expand(v, values, where=f"{TABLE}.env.{k}") for k, v in config.env.items()})
-        env.update(
-            {
-                "TESTFLEET_RUN_ID": self.run.run_dir.run_id,
-                "TESTFLEET_LANE": str(lane),
-                "TESTFLEET_LANES": str(self.ctx.lanes),
-                "TESTFLEET_SERVICES": json.dumps(everything, sort_keys=True),
-            }
+        return lane_environment(
+            self.project, views, self.ctx.common_values(lane), lanes=self.ctx.lanes
         )
-        return env
 
     def expand_args(self, args: Sequence[str], lane: LaneEnv) -> list[str]:
         return expand_lane_args(args, lane, self.ctx.common_values(lane.lane))
@@ -202,15 +187,13 @@ class Stack:
 
     def problem(self) -> ServiceProblem | None:
         """A server that exited although nobody stopped it: named, with its status and log."""
-        for process in self.dead():
-            code = process.exit_code()
-            assert code is not None
-            return ServiceProblem(
-                f"service {process.name} exited unexpectedly ({describe_exit(code)})",
-                process.keep_log(),
-                process.tail(),
-            )
+        for handle in self.dead():
+            return problem_of(handle)
         return None
+
+    def lane_of(self, handle: Handle) -> int | None:
+        """The lane a server was started for; None for a server the lanes share."""
+        return self.ctx.lane_of(handle)
 
     def stop(self) -> None:
         """Processes first (a test app still connected would keep an external database from
@@ -234,6 +217,40 @@ class Stack:
         attempt(self.ctx.stop_backends)
         if errors:
             raise errors[0]
+
+
+def lane_environment(
+    project: Project, views: Mapping[str, ServiceView], common: Mapping[str, str], *, lanes: int
+) -> dict[str, str]:
+    """A lane's env vars: each service's exports, the `env` table, and TESTFLEET_*; from its
+    views and the placeholders of the run it belongs to (`common`: {lane}, {run_id}, ...)."""
+    config = project.config
+    everything = {name: view.values for name, view in views.items()}
+    env: dict[str, str] = {}
+    for name, view in views.items():
+        values = placeholder_values(view.values, everything, common)
+        env.update(service_exports(name, config.services[name], values))
+    values = placeholder_values(None, everything, common)
+    env.update({k: expand(v, values, where=f"{TABLE}.env.{k}") for k, v in config.env.items()})
+    env.update(
+        {
+            "TESTFLEET_RUN_ID": common["run_id"],
+            "TESTFLEET_LANE": common["lane"],
+            "TESTFLEET_LANES": str(lanes),
+            "TESTFLEET_SERVICES": json.dumps(everything, sort_keys=True),
+        }
+    )
+    return env
+
+
+def problem_of(handle: Handle) -> ServiceProblem:
+    code = handle.exit_code()
+    assert code is not None
+    return ServiceProblem(
+        f"service {handle.name} exited unexpectedly ({describe_exit(code)})",
+        handle.keep_log(),
+        handle.tail(),
+    )
 
 
 def expand_lane_args(args: Sequence[str], lane: LaneEnv, common: Mapping[str, str]) -> list[str]:

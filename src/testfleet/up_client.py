@@ -8,6 +8,7 @@ of its own stack's.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import stat
@@ -19,18 +20,23 @@ from testfleet.config import Project
 from testfleet.coordinator import ServiceProblem
 from testfleet.errors import ServiceError
 from testfleet.protocol import LineReader, Message, send
+from testfleet.rundir import process_start_ticks
 from testfleet.runtime import Run
 from testfleet.services.base import ServiceView
 from testfleet.shared_stack import (
+    PROTOCOL_VERSION,
     descriptor_path,
     differences,
     identity,
     not_shareable,
     read_descriptor,
 )
-from testfleet.stack import LaneEnv, expand_lane_args
+from testfleet.stack import LaneEnv, expand_lane_args, lane_environment
 
 HELLO_TIMEOUT_SECONDS = 5.0
+# A lane is a few servers and a database clone; an up that takes longer is stuck (stopped in
+# its terminal, say), and the run says so rather than waiting forever.
+LEASE_TIMEOUT_SECONDS = 120.0
 
 
 class Connection:
@@ -50,7 +56,13 @@ class Connection:
             send(self.sock, message)
             self.sock.settimeout(timeout)
             while True:
-                answer = self._next()
+                try:
+                    answer = self._next()
+                except TimeoutError:
+                    raise ServiceError(
+                        f"the running `testfleet up` (pid {self.pid}) did not answer within"
+                        f" {timeout:.0f} s"
+                    ) from None
                 if answer is None:
                     raise ServiceError(self._gone())
                 if answer["type"] != "dead":
@@ -93,7 +105,16 @@ class Connection:
         self.problem = self.problem or ServiceProblem(self._gone(), None, "")
         return self.problem
 
+    def tell(self, message: Message) -> None:
+        """A message that needs no answer; an up that is gone is the watch's to report."""
+        with self.lock, contextlib.suppress(OSError):
+            self.sock.settimeout(HELLO_TIMEOUT_SECONDS)
+            send(self.sock, message)
+
     def close(self) -> None:
+        """Shut down first: a thread waiting for a lease wakes up (close alone leaves it)."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
 
 
@@ -111,30 +132,27 @@ class SharedStack:
         """The up started the services."""
 
     def provision(self, lane: int) -> LaneEnv:
-        answer = self.connection.ask({"type": "lease", "lane": lane}, timeout=None)
+        answer = self.connection.ask({"type": "lease", "lane": lane}, timeout=LEASE_TIMEOUT_SECONDS)
         if answer["type"] != "lane":
             raise ServiceError(f"the running `testfleet up` gave no lane: {answer.get('message')}")
         views = {
             name: ServiceView(name, view["kind"], view["values"])
             for name, view in answer["views"].items()
         }
-        env = dict(answer["env"])
-        # The lane as this run numbers it; its services are the up's lane's.
-        env.update(
-            {
-                "TESTFLEET_RUN_ID": self.run.run_dir.run_id,
-                "TESTFLEET_LANE": str(lane),
-                "TESTFLEET_LANES": str(self.lanes),
-            }
-        )
+        # Its services are the up's lane's; everything else in its env (the `env` table's
+        # placeholders, TESTFLEET_*) is this run's, as with a stack of its own.
+        env = lane_environment(self.project, views, self.common_values(lane), lanes=self.lanes)
         return LaneEnv(lane, views, env)
 
     def release(self, lane: int) -> None:
-        try:
-            with self.connection.lock:
-                send(self.connection.sock, {"type": "release", "lane": lane})
-        except OSError:
-            pass  # the up is gone; the run's watch says so
+        self.connection.tell({"type": "release", "lane": lane})
+
+    def note_process(self, pid: int) -> None:
+        """A lane process of this run: if the run is killed, the up stops it before the lane
+        goes to another run."""
+        ticks = process_start_ticks(pid)
+        if ticks is not None:
+            self.connection.tell({"type": "pids", "pids": [[pid, ticks]]})
 
     def expand_args(self, args: Sequence[str], lane: LaneEnv) -> list[str]:
         return expand_lane_args(args, lane, self.common_values(lane.lane))
@@ -182,7 +200,12 @@ def find_up(project: Project, lanes: int) -> tuple[Connection | None, str | None
     connection = Connection(sock, pid)
     try:
         answer = connection.ask(
-            {"type": "hello", "identity": identity(project), "lanes": lanes},
+            {
+                "type": "hello",
+                "version": PROTOCOL_VERSION,
+                "identity": identity(project),
+                "lanes": lanes,
+            },
             timeout=HELLO_TIMEOUT_SECONDS,
         )
     except (OSError, ServiceError):

@@ -4,13 +4,18 @@ A run says hello with its stack identity and the number of lanes it needs, then 
 lanes one by one: a lane kept warm when there is one, else one provisioned there and then.
 Every lane is the run's alone (its own database cloned from the template, its own servers),
 as in a run's own stack. When the run releases a lane, or its connection closes (it ended,
-crashed or was killed), the lane is recycled: its servers stop, its database is dropped, and
-a fresh lane takes its place when it is one of those kept warm. When a service dies, every
-connected run is told which, before the up stops.
+crashed or was killed), the lane is recycled: the run's lane processes are stopped first,
+then its servers, its database is dropped, and a fresh lane takes its place when it is one
+of those kept warm. Provisioning and recycling happen on worker threads, so the up answers
+the next run at once.
 
-Protocol (JSON lines, protocol.py): run -> up: hello {identity, lanes}; lease {lane};
-release {lane}. up -> run: welcome {pid, run_id, warm} | refused {why}; lane {lane, views,
-env} | error {message}; dead {what, log, details}.
+A server of a run's lane that dies is that run's problem alone: it is told, and the lane is
+recycled. A server of the developer's lane or a shared server that dies stops the up (every
+connected run is told first).
+
+Protocol (JSON lines, protocol.py): run -> up: hello {version, identity, lanes}; lease
+{lane}; release {lane}; pids {pids: [[pid, start ticks]]}. up -> run: welcome {pid, run_id,
+warm} | refused {why}; lane {lane, views} | error {message}; dead {what, log, details}.
 """
 
 from __future__ import annotations
@@ -19,8 +24,11 @@ import contextlib
 import json
 import os
 import selectors
+import signal
 import socket
-from collections.abc import Callable
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from testfleet.config import Project, check_lanes
@@ -29,17 +37,28 @@ from testfleet.coordinator import ServiceProblem
 from testfleet.errors import TestfleetError
 from testfleet.files import private_dir, write_private
 from testfleet.protocol import LineReader, Message, send
-from testfleet.shared_stack import descriptor_path, differences, identity
-from testfleet.stack import LaneEnv, Stack
+from testfleet.rundir import process_start_ticks
+from testfleet.shared_stack import PROTOCOL_VERSION, descriptor_path, differences, identity
+from testfleet.stack import LaneEnv, Stack, problem_of
 
 DEV_LANE = 1  # the lane whose env `up` prints: the developer's, never leased
+WORKERS = 4
+# How long a killed run's lanes get to end before their lane is recycled under them.
+LANE_EXIT_SECONDS = 5.0
 
 
 @dataclass
 class Client:
+    conn: socket.socket
     reader: LineReader = field(default_factory=LineReader)
     lanes: dict[int, int] = field(default_factory=dict)  # the run's lane -> ours
+    pids: list[tuple[int, int]] = field(default_factory=list)  # its lane processes
     welcomed: bool = False
+    send_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def tell(self, message: Message) -> None:
+        with self.send_lock, contextlib.suppress(OSError):
+            send(self.conn, message)
 
 
 def lane_message(lane: LaneEnv) -> Message:
@@ -50,7 +69,6 @@ def lane_message(lane: LaneEnv) -> Message:
             name: {"kind": view.kind, "values": dict(view.values)}
             for name, view in lane.views.items()
         },
-        "env": dict(lane.env),
     }
 
 
@@ -62,9 +80,14 @@ class UpServer:
         # None, or why no run can share this stack (it is said to each run that asks).
         self.shareable = shareable
         self.identity = identity(project)
+        self.lock = threading.Lock()  # guards the lane sets and the clients' lanes
         self.free: dict[int, LaneEnv] = {}  # warm lanes nobody holds
+        self.busy: set[int] = set()  # lane numbers being provisioned or recycled
         self.broken: set[int] = set()  # lane numbers that could not be recycled
+        self.reported: set[int] = set()  # ids of dead servers already dealt with
         self.clients: dict[socket.socket, Client] = {}
+        self.closing = False
+        self.pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="testfleet-lane")
         self.selector = selectors.DefaultSelector()
         folder = private_dir(stack.run.run_dir.path / "up")
         self.socket_path = folder / "up.sock"
@@ -75,34 +98,61 @@ class UpServer:
         self.selector.register(self.listener, selectors.EVENT_READ)
         self.descriptor = descriptor_path(project)
 
-    # -- lanes ---------------------------------------------------------------------------------
+    # -- lanes (worker threads) ----------------------------------------------------------------
 
     def warm_up(self) -> None:
-        """Provision the lanes kept warm (numbers after the developer's lane)."""
+        """Provision the lanes kept warm (numbers after the developer's lane), in the
+        background: a run that comes sooner gets lanes made for it."""
         for lane in range(DEV_LANE + 1, DEV_LANE + 1 + self.warm_target):
-            self.free[lane] = self.stack.provision(lane)
+            self.busy.add(lane)
+            self.pool.submit(self._fresh, lane, None, ())
 
     def _taken(self) -> set[int]:
         held = (m for c in self.clients.values() for m in c.lanes.values())
-        return {DEV_LANE, *self.free, *self.broken, *held}
+        return {DEV_LANE, *self.free, *self.busy, *self.broken, *held}
 
-    def _lease(self) -> LaneEnv:
-        if self.free:
-            return self.free.pop(min(self.free))
-        taken = self._taken()
-        lane = next(n for n in range(DEV_LANE + 1, len(taken) + 2) if n not in taken)
-        return self.stack.provision(lane)
-
-    def _recycle(self, lane: int) -> None:
+    def _fresh(self, lane: int, recycle: int | None, pids: tuple[tuple[int, int], ...]) -> None:
+        """Recycle `recycle` (after the processes of the run that held it have ended) and
+        make `lane` warm again when it is one of those kept warm."""
         try:
-            self.stack.recycle(lane)
-            if lane <= DEV_LANE + self.warm_target:
-                self.free[lane] = self.stack.provision(lane)
-        except Exception as exc:  # the stack still serves; this lane number is not reused
-            self.broken.add(lane)
-            say(f"lane {lane} could not be made fresh again ({type(exc).__name__}: {exc})")
+            if recycle is not None:
+                _stop_processes(pids)
+                self.stack.recycle(recycle)
+            env = self.stack.provision(lane) if lane <= DEV_LANE + self.warm_target else None
+        except Exception as exc:  # the stack still serves; this lane number is not used again
+            with self.lock:
+                self.busy.discard(lane)
+                self.broken.add(lane)
+            if not self.closing:
+                say(f"lane {lane} could not be made fresh ({type(exc).__name__}: {exc})")
+            return
+        with self.lock:
+            self.busy.discard(lane)
+            if env is not None:
+                self.free[lane] = env
 
-    # -- serving -------------------------------------------------------------------------------
+    def _provide(self, client: Client, theirs: int, lane: int) -> None:
+        """A lane made for a run that found none warm; recycled if the run has gone."""
+        try:
+            env = self.stack.provision(lane)
+        except Exception as exc:
+            text = exc.message if isinstance(exc, TestfleetError) else str(exc)
+            with self.lock:
+                client.lanes.pop(theirs, None)
+            # What was made of it goes; the number is free again after that.
+            self.pool.submit(self._fresh, lane, lane, ())
+            client.tell({"type": "error", "message": f"providing a lane failed: {text}"})
+            return
+        with self.lock:
+            gone = client.conn not in self.clients or client.lanes.get(theirs) != lane
+            if not gone:
+                self.busy.discard(lane)
+        if gone:  # still busy: recycled now
+            self.pool.submit(self._fresh, lane, lane, ())
+        else:
+            client.tell(lane_message(env))
+
+    # -- serving (the main thread) -------------------------------------------------------------
 
     def publish(self) -> None:
         """Runs find the up through its descriptor (private: the socket hands out secrets)."""
@@ -116,102 +166,172 @@ class UpServer:
         }
         write_private(self.descriptor, json.dumps(document, indent=1))
 
-    def serve(self, seconds: float, problem: Callable[[], ServiceProblem | None]) -> None:
-        """Answer runs for up to `seconds`; a dead service is told to every run, then raised."""
+    def serve(self, seconds: float) -> None:
+        """Answer runs for up to `seconds`, then look for servers that died."""
         for key, _ in self.selector.select(seconds):
             if key.fileobj is self.listener:
                 with contextlib.suppress(OSError):
                     conn, _ = self.listener.accept()
-                    self.clients[conn] = Client()
+                    self.clients[conn] = Client(conn)
                     self.selector.register(conn, selectors.EVENT_READ)
             else:
                 self._read(key.fileobj)  # type: ignore[arg-type]
-        found = problem()
-        if found is not None:
-            for conn in list(self.clients):
-                with contextlib.suppress(OSError):
-                    message = {"what": found.what, "log": str(found.log), "details": found.details}
-                    send(conn, {"type": "dead", **message})
-            raise TestfleetError(found.message, details=found.details, exit_code=3)
+        self._check_servers()
+
+    def _check_servers(self) -> None:
+        for handle in self.stack.dead():
+            if id(handle) in self.reported:
+                continue
+            problem = problem_of(handle)
+            lane = self.stack.lane_of(handle)
+            if lane is None or lane == DEV_LANE:
+                for client in list(self.clients.values()):
+                    client.tell(_dead(problem))
+                raise TestfleetError(problem.message, details=problem.details, exit_code=3)
+            self.reported.add(id(handle))
+            with self.lock:
+                owner = next((c for c in self.clients.values() if lane in c.lanes.values()), None)
+                warm = self.free.pop(lane, None)
+                if warm is not None:
+                    self.busy.add(lane)
+            if owner is not None:
+                owner.tell(_dead(problem))
+            if warm is not None:
+                self.pool.submit(self._fresh, lane, lane, ())
 
     def _read(self, conn: socket.socket) -> None:
         client = self.clients[conn]
         try:
             data = conn.recv(1 << 16)
-            messages = client.reader.feed(data) if data else []
-        except (OSError, ValueError):
-            data, messages = b"", []
-        for message in messages:
-            try:
-                self._handle(conn, client, message)
-            except OSError:
-                data = b""
-                break
+            for message in client.reader.feed(data) if data else []:
+                self._handle(client, message)
+        except Exception as exc:  # a run that speaks nonsense is dropped, not the stack
+            if not isinstance(exc, OSError):
+                say(f"dropped a run's connection: {type(exc).__name__}: {exc}")
+            data = b""
         if not data:
             self._drop(conn)
 
-    def _handle(self, conn: socket.socket, client: Client, message: Message) -> None:
-        kind = message.get("type")
+    def _handle(self, client: Client, message: Message) -> None:
+        kind = message["type"]
         if kind == "hello":
-            why = self._refusal(message, client)
-            if why is None:
-                client.welcomed = True
-                send(
-                    conn,
-                    {
-                        "type": "welcome",
-                        "pid": os.getpid(),
-                        "run_id": self.stack.run.run_dir.run_id,
-                        "warm": len(self.free),
-                    },
-                )
-            else:
-                send(conn, {"type": "refused", "why": why})
-        elif kind == "lease" and client.welcomed:
-            try:
-                lane = self._lease()
-            except Exception as exc:
-                text = exc.message if isinstance(exc, TestfleetError) else f"{exc}"
-                send(conn, {"type": "error", "message": f"providing a lane failed: {text}"})
+            why = self._refusal(message)
+            if why is not None:
+                client.tell({"type": "refused", "why": why})
                 return
-            client.lanes[int(message["lane"])] = lane.lane
-            send(conn, lane_message(lane))
-        elif kind == "release" and client.welcomed:
-            ours = client.lanes.pop(int(message["lane"]), None)
+            client.welcomed = True
+            client.tell(
+                {
+                    "type": "welcome",
+                    "pid": os.getpid(),
+                    "run_id": self.stack.run.run_dir.run_id,
+                    "warm": len(self.free),
+                }
+            )
+        elif not client.welcomed:
+            raise ValueError(f"{kind} before hello")
+        elif kind == "lease":
+            self._lease(client, int(message["lane"]))
+        elif kind == "release":
+            with self.lock:
+                ours = client.lanes.pop(int(message["lane"]), None)
+                if ours is not None:
+                    self.busy.add(ours)
             if ours is not None:
-                self._recycle(ours)
+                self.pool.submit(self._fresh, ours, ours, ())
+        elif kind == "pids":
+            client.pids.extend((int(pid), int(ticks)) for pid, ticks in message["pids"])
 
-    def _refusal(self, message: Message, client: Client) -> str | None:
+    def _lease(self, client: Client, theirs: int) -> None:
+        with self.lock:
+            if self.free:
+                lane = min(self.free)
+                env = self.free.pop(lane)
+                client.lanes[theirs] = lane
+            else:
+                taken = self._taken()
+                lane = next(n for n in range(DEV_LANE + 1, len(taken) + 2) if n not in taken)
+                env = None
+        if env is not None:
+            client.tell(lane_message(env))
+            return
+        try:
+            # Every lane number within what the services allow (Valkey's DB numbers, ports).
+            check_lanes(self.project.config, lane)
+        except TestfleetError as exc:
+            client.tell({"type": "error", "message": exc.message})
+            return
+        with self.lock:
+            self.busy.add(lane)
+            client.lanes[theirs] = lane
+        self.pool.submit(self._provide, client, theirs, lane)
+
+    def _refusal(self, message: Message) -> str | None:
+        if message.get("version") != PROTOCOL_VERSION:
+            return "it is another version of testfleet; restart it"
         if self.shareable is not None:
             return self.shareable
         changed = differences(message.get("identity", {}), self.identity)
         if changed:
             return "its config differs in " + ", ".join(changed[:5])
+        with self.lock:
+            held = len(self._taken()) - len(self.free)  # the developer's and other runs' lanes
+            free = len(self.free)
         try:
-            # Lanes held by every run, the developer's and the new run's: within the limits.
-            check_lanes(self.project.config, len(self._taken()) + int(message.get("lanes", 1)))
+            # The new run takes the warm lanes first; all lane numbers stay within the limits.
+            check_lanes(self.project.config, held + max(int(message.get("lanes", 1)), free))
         except TestfleetError as exc:
             return exc.message
         return None
 
     def _drop(self, conn: socket.socket) -> None:
-        """A run that ended, or was killed: its lanes are recycled."""
+        """A run that ended, or was killed: its lanes are recycled once its lane processes
+        are gone (a killed run's lanes may still be running tests)."""
         client = self.clients.pop(conn)
         with contextlib.suppress(KeyError, ValueError):
             self.selector.unregister(conn)
         conn.close()
-        for ours in client.lanes.values():
-            self._recycle(ours)
+        with self.lock:
+            held = list(client.lanes.values())
+            client.lanes.clear()
+            self.busy.update(held)
+        for ours in held:
+            self.pool.submit(self._fresh, ours, ours, tuple(client.pids))
 
     def close(self) -> None:
         """The descriptor first: no run finds a stack that is stopping."""
-        with contextlib.suppress(OSError):
+        self.closing = True
+        with contextlib.suppress(OSError, ValueError):
             text = self.descriptor.read_text(encoding="utf-8")
-            if self.identity and json.loads(text).get("socket") == str(self.socket_path):
+            if json.loads(text).get("socket") == str(self.socket_path):
                 self.descriptor.unlink()
         for conn in list(self.clients):
             with contextlib.suppress(OSError):
-                conn.close()
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
         self.clients.clear()
+        # Workers still provisioning end when teardown stops what they wait on.
+        self.pool.shutdown(wait=False, cancel_futures=True)
         self.selector.close()
         self.listener.close()
+
+
+def _dead(problem: ServiceProblem) -> Message:
+    return {
+        "type": "dead",
+        "what": problem.what,
+        "log": str(problem.log),
+        "details": problem.details,
+    }
+
+
+def _stop_processes(pids: tuple[tuple[int, int], ...]) -> None:
+    """A gone run's lanes (whole process groups), if they still run: they must not write into
+    the lane's next database."""
+    deadline = time.monotonic() + LANE_EXIT_SECONDS
+    for pid, ticks in pids:
+        while process_start_ticks(pid) == ticks and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if process_start_ticks(pid) == ticks:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)

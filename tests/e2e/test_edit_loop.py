@@ -4,10 +4,12 @@ pytest's own selection options."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
 import signal
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +18,8 @@ import psutil
 import psycopg
 import pytest
 
-from tests.helpers import run_cli, start_cli, wait_for, wait_until_up, write_pyproject
+from testfleet.rundir import process_start_ticks
+from tests.helpers import alive, run_cli, start_cli, wait_for, wait_until_up, write_pyproject
 
 pytestmark = pytest.mark.e2e
 
@@ -52,9 +55,11 @@ def dotenv_values(path: Path) -> dict[str, str]:
     return values
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    root = write_pyproject(tmp_path / "project", CONFIG)
+@pytest.fixture(params=["server", "database"])
+def project(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
+    # Valkey's DB numbers (isolation = "database") are flushed for the next run; its own
+    # servers per lane are stopped and started afresh.
+    root = write_pyproject(tmp_path / "project", CONFIG + f'isolation = "{request.param}"\n')
     (root / "tests").mkdir()
     (root / "tests" / "test_fresh.py").write_text(FRESH_TEST)
     return root
@@ -90,10 +95,14 @@ def test_runs_share_a_running_up_and_every_run_gets_fresh_lanes(
     assert all(developer["POSTGRES_URL"] not in line for line in used)
     # Lanes given back are recycled: the up's server holds the developer's database and the
     # warm lane's, nothing left from the runs.
-    with psycopg.connect(developer["POSTGRES_URL"], autocommit=True) as conn:
-        names = [row[0] for row in conn.execute("SELECT datname FROM pg_database")]
-    lane_databases = [n for n in names if n.rsplit("_", 1)[-1].isdigit()]
-    assert len(lane_databases) == 2, names
+
+    def lane_databases() -> list[str]:
+        with psycopg.connect(developer["POSTGRES_URL"], autocommit=True) as conn:
+            names = [row[0] for row in conn.execute("SELECT datname FROM pg_database")]
+        return [n for n in names if n.rsplit("_", 1)[-1].isdigit()]
+
+    # Recycling happens in the background after each run.
+    wait_for(lambda: len(lane_databases()) == 2, what="the runs' lanes to be recycled")
 
 
 def test_a_changed_config_is_not_shared_and_says_which_setting(
@@ -120,28 +129,61 @@ def test_a_killed_run_gives_its_lanes_back(
     process = start_cli(project, "run", env=env)
     wait_for(lambda: hold.exists() and hold.read_text() != "", what="the test to start")
     lane = int(hold.read_text())
+    ticks = process_start_ticks(lane)
+    assert ticks is not None
     process.kill()
     process.communicate(timeout=30)
-    wait_for(lambda: not psutil.pid_exists(lane), what="the killed run's lane to be stopped")
-    # The next run gets a fresh lane (the killed run's table and key are gone).
+    # At once, while the killed run's lane may still be alive: the up stops it before the
+    # lane goes to another run, which gets it fresh (no table, no key).
     result = run_cli("run", cwd=project, env={"SEEN": str(tmp_path / "seen")})
     assert result.returncode == 0, result.stderr
     assert result.stderr.startswith(USING)
+    assert alive([(lane, ticks)]) == []
 
 
-def test_a_service_of_the_up_dying_ends_the_run_with_exit_3(
+def test_a_dead_server_of_a_runs_lane_ends_that_run_and_the_up_goes_on(
     project: Path, up: subprocess.Popen[str], tmp_path: Path
 ):
-    hold = tmp_path / "hold"
-    process = start_cli(project, "run", env={"SEEN": str(tmp_path / "seen"), "HOLD": str(hold)})
+    if 'isolation = "database"' in (project / "pyproject.toml").read_text():
+        pytest.skip("one Valkey server for every lane: it is the developer's too")
+    hold, seen = tmp_path / "hold", tmp_path / "seen"
+    process = start_cli(project, "run", env={"SEEN": str(seen), "HOLD": str(hold)})
     wait_for(lambda: hold.exists() and hold.read_text() != "", what="the test to start")
-    servers = [p for p in psutil.Process(up.pid).children(recursive=True) if "valkey" in p.name()]
-    assert servers
+    address = seen.read_text().split()[1].split("://", 1)[1].split("/")[0]  # 127.0.0.1:port
+    servers = [
+        p
+        for p in psutil.Process(up.pid).children(recursive=True)
+        if "valkey" in p.name() and address in " ".join(p.cmdline())
+    ]
+    assert len(servers) == 1
     servers[0].kill()
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 3, stderr
     assert "exited unexpectedly" in stderr
     assert "in the running `testfleet up`" in stderr
+    # The up replaced that lane and serves the next run.
+    assert up.poll() is None
+    again = run_cli("run", cwd=project, env={"SEEN": str(seen)})
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.startswith(USING)
+
+
+def test_a_run_that_speaks_nonsense_does_not_stop_the_up(
+    project: Path, up: subprocess.Popen[str], tmp_path: Path
+):
+    descriptor = json.loads((project / ".testfleet" / ".env.up.json").read_text())
+    for garbage in (b"not json\n", b'{"type": "lease"}\n', b'{"type": "hello"}\n{"x": 1}\n'):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(descriptor["socket"])
+            sock.sendall(garbage)
+            sock.settimeout(10)
+            with contextlib.suppress(OSError):
+                while sock.recv(4096):
+                    pass
+    assert up.poll() is None
+    result = run_cli("run", cwd=project, env={"SEEN": str(tmp_path / "seen")})
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith(USING)
 
 
 def test_up_with_a_fixed_port_per_lane_keeps_no_lanes_and_runs_say_why(tmp_path: Path):
@@ -180,6 +222,18 @@ def test_env_was_there_at_import():
 """
 
 
+def test_a_lane_whose_env_sets_interpreter_settings_is_started_with_them(tmp_path: Path):
+    """PYTHONDONTWRITEBYTECODE is read as Python starts: an early lane started without it
+    is not used."""
+    config = '[tool.testfleet.env]\nPYTHONDONTWRITEBYTECODE = "1"\n'
+    project = write_pyproject(tmp_path / "p", config)
+    (project / "test_a.py").write_text(
+        "import sys\ndef test_flag(): assert sys.dont_write_bytecode\n"
+    )
+    result = run_cli("run", "--own-stack", cwd=project, env={"PYTHONDONTWRITEBYTECODE": ""})
+    assert result.returncode == 0, result.stderr
+
+
 @pytest.mark.parametrize("early", ["1", "0"])
 def test_lanes_started_early_see_their_env_before_conftest_imports(tmp_path: Path, early: str):
     project = write_pyproject(tmp_path / "p", "[tool.testfleet.services.valkey]\n")
@@ -207,13 +261,19 @@ def test_pytest_selection_options_pick_the_tests(tmp_path: Path):
     (project / "tests" / "test_a.py").write_text(
         "import os\ndef test_one(): pass\ndef test_two(): assert not os.environ.get('BREAK')\n"
     )
-    (project / "tests" / "test_b.py").write_text("def test_three(): pass\n")
+    (project / "tests" / "test_b.py").write_text(
+        "import pytest\n@pytest.mark.slow\ndef test_three(): pass\n"
+    )
+    (project / "pytest.ini").write_text("[pytest]\nmarkers =\n    slow: slow\n")
     path = run_cli("run", "tests/test_b.py", cwd=project)
     assert path.returncode == 0, path.stderr
     assert "─ 1 passed in" in path.stderr
     keyword = run_cli("run", "-k", "one or three", cwd=project)
     assert keyword.returncode == 0, keyword.stderr
     assert "─ 2 passed in" in keyword.stderr
+    marked = run_cli("run", "-m", "slow", cwd=project)
+    assert marked.returncode == 0, marked.stderr
+    assert "─ 1 passed in" in marked.stderr
     failing = run_cli("run", cwd=project, env={"BREAK": "1"})
     assert failing.returncode == 1
     last = run_cli("run", "--lf", cwd=project, env={**os.environ, "BREAK": "1"})

@@ -86,8 +86,12 @@ def project(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_up_serves_then_stops_cleanly(project: Path, signum: int, code: int):
     up = Up(project)
-    assert len(alive(up.pids)) == 4
+    # postgres, and a valkey, nats and vault server for the developer's lane and for the
+    # lane kept warm for runs.
+    assert len(alive(up.pids)) == 7
     dotenv = project / ".testfleet" / "env"
+    descriptor = project / ".testfleet" / ".env.up.json"
+    assert oct(descriptor.stat().st_mode)[-3:] == "600"
     assert oct(dotenv.stat().st_mode)[-3:] == "600"
     with psycopg.connect(up.env["POSTGRES_URL"]) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
@@ -95,15 +99,19 @@ def test_up_serves_then_stops_cleanly(project: Path, signum: int, code: int):
     assert alive(up.pids) == []
     assert not up.run_dir.exists()
     assert not dotenv.exists()
+    assert not descriptor.exists()
 
 
 def test_sigkill_leaves_nothing_running(project: Path):
     """Killed with SIGKILL, testfleet cannot tear down: its reaper stops the servers."""
     up = Up(project)
-    assert len(alive(up.pids)) == 4
+    assert len(alive(up.pids)) == 7
     up.finish(signal.SIGKILL)
     wait_for(lambda: alive(up.pids) == [], what="servers to exit after SIGKILL")
     wait_for(lambda: not up.run_dir.exists(), what="run directory removal")
+    # Runs would otherwise find a stack that is gone.
+    descriptor = project / ".testfleet" / ".env.up.json"
+    wait_for(lambda: not descriptor.exists(), what="the up's descriptor removal")
 
 
 def test_two_concurrent_stacks(project: Path, tmp_path_factory: pytest.TempPathFactory):

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from testfleet import early_lanes
-from testfleet.lanes import lanes_for_selection
+from testfleet.lanes import lanes_for_selection, recheck_args
+from testfleet.plan import work_source
 from testfleet.shared_stack import differences, identity, not_shareable
 from tests.helpers import project
 
@@ -100,3 +101,21 @@ def test_no_lane_is_started_early_for_other_commands_or_when_switched_off(monkey
     assert early_lanes.speculate(["up"]) is None
     monkeypatch.setenv(early_lanes.SWITCH_VARIABLE, "0")
     assert early_lanes.speculate(["run"]) is None
+
+
+def test_failed_first_hands_out_the_units_with_last_failures_first():
+    measured = {"a.py::t": 5.0, "b.py::t": 1.0, "c.py::t": 3.0}
+    source = work_source(
+        measured, "module", keep_order=False, lanes=2, first=frozenset({"b.py::t"})
+    )
+    units = source("", list(measured)).units
+    # The last failure first, then slowest first as always.
+    assert [u.key for u in units] == ["b.py", "a.py", "c.py"]
+    plain = work_source(measured, "module", keep_order=False, lanes=2)("", list(measured))
+    assert [u.key for u in plain.units] == ["a.py", "c.py", "b.py"]
+
+
+def test_rechecks_keep_keyword_and_marker_expressions(tmp_path: Path):
+    (tmp_path / "tests").mkdir()
+    args = ["-k", "tests", "-m", "slow or tests", "tests", "-x", "--lf", "-q"]
+    assert recheck_args(project(tmp_path, {}), args) == ["-k", "tests", "-m", "slow or tests", "-q"]

@@ -99,6 +99,10 @@ class StackContext:
             if isinstance(handle, ManagedProcess):
                 self.supervisor.forget(handle)
 
+    def lane_of(self, handle: Handle) -> int | None:
+        with self._backends_lock:
+            return next((n for n, hs in self.lane_handles.items() if handle in hs), None)
+
     def close(self) -> None:
         """From now on no backend starts anything: teardown has begun."""
         with self._backends_lock:
