@@ -322,10 +322,13 @@ def up(project: Project) -> int:
         server: UpServer | None = None
         try:
             (lane,) = _start(project, run, stack, 1)
-            for key, value in lane.env.items():
+            # The developer's lane is one lane, whatever the up keeps warm for runs (and
+            # TESTFLEET_LANES is also the lanes option of a `testfleet run` in that shell).
+            env = {**lane.env, "TESTFLEET_LANES": "1"}
+            for key, value in env.items():
                 print(f"export {key}={shlex.quote(value)}")
             sys.stdout.flush()
-            write_dotenv(dotenv, lane.env)
+            write_dotenv(dotenv, env)
             server = UpServer(project, stack, warm=warm, shareable=refusal)
             server.warm_up()
             server.publish()

@@ -240,7 +240,10 @@ class Coordinator:
                 self._spawn(state)
             while any(s.process is not None for s in self.lanes.values()):
                 for key, _ in self._selector.select(TICK_SECONDS):
-                    if key.fileobj is listener:
+                    if key.data == "exit":  # a lane ended: seen below, without a tick's wait
+                        self._selector.unregister(key.fileobj)
+                        os.close(key.fd)
+                    elif key.fileobj is listener:
                         conn, _ = listener.accept()
                         self._readers[conn] = LineReader()
                         self._selector.register(conn, selectors.EVENT_READ)
@@ -258,6 +261,9 @@ class Coordinator:
         finally:
             for state in self.lanes.values():
                 self._kill(state)
+            for key in list(self._selector.get_map().values()):
+                if key.data == "exit":
+                    os.close(key.fd)
             self._selector.close()
             listener.close()
             for conn in list(self._readers):
@@ -289,6 +295,8 @@ class Coordinator:
             if output is not None:
                 output.close()
         launch.on_spawn(state.process.pid)
+        with contextlib.suppress(AttributeError, OSError):  # Linux 5.3+: woken by its exit
+            self._selector.register(os.pidfd_open(state.process.pid), selectors.EVENT_READ, "exit")
         if launch.foreground:
             _give_terminal(state.process.pid)
         state.spawned_at = time.monotonic()

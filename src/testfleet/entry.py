@@ -3,6 +3,8 @@ the rest of testfleet is imported (see early_lanes.py)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import time
 
@@ -17,7 +19,13 @@ def main() -> int:
     try:
         from testfleet.cli import main as cli_main
 
-        return cli_main(argv, early=early, started=_STARTED)
+        code = cli_main(argv, early=early, started=_STARTED)
     finally:
         if early is not None:
             early.discard()
+    # Everything the command started has stopped and its files are written: the interpreter's
+    # own teardown of every module would only add a tenth of a second to each command.
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe, say
+            stream.flush()
+    os._exit(code)

@@ -24,10 +24,17 @@ MAX_FDS = 3
 
 
 def _preimport() -> None:
-    """What every lane imports first. Not its plugins: pytest rewrites their asserts as it
-    imports them, which it cannot do for a module already imported."""
+    """What every lane imports first: pytest and its built-in plugins. Not installed plugins:
+    pytest rewrites their asserts as it imports them, which it cannot do for a module
+    already imported."""
     with contextlib.suppress(BaseException):
-        import pytest  # noqa: F401
+        import importlib
+
+        from _pytest.config import default_plugins, essential_plugins
+
+        # pytest's own plugins too (never rewritten): what every session loads.
+        for name in (*essential_plugins, *default_plugins):
+            importlib.import_module(name if name.startswith("_pytest") else f"_pytest.{name}")
 
 
 def receive(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
