@@ -342,8 +342,12 @@ def up(project: Project) -> int:
         finally:
             if server is not None:
                 server.close()
-            stack.stop()
-            remove_if_ours(dotenv, run.run_dir.run_id)
+            try:
+                stack.stop()
+            finally:
+                if server is not None:
+                    server.join_workers()
+                remove_if_ours(dotenv, run.run_dir.run_id)
 
 
 def _warm_lanes(project: Project) -> tuple[int, str | None]:

@@ -310,10 +310,14 @@ class UpServer:
                 conn.shutdown(socket.SHUT_RDWR)
             conn.close()
         self.clients.clear()
-        # Workers still provisioning end when teardown stops what they wait on.
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.selector.close()
         self.listener.close()
+
+    def join_workers(self) -> None:
+        """After the stack's teardown, which ends what running workers wait on (and starts
+        nothing new): a worker halfway through stopping a lane's server finishes that."""
+        self.pool.shutdown(wait=True)
 
 
 def _dead(problem: ServiceProblem) -> Message:

@@ -86,9 +86,10 @@ def project(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_up_serves_then_stops_cleanly(project: Path, signum: int, code: int):
     up = Up(project)
-    # postgres, and a valkey, nats and vault server for the developer's lane and for the
-    # lane kept warm for runs.
-    assert len(alive(up.pids)) == 7
+    # postgres, and a valkey, nats and vault server for the developer's lane and (made in
+    # the background) for the lane kept warm for runs.
+    wait_for(lambda: len(alive(recorded_pids(up.run_dir))) == 7, what="the warm lane")
+    up.pids = recorded_pids(up.run_dir)
     dotenv = project / ".testfleet" / "env"
     descriptor = project / ".testfleet" / ".env.up.json"
     assert oct(descriptor.stat().st_mode)[-3:] == "600"
@@ -105,7 +106,8 @@ def test_up_serves_then_stops_cleanly(project: Path, signum: int, code: int):
 def test_sigkill_leaves_nothing_running(project: Path):
     """Killed with SIGKILL, testfleet cannot tear down: its reaper stops the servers."""
     up = Up(project)
-    assert len(alive(up.pids)) == 7
+    wait_for(lambda: len(alive(recorded_pids(up.run_dir))) == 7, what="the warm lane")
+    up.pids = recorded_pids(up.run_dir)
     up.finish(signal.SIGKILL)
     wait_for(lambda: alive(up.pids) == [], what="servers to exit after SIGKILL")
     wait_for(lambda: not up.run_dir.exists(), what="run directory removal")

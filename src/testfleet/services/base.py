@@ -95,9 +95,11 @@ class StackContext:
         with self._backends_lock:
             handles = self.lane_handles.pop(lane, [])
         for handle in handles:
-            handle.stop()
+            # Forgotten first: a server stopped on purpose is never seen as one that died
+            # (an up's watch runs while it recycles lanes).
             if isinstance(handle, ManagedProcess):
                 self.supervisor.forget(handle)
+            handle.stop()
 
     def lane_of(self, handle: Handle) -> int | None:
         with self._backends_lock:
