@@ -46,6 +46,8 @@ sys.path.insert(0, str(HERE))
 from run import machine  # noqa: E402
 from suite import generate  # noqa: E402
 
+from testfleet.cli import read_dotenv  # noqa: E402
+
 PY = sys.executable
 BEGIN, END = "<!-- loop -->", "<!-- /loop -->"
 USING = "testfleet: using the stack of the running `testfleet up`"
@@ -182,17 +184,9 @@ def running_up(project: Path, lanes: int) -> Iterator[dict[str, str]]:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"testfleet up did not get ready:\n{log.read_text()[-3000:]}")
             time.sleep(0.05)
-        yield {**base_env(), **dotenv(project / ".testfleet" / "env")}
+        yield {**base_env(), **read_dotenv(project / ".testfleet" / "env")}
     finally:
         stop(process)
-
-
-def dotenv(path: Path) -> dict[str, str]:
-    values = {}
-    for line in path.read_text().splitlines():
-        key, _, value = line.partition("=")
-        values[key] = shlex.split(value)[0] if value else ""
-    return values
 
 
 def plain_pytest(project: Path, env: dict[str, str], *paths: str) -> Outcome:

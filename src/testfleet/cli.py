@@ -1005,3 +1005,12 @@ def _base(project: Project) -> Path | None:
 def write_dotenv(path: Path, env: Mapping[str, str]) -> None:
     """Owner-only: it holds the run's passwords."""
     write_private(path, "".join(f"{key}={shlex.quote(value)}\n" for key, value in env.items()))
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """What write_dotenv wrote (for tools that run pytest with an up's env themselves)."""
+    values = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        key, _, value = line.partition("=")
+        values[key] = shlex.split(value)[0] if value else ""
+    return values

@@ -64,8 +64,13 @@ def test_no_container_outlives_testfleet(
     up = start_cli(project, "up")
     try:
         wait_until_up(up)
+        # The developer's lane and the lane kept warm for runs: a container each.
+        wait_for(
+            lambda: sum("127.0.0.1:" in c["Ports"] for c in run_containers()) == 2,
+            timeout=60,
+            what="the warm lane's container to publish its port",
+        )
         running = run_containers()
-        assert len(running) == 1
         assert all("127.0.0.1:" in c["Ports"] and "0.0.0.0" not in c["Ports"] for c in running)
         up.send_signal(how)
         up.communicate(timeout=60)

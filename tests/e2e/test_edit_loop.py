@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shlex
 import signal
 import socket
 import subprocess
@@ -18,6 +17,7 @@ import psutil
 import psycopg
 import pytest
 
+from testfleet.cli import read_dotenv
 from testfleet.rundir import process_start_ticks
 from tests.helpers import alive, run_cli, start_cli, wait_for, wait_until_up, write_pyproject
 
@@ -45,14 +45,6 @@ def test_lane_is_fresh():
         open(os.environ["HOLD"], "w").write(str(os.getpid()))
         time.sleep(300)
 """
-
-
-def dotenv_values(path: Path) -> dict[str, str]:
-    values = {}
-    for line in path.read_text().splitlines():
-        key, _, value = line.partition("=")
-        values[key] = shlex.split(value)[0] if value else ""
-    return values
 
 
 @pytest.fixture(params=["server", "database"])
@@ -90,7 +82,7 @@ def test_runs_share_a_running_up_and_every_run_gets_fresh_lanes(
         assert "stack ready in" not in result.stderr
     used = seen.read_text().splitlines()
     assert len(used) == 3
-    developer = dotenv_values(project / ".testfleet" / "env")
+    developer = read_dotenv(project / ".testfleet" / "env")
     # The developer's lane (what `up` printed) is never handed to a run.
     assert all(developer["POSTGRES_URL"] not in line for line in used)
     # Lanes given back are recycled: the up's server holds the developer's database and the

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from testfleet import early_lanes
+from testfleet.cli import read_dotenv, write_dotenv
 from testfleet.lanes import lanes_for_selection, recheck_args
 from testfleet.plan import work_source
 from testfleet.shared_stack import differences, identity, not_shareable
@@ -119,3 +120,9 @@ def test_rechecks_keep_keyword_and_marker_expressions(tmp_path: Path):
     (tmp_path / "tests").mkdir()
     args = ["-k", "tests", "-m", "slow or tests", "tests", "-x", "--lf", "-q"]
     assert recheck_args(project(tmp_path, {}), args) == ["-k", "tests", "-m", "slow or tests", "-q"]
+
+
+def test_the_env_file_reads_back_what_was_written(tmp_path: Path):
+    env = {"POSTGRES_URL": "postgresql://u:p@127.0.0.1:5/db", "ODD": "a b'c\"d $x", "EMPTY": ""}
+    write_dotenv(tmp_path / "env", env)
+    assert read_dotenv(tmp_path / "env") == env
