@@ -244,7 +244,7 @@ def test_lanes_started_early_see_their_env_before_conftest_imports(tmp_path: Pat
     assert result.returncode == 0, result.stderr
     assert "─ 2 passed in" in result.stderr
     lines = [json.loads(line) for line in report.read_text().splitlines()]
-    assert lines == [{"early": early == "1"}] * 2
+    assert lines == [{"early": early == "1"}] * 2, (lines, result.stderr)
 
 
 def test_pytest_selection_options_pick_the_tests(tmp_path: Path):
@@ -272,3 +272,63 @@ def test_pytest_selection_options_pick_the_tests(tmp_path: Path):
     assert last.returncode == 1
     # Only the test that failed ran: no passes in the counts.
     assert "─ 1 failed in" in last.stderr, last.stderr
+
+
+def test_rechecks_lease_fresh_lanes_from_the_up(tmp_path: Path):
+    """The run's lanes and its rechecks' lanes all come from the up; the leaking test is
+    still named (its key would stay in a lane that was not fresh)."""
+    from tests.e2e.test_recheck import LEAKS_INTO_VALKEY
+
+    project = write_pyproject(
+        tmp_path, '[tool.testfleet]\norder = "pytest"\n[tool.testfleet.services.valkey]\n'
+    )
+    (project / "test_state.py").write_text(LEAKS_INTO_VALKEY)
+    up = start_cli(project, "up")
+    try:
+        wait_until_up(up)
+        result = run_cli("run", "--recheck", "on", cwd=project, timeout=300)
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.communicate(timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.startswith(USING)
+    assert "fails after test_state.py::test_leaves_a_key_behind" in result.stderr
+
+
+def test_a_run_needing_more_lanes_than_the_up_can_give_says_why(tmp_path: Path):
+    """Valkey's 16 DB numbers: the developer's lane holds one, so 16 more cannot be had."""
+    project = write_pyproject(
+        tmp_path, '[tool.testfleet.services.valkey]\nisolation = "database"\n'
+    )
+    (project / "test_a.py").write_text("def test_a(): pass\n")
+    up = start_cli(project, "up", "-n", "2")
+    try:
+        wait_until_up(up)
+        result = run_cli("run", "-n", "16", cwd=project, timeout=300)
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.communicate(timeout=60)
+    first = result.stderr.splitlines()[0]
+    assert "not using the running `testfleet up`" in first
+    assert "16" in first
+    # Its own stack has the 16 DB numbers to itself.
+    assert result.returncode == 0, result.stderr
+
+
+def test_auto_lanes_for_one_measured_file_are_one_lane(tmp_path: Path):
+    project = write_pyproject(tmp_path, '[tool.testfleet]\nlanes = "auto"\n')
+    (project / "tests").mkdir()
+    for name in ("a", "b"):
+        (project / "tests" / f"test_{name}.py").write_text("def test_x(): pass\n")
+    durations = project / ".testfleet" / "durations.json"
+    durations.parent.mkdir()
+    durations.write_text(
+        json.dumps({"durations": {"tests/test_a.py::test_x": 0.1, "tests/test_b.py::test_x": 9}})
+    )
+    one = run_cli("run", "tests/test_a.py", cwd=project)
+    assert one.returncode == 0, one.stderr
+    assert 'lanes = "auto": 1 lane(s)' in one.stderr
+    assert one.stderr.count("lane 1:") == 1
+    assert "lane 2:" not in one.stderr
+    whole = run_cli("run", cwd=project)
+    assert 'lanes = "auto"' not in whole.stderr
