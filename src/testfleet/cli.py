@@ -54,7 +54,7 @@ from testfleet.plan import WorkSource, ideal_bound, plan, work_source
 from testfleet.preflight import check_paths
 from testfleet.reaper import remove_if_ours
 from testfleet.results import TestResult
-from testfleet.runtime import Run, signals_as_exceptions
+from testfleet.runtime import Run, signals_as_exceptions, teardown_shield
 from testfleet.shared_stack import descriptor_path, not_shareable
 from testfleet.stack import LaneEnv, LaneProvider, Stack, in_parallel, resolve_binaries
 from testfleet.up_client import Connection, SharedStack, find_up
@@ -340,14 +340,17 @@ def up(project: Project) -> int:
             while True:
                 server.serve(WATCH_INTERVAL_SECONDS)
         finally:
-            if server is not None:
-                server.close()
-            try:
-                stack.stop()
-            finally:
+            # A second Ctrl-C must not cut this short: a worker halfway through stopping a
+            # lane's server would leave it running.
+            with teardown_shield():
                 if server is not None:
-                    server.join_workers()
-                remove_if_ours(dotenv, run.run_dir.run_id)
+                    server.close()
+                try:
+                    stack.stop()
+                finally:
+                    if server is not None:
+                        server.join_workers()
+                    remove_if_ours(dotenv, run.run_dir.run_id)
 
 
 def _warm_lanes(project: Project) -> tuple[int, str | None]:

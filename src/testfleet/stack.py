@@ -191,6 +191,10 @@ class Stack:
             return problem_of(handle)
         return None
 
+    def handles(self) -> list[Handle]:
+        """Every server the stack runs now."""
+        return self.ctx.handles()
+
     def lane_of(self, handle: Handle) -> int | None:
         """The lane a server was started for; None for a server the lanes share."""
         return self.ctx.lane_of(handle)

@@ -51,22 +51,26 @@ class Connection:
         self.problem: ServiceProblem | None = None
         self.welcome: Message = {}
 
-    def ask(self, message: Message, timeout: float | None) -> Message:
+    def ask(self, message: Message, timeout: float | None, *, lane: int | None = None) -> Message:
+        """Send a request and wait for its answer (for a lease: the one for `lane`; a late
+        answer to an earlier lease that timed out is dropped)."""
         with self.lock:
-            send(self.sock, message)
-            self.sock.settimeout(timeout)
-            while True:
-                try:
+            try:
+                send(self.sock, message)
+                self.sock.settimeout(timeout)
+                while True:
                     answer = self._next()
-                except TimeoutError:
-                    raise ServiceError(
-                        f"the running `testfleet up` (pid {self.pid}) did not answer within"
-                        f" {timeout:.0f} s"
-                    ) from None
-                if answer is None:
-                    raise ServiceError(self._gone())
-                if answer["type"] != "dead":
-                    return answer
+                    if answer is None:
+                        raise ServiceError(self._gone())
+                    if answer["type"] != "dead" and answer.get("for") == lane:
+                        return answer
+            except TimeoutError:
+                raise ServiceError(
+                    f"the running `testfleet up` (pid {self.pid}) did not answer within"
+                    f" {timeout or 0:.0f} s"
+                ) from None
+            except OSError:
+                raise ServiceError(self._gone()) from None
 
     def _next(self) -> Message | None:
         while not self.pending:
@@ -132,7 +136,9 @@ class SharedStack:
         """The up started the services."""
 
     def provision(self, lane: int) -> LaneEnv:
-        answer = self.connection.ask({"type": "lease", "lane": lane}, timeout=LEASE_TIMEOUT_SECONDS)
+        answer = self.connection.ask(
+            {"type": "lease", "lane": lane}, timeout=LEASE_TIMEOUT_SECONDS, lane=lane
+        )
         if answer["type"] != "lane":
             raise ServiceError(f"the running `testfleet up` gave no lane: {answer.get('message')}")
         views = {

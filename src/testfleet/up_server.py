@@ -61,9 +61,11 @@ class Client:
             send(self.conn, message)
 
 
-def lane_message(lane: LaneEnv) -> Message:
+def lane_message(lane: LaneEnv, theirs: int) -> Message:
+    """`for`: the run's number of the lane, so a late answer is never taken for another's."""
     return {
         "type": "lane",
+        "for": theirs,
         "lane": lane.lane,
         "views": {
             name: {"kind": view.kind, "values": dict(view.values)}
@@ -83,8 +85,13 @@ class UpServer:
         self.lock = threading.Lock()  # guards the lane sets and the clients' lanes
         self.free: dict[int, LaneEnv] = {}  # warm lanes nobody holds
         self.busy: set[int] = set()  # lane numbers being provisioned or recycled
+        self.providing: set[int] = set()  # busy: being made for a run (_provide owns them)
+        self.dirty: set[int] = set()  # busy, and a server of theirs died meanwhile
         self.broken: set[int] = set()  # lane numbers that could not be recycled
-        self.reported: set[int] = set()  # ids of dead servers already dealt with
+        # Dead servers already dealt with (the objects are kept, so their ids stay theirs).
+        self.reported: dict[int, object] = {}
+        # What the developer's lane and every lane use: if one of these dies, the up stops.
+        self.vital = {id(h): h for h in stack.handles()}
         self.clients: dict[socket.socket, Client] = {}
         self.closing = False
         self.pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="testfleet-lane")
@@ -122,35 +129,48 @@ class UpServer:
         except Exception as exc:  # the stack still serves; this lane number is not used again
             with self.lock:
                 self.busy.discard(lane)
+                self.dirty.discard(lane)
                 self.broken.add(lane)
             if not self.closing:
                 say(f"lane {lane} could not be made fresh ({type(exc).__name__}: {exc})")
             return
         with self.lock:
-            self.busy.discard(lane)
-            if env is not None:
-                self.free[lane] = env
+            again = lane in self.dirty  # a server of it died while it was made: once more
+            self.dirty.discard(lane)
+            if not again:
+                self.busy.discard(lane)
+                if env is not None:
+                    self.free[lane] = env
+        if again and not self.closing:
+            self.pool.submit(self._fresh, lane, lane, ())
 
     def _provide(self, client: Client, theirs: int, lane: int) -> None:
-        """A lane made for a run that found none warm; recycled if the run has gone."""
+        """A lane made for a run that found none warm; recycled if the run has gone (a
+        release or a drop leaves lanes being made to this)."""
+        failure = None
         try:
             env = self.stack.provision(lane)
         except Exception as exc:
-            text = exc.message if isinstance(exc, TestfleetError) else str(exc)
-            with self.lock:
-                client.lanes.pop(theirs, None)
-            # What was made of it goes; the number is free again after that.
-            self.pool.submit(self._fresh, lane, lane, ())
-            client.tell({"type": "error", "message": f"providing a lane failed: {text}"})
-            return
+            failure = exc.message if isinstance(exc, TestfleetError) else str(exc)
         with self.lock:
+            self.providing.discard(lane)
+            if lane in self.dirty and failure is None:
+                failure = "a server of it died while it was made"
+            self.dirty.discard(lane)
             gone = client.conn not in self.clients or client.lanes.get(theirs) != lane
-            if not gone:
+            if failure is None and not gone:
                 self.busy.discard(lane)
-        if gone:  # still busy: recycled now
-            self.pool.submit(self._fresh, lane, lane, ())
-        else:
-            client.tell(lane_message(env))
+            elif not gone:
+                del client.lanes[theirs]
+        if failure is None and not gone:
+            client.tell(lane_message(env, theirs))
+            return
+        # What was made of it goes (it stays busy until then); then the number is free.
+        self.pool.submit(self._fresh, lane, lane, ())
+        if failure is not None and not gone:
+            client.tell(
+                {"type": "error", "for": theirs, "message": f"providing a lane failed: {failure}"}
+            )
 
     # -- serving (the main thread) -------------------------------------------------------------
 
@@ -183,17 +203,23 @@ class UpServer:
             if id(handle) in self.reported:
                 continue
             problem = problem_of(handle)
-            lane = self.stack.lane_of(handle)
-            if lane is None or lane == DEV_LANE:
+            if id(handle) in self.vital:
                 for client in list(self.clients.values()):
                     client.tell(_dead(problem))
                 raise TestfleetError(problem.message, details=problem.details, exit_code=3)
-            self.reported.add(id(handle))
+            self.reported[id(handle)] = handle
+            # A server of a run's lane, or of a lane being made or recycled (one that is
+            # starting or stopping is no lane's any more, or not yet: nothing to do).
+            lane = self.stack.lane_of(handle)
+            if lane is None:
+                continue
             with self.lock:
                 owner = next((c for c in self.clients.values() if lane in c.lanes.values()), None)
                 warm = self.free.pop(lane, None)
                 if warm is not None:
                     self.busy.add(lane)
+                elif lane in self.busy:
+                    self.dirty.add(lane)
             if owner is not None:
                 owner.tell(_dead(problem))
             if warm is not None:
@@ -235,6 +261,9 @@ class UpServer:
         elif kind == "release":
             with self.lock:
                 ours = client.lanes.pop(int(message["lane"]), None)
+                # A lane still being made is recycled by _provide, which sees it released.
+                if ours is not None and ours in self.providing:
+                    ours = None
                 if ours is not None:
                     self.busy.add(ours)
             if ours is not None:
@@ -253,16 +282,17 @@ class UpServer:
                 lane = next(n for n in range(DEV_LANE + 1, len(taken) + 2) if n not in taken)
                 env = None
         if env is not None:
-            client.tell(lane_message(env))
+            client.tell(lane_message(env, theirs))
             return
         try:
             # Every lane number within what the services allow (Valkey's DB numbers, ports).
             check_lanes(self.project.config, lane)
         except TestfleetError as exc:
-            client.tell({"type": "error", "message": exc.message})
+            client.tell({"type": "error", "for": theirs, "message": exc.message})
             return
         with self.lock:
             self.busy.add(lane)
+            self.providing.add(lane)
             client.lanes[theirs] = lane
         self.pool.submit(self._provide, client, theirs, lane)
 
@@ -292,7 +322,8 @@ class UpServer:
             self.selector.unregister(conn)
         conn.close()
         with self.lock:
-            held = list(client.lanes.values())
+            # Lanes still being made are recycled by _provide, which sees the run gone.
+            held = [m for m in client.lanes.values() if m not in self.providing]
             client.lanes.clear()
             self.busy.update(held)
         for ours in held:

@@ -105,6 +105,10 @@ class Backend(Protocol):
 
     def start(self, server: Server) -> Started: ...
 
+    def handles(self) -> list[Handle]:
+        """Every server it runs now."""
+        ...
+
     def dead(self) -> list[Handle]:
         """Servers that ended although nobody stopped them."""
         ...

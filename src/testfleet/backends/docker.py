@@ -378,6 +378,10 @@ class DockerBackend:
             name = container._name
             self.client.containers.get(name).remove(force=True, v=True)
 
+    def handles(self) -> list[Handle]:
+        with self._lock:
+            return list(self._handles)
+
     def dead(self) -> list[Handle]:
         """Containers that exited (a crash, the OOM killer) while the run used them. Asked of
         the engine at most every DEAD_CHECK_SECONDS: the run's loop calls this often."""
@@ -387,7 +391,8 @@ class DockerBackend:
         self._checked = now
         with self._lock:
             handles = [h for h in self._handles if not h.stopped]
-        return [h for h in handles if h.exit_code() is not None]
+        # Stopped on purpose meanwhile (a lane being recycled): not dead.
+        return [h for h in handles if h.exit_code() is not None and not h.stopped]
 
     def stop_all(self) -> None:
         with self._lock:

@@ -329,6 +329,10 @@ class Supervisor:
             self.forget(process)
         return code, process
 
+    def processes(self) -> list[ManagedProcess]:
+        with self._lock:
+            return list(self._processes)
+
     def dead(self) -> list[ManagedProcess]:
         """Processes that exited although nobody stopped them."""
         with self._lock:
@@ -396,8 +400,9 @@ class NativeBackend:
                 wait_ready(process, probe, timeout=server.timeout, what=server.name)
             except ServiceError as exc:
                 in_use = address_in_use(process.tail())
-                process.stop()
+                # Forgotten first: a server stopped on purpose is never taken for a dead one.
                 self.supervisor.forget(process)
+                process.stop()
                 if in_use and server.port:
                     raise ServiceError(
                         f"{server.name}: port {server.port} is already in use by another"
@@ -409,6 +414,9 @@ class NativeBackend:
                 raise
             return Started(process, self.host, port)
         raise AssertionError("unreachable")
+
+    def handles(self) -> list[Handle]:
+        return list(self.supervisor.processes())
 
     def dead(self) -> list[Handle]:
         return list(self.supervisor.dead())

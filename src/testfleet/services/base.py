@@ -94,12 +94,20 @@ class StackContext:
         """Stop the servers only `lane` used (shared ones stay)."""
         with self._backends_lock:
             handles = self.lane_handles.pop(lane, [])
+        # All forgotten first: a server stopped on purpose, or one that exits because another
+        # of the lane stopped, is never taken for one that died (an up watches while it
+        # recycles lanes). Then stopped, the last started first.
         for handle in handles:
-            # Forgotten first: a server stopped on purpose is never seen as one that died
-            # (an up's watch runs while it recycles lanes).
             if isinstance(handle, ManagedProcess):
                 self.supervisor.forget(handle)
+        for handle in reversed(handles):
             handle.stop()
+
+    def handles(self) -> list[Handle]:
+        """Every server the run has now, of every backend."""
+        with self._backends_lock:
+            others = [b for name, b in self._backends.items() if name != "native"]
+        return [*self.supervisor.processes(), *(h for b in others for h in b.handles())]
 
     def lane_of(self, handle: Handle) -> int | None:
         with self._backends_lock:
