@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -259,6 +260,7 @@ def test_pytest_selection_options_pick_the_tests(tmp_path: Path):
     (project / "pytest.ini").write_text("[pytest]\nmarkers =\n    slow: slow\n")
     path = run_cli("run", "tests/test_b.py", cwd=project)
     assert path.returncode == 0, path.stderr
+    assert re.search(r"first test result [\d.]+ s after the command started", path.stderr)
     assert "─ 1 passed in" in path.stderr
     keyword = run_cli("run", "-k", "one or three", cwd=project)
     assert keyword.returncode == 0, keyword.stderr
@@ -332,3 +334,18 @@ def test_auto_lanes_for_one_measured_file_are_one_lane(tmp_path: Path):
     assert "lane 2:" not in one.stderr
     whole = run_cli("run", cwd=project)
     assert 'lanes = "auto"' not in whole.stderr
+
+
+def test_a_shared_server_of_the_up_dying_ends_the_run_and_the_up(
+    project: Path, up: subprocess.Popen[str], tmp_path: Path
+):
+    hold = tmp_path / "hold"
+    process = start_cli(project, "run", env={"SEEN": str(tmp_path / "seen"), "HOLD": str(hold)})
+    wait_for(lambda: hold.exists() and hold.read_text() != "", what="the test to start")
+    postgres = [p for p in psutil.Process(up.pid).children() if p.name() == "postgres"]
+    assert len(postgres) == 1  # one server, a database per lane
+    postgres[0].kill()
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 3, stderr
+    assert "service postgres (template) exited unexpectedly" in stderr
+    assert up.wait(timeout=60) == 3

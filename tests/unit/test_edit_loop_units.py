@@ -46,6 +46,10 @@ def test_lanes_a_running_up_cannot_recycle_are_not_shared(tmp_path: Path):
     config = {"services": {"vault": {**external, "isolation": "mount"}}}
     assert 'isolation = "mount"' in (not_shareable(project(tmp_path, config)) or "")
     assert not_shareable(project(tmp_path, {"services": {"vault": {}}})) is None
+    namespaced = {"network": "namespace", "services": {"valkey": {}}}
+    assert "namespace" in (not_shareable(project(tmp_path, namespaced)) or "")
+    mongo = {"services": {"mongodb": {"isolation": "database"}}}
+    assert 'isolation = "database"' in (not_shareable(project(tmp_path, mongo)) or "")
 
 
 def durations(tmp_path: Path, times: dict[str, float]) -> None:
