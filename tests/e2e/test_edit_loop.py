@@ -58,15 +58,22 @@ def project(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
     return root
 
 
-@pytest.fixture
-def up(project: Path) -> Iterator[subprocess.Popen[str]]:
-    process = start_cli(project, "up", "-n", "1")
+@contextlib.contextmanager
+def running_up(project: Path, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """A `testfleet up` serving, until the block ends (SIGINT, as Ctrl-C)."""
+    process = start_cli(project, "up", *args)
     try:
         wait_until_up(process)
         yield process
     finally:
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=60)
+
+
+@pytest.fixture
+def up(project: Path) -> Iterator[subprocess.Popen[str]]:
+    with running_up(project, "-n", "1") as process:
+        yield process
 
 
 def test_runs_share_a_running_up_and_every_run_gets_fresh_lanes(
@@ -285,13 +292,8 @@ def test_rechecks_lease_fresh_lanes_from_the_up(tmp_path: Path):
         tmp_path, '[tool.testfleet]\norder = "pytest"\n[tool.testfleet.services.valkey]\n'
     )
     (project / "test_state.py").write_text(LEAKS_INTO_VALKEY)
-    up = start_cli(project, "up")
-    try:
-        wait_until_up(up)
+    with running_up(project):
         result = run_cli("run", "--recheck", "on", cwd=project, timeout=300)
-    finally:
-        up.send_signal(signal.SIGINT)
-        up.communicate(timeout=60)
     assert result.returncode == 1
     assert result.stderr.startswith(USING)
     assert "fails after test_state.py::test_leaves_a_key_behind" in result.stderr
@@ -303,13 +305,8 @@ def test_a_run_needing_more_lanes_than_the_up_can_give_says_why(tmp_path: Path):
         tmp_path, '[tool.testfleet.services.valkey]\nisolation = "database"\n'
     )
     (project / "test_a.py").write_text("def test_a(): pass\n")
-    up = start_cli(project, "up", "-n", "2")
-    try:
-        wait_until_up(up)
+    with running_up(project, "-n", "2"):
         result = run_cli("run", "-n", "16", cwd=project, timeout=300)
-    finally:
-        up.send_signal(signal.SIGINT)
-        up.communicate(timeout=60)
     first = result.stderr.splitlines()[0]
     assert "not using the running `testfleet up`" in first
     assert "16" in first
