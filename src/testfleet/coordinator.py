@@ -312,8 +312,8 @@ class Coordinator:
         launch = self.launch
         devnull = os.open(os.devnull, os.O_RDONLY)
         try:
-            out = output.fileno() if output is not None else 1
-            stdio = (0 if launch.foreground else devnull, out, output.fileno() if output else 2)
+            out, err = (output.fileno(), output.fileno()) if output is not None else (1, 2)
+            stdio = (0 if launch.foreground else devnull, out, err)
             argv = list(launch.argv(lane))
             if argv[1:3] != ["-m", "pytest"]:  # wrapped (nsenter): started the usual way
                 early.discard()

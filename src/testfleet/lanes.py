@@ -124,31 +124,36 @@ def _link_package(folder: Path) -> Path:
     return folder
 
 
+def _on_pythonpath(env: dict[str, str], folder: Path) -> dict[str, str]:
+    """`env` with `folder` (testfleet's package alone, see plugin_path) first on PYTHONPATH."""
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(folder), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def pytest_argv(python: str, *args: str) -> list[str]:
+    """pytest in `python` with the lane plugin, which brings the fixtures, switches
+    pytest-xdist off and, given a queue, takes its tests from the coordinator."""
+    return [python, "-m", "pytest", "-p", "testfleet.lane", *args]
+
+
+def own_dirs(folder: Path) -> list[str]:
+    """pytest options giving a lane (or a recheck) its own cache and temp dirs: suites keep
+    state in .pytest_cache that a second process would corrupt."""
+    return ["-o", f"cache_dir={folder / 'pytest_cache'}", f"--basetemp={folder / 'basetemp'}"]
+
+
 def early_environ(run_dir: Path, python: str) -> dict[str, str]:
     """An early lane's env until its hand-over: ours, and testfleet's package on its path."""
-    env = process_environ(python)
-    shim = str(plugin_path(run_dir))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (shim, env.get("PYTHONPATH", "")) if p)
-    return env
+    return _on_pythonpath(process_environ(python), plugin_path(run_dir))
 
 
 def lane_argv(
     project: Project, stack: LaneProvider, lane: LaneEnv, run_dir: Path, *, python: str
 ) -> list[str]:
     folder = lane_dir(run_dir, lane.lane)
-    argv = [
-        python,
-        "-m",
-        "pytest",
-        "-p",
-        "testfleet.lane",
-        *stack.expand_args(project.config.pytest_args, lane),
-        # Each lane its own cache and temp dirs: suites keep state in .pytest_cache that a
-        # second process would corrupt.
-        "-o",
-        f"cache_dir={folder / 'pytest_cache'}",
-        f"--basetemp={folder / 'basetemp'}",
-    ]
+    argv = pytest_argv(
+        python, *stack.expand_args(project.config.pytest_args, lane), *own_dirs(folder)
+    )
     # Its pytest in the lane's network namespace, with the lane's servers.
     return lane.namespace.wrap(argv) if lane.namespace is not None else argv
 
@@ -166,9 +171,7 @@ def lane_environ(
 ) -> dict[str, str]:
     folder = lane_dir(run_dir, lane.lane)
     tmp = private_dir(folder / "tmp")
-    env = {**process_environ(python), **lane.env}
-    shim = str(plugin_path(run_dir))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (shim, env.get("PYTHONPATH", "")) if p)
+    env = _on_pythonpath({**process_environ(python), **lane.env}, plugin_path(run_dir))
     env.update(
         {
             "TMPDIR": str(tmp),
@@ -260,9 +263,7 @@ def _collected(project: Project, python: str, args: Sequence[str]) -> tuple[int,
         target = Path(folder) / "collected.json"
         argv = [python, "-m", "pytest", "--collect-only", "-q", "-p", "testfleet.lane"]
         argv += ["-p", "no:cacheprovider", *args]
-        env = process_environ(python)
-        shim = str(_link_package(Path(folder)))
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (shim, env.get("PYTHONPATH", "")) if p)
+        env = _on_pythonpath(process_environ(python), _link_package(Path(folder)))
         env["TESTFLEET_COLLECT_FILE"] = str(target)
         env.pop("TESTFLEET_QUEUE", None)
         result = subprocess.run(
@@ -382,14 +383,9 @@ def recheck_runner(
             lane = stack.provision(number)
             folder = lane_dir(run_dir, lane.lane)
             report = folder / "recheck.json"
-            argv = [
+            argv = pytest_argv(
                 python,
-                "-m",
-                "pytest",
-                # The lane plugin (without a queue it only brings the fixtures and switches
-                # pytest-xdist off) and the outcome reporter.
-                "-p",
-                "testfleet.lane",
+                # The outcome reporter (the lane plugin has no queue here).
                 "-p",
                 "testfleet.recheck_plugin",
                 # Their order is the point: keep plugins from shuffling it.
@@ -398,11 +394,9 @@ def recheck_runner(
                 "-q",
                 *(["--collect-only"] if collect_only else []),
                 *recheck_args(project, stack.expand_args(project.config.pytest_args, lane)),
-                "-o",
-                f"cache_dir={folder / 'pytest_cache'}",
-                f"--basetemp={folder / 'basetemp'}",
+                *own_dirs(folder),
                 *nodeids,
-            ]
+            )
             if lane.namespace is not None:
                 argv = lane.namespace.wrap(argv)
             env = lane_environ(project, lane, run_dir, Path(), None, mark=mark, python=python)
