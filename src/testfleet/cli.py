@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from testfleet import __version__, durations, early_lanes, pytest_cache
-from testfleet.backends.native import note_spawned
 from testfleet.ci import add_ci_parser
 from testfleet.config import VALKEY_DB_NUMBERS, Project, check_lanes, load_project
 from testfleet.console import error, say
@@ -52,6 +51,7 @@ from testfleet.lanes import (
 from testfleet.options import OPTIONS, argument_type, is_version
 from testfleet.plan import WorkSource, ideal_bound, plan, work_source
 from testfleet.preflight import check_paths
+from testfleet.processes import note_spawned
 from testfleet.reaper import remove_if_ours
 from testfleet.results import TestResult
 from testfleet.runtime import Run, signals_as_exceptions, teardown_shield

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from testfleet.backends.native import describe_exit
 from testfleet.early_lanes import EarlyLane
 from testfleet.files import open_private
 from testfleet.plan import Unit, Work, WorkSource
+from testfleet.processes import describe_exit
 from testfleet.protocol import LineReader, Message, send
 from testfleet.results import FAILING, TestResult
 

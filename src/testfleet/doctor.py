@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import subprocess
 
-from testfleet.backends.native import unprivileged_user
-from testfleet.binaries import find_binary
 from testfleet.config import Project
 from testfleet.errors import ConfigError, TestfleetError
 from testfleet.kinds import KINDS
+from testfleet.processes import unprivileged_user
 from testfleet.rundir import default_base
 from testfleet.specs import ServerSpec
 
@@ -65,7 +64,7 @@ def doctor(project: Project | None) -> int:
         if kind.lookup is None:
             continue
         try:
-            binary = find_binary(kind.name)
+            binary = kind.binary()
             native = f"native {binary.version()}  {binary.path}  ({binary.source})"
         except ConfigError as exc:
             native = f"native missing: {exc.message.split(': ', 1)[1]}"
@@ -75,7 +74,7 @@ def doctor(project: Project | None) -> int:
         if not isinstance(spec, ServerSpec) or spec.backend_name != "native":
             continue
         try:
-            find_binary(spec.kind, spec.binary, where=f"tool.testfleet.services.{name}")
+            KINDS[spec.kind].binary(spec.binary, where=f"tool.testfleet.services.{name}")
         except TestfleetError as exc:
             missing_configured = True
             rows.append((f"{name} (configured)", f"missing: {exc.message}"))

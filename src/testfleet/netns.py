@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from testfleet.backends.base import Handle
-from testfleet.backends.native import ManagedProcess, Supervisor
 from testfleet.errors import ConfigError, ServiceError
+from testfleet.processes import ManagedProcess, Supervisor
 
 T = TypeVar("T")
 

@@ -8,16 +8,12 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from testfleet.backends.base import Handle
-from testfleet.backends.native import Supervisor, describe_exit, read_tail
+from testfleet.backends.base import Handle, Probe
 from testfleet.errors import ServiceError
-
-# Called with the seconds left before the deadline; returns when ready, raises while not. No
-# probe may block longer than it is given, so a start-timeout is kept to the poll interval.
-Probe = Callable[[float], None]
+from testfleet.processes import Supervisor, describe_exit, read_tail
 
 
 class NotReady(Exception):

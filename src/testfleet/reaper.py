@@ -1,21 +1,37 @@
-"""Watchdog process: when its parent dies (even by SIGKILL) its stdin pipe closes, and it
-stops every process the run recorded or marked, removes the run directory, and removes the
-files the run owned (the env file of `up`) when they still name this run.
+"""What a run leaves behind, and the watchdog that removes it: when its parent dies (even by
+SIGKILL) the reaper's stdin pipe closes, and it stops every process the run recorded or
+marked, removes its containers and what it made on external servers, removes the run
+directory, and removes the files the run owned (the env file of `up`) when they still name
+this run.
 
 A parent-death signal (PR_SET_PDEATHSIG) is not enough: it fires when the *thread* that
 spawned a child exits, and the stack starts services from worker threads.
 
     python -m testfleet.reaper RUN_DIR RUN_ID [OWNED_FILE ...]
+
+The same cleanup serves a later run, which removes what runs whose owner is gone left
+behind (`cleanup_stale`).
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
 import signal
 import sys
+import time
 from pathlib import Path
 
-from testfleet.rundir import drop_external, kill_marked, kill_recorded, remove_containers
+from testfleet.files import unsafe_reason
+from testfleet.rundir import (
+    CONTAINERS_MARKER,
+    DEBRIS_SECONDS,
+    LOCK_NAME,
+    kill_marked,
+    kill_recorded,
+    owned_file,
+)
 
 
 def remove_if_ours(path: Path, run_id: str) -> bool:
@@ -29,6 +45,74 @@ def remove_if_ours(path: Path, run_id: str) -> bool:
     return True
 
 
+def clean(path: Path) -> None:
+    """Everything a run that is gone left: its processes, its containers, what it made on
+    external servers, its directory."""
+    kill_recorded(path)
+    kill_marked(str(path))
+    remove_containers(path)
+    drop_external(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def cleanup_stale(base: Path) -> list[Path]:
+    """Stop the processes and remove the directories of runs whose owner is gone.
+
+    Only directories, locks and process records this user owns are trusted: a "stale run"
+    planted by someone else must not make us kill a process of their choosing.
+    """
+    removed = []
+    for path in sorted(base.iterdir()) if base.is_dir() else []:
+        lock = path / LOCK_NAME
+        if unsafe_reason(path) is not None:
+            continue
+        if not lock.exists():
+            # No lock: a run being created this instant, or debris that a process of a dead
+            # run wrote after its directory was removed. Only the second is old.
+            try:
+                age = time.time() - path.stat().st_mtime
+            except FileNotFoundError:
+                continue  # another run starting now cleaned it first
+            if age > DEBRIS_SECONDS:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+            continue
+        if not owned_file(lock):
+            continue
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue  # its run is alive
+        clean(path)
+        os.close(fd)
+        removed.append(path)
+    return removed
+
+
+def drop_external(path: Path) -> int:
+    """What the run in `path` made on external servers and could not drop itself."""
+    if not owned_file(path / "external"):
+        return 0
+    from testfleet import leftovers
+
+    return leftovers.clean(path)
+
+
+def remove_containers(path: Path) -> int:
+    """The containers of the run in `path`, when it made any (it left a marker): the engine is
+    only asked about runs that used it."""
+    if not owned_file(path / CONTAINERS_MARKER):
+        return 0
+    from testfleet.backends.docker import remove_for_run_dir
+
+    return remove_for_run_dir(path)
+
+
 def main(argv: list[str]) -> int:
     for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
@@ -37,11 +121,7 @@ def main(argv: list[str]) -> int:
         pass
     # A normal teardown removed the directory before closing the pipe: then nothing is left.
     if run_dir.exists():
-        kill_recorded(run_dir)
-        kill_marked(str(run_dir))
-        remove_containers(run_dir)
-        drop_external(run_dir)
-        shutil.rmtree(run_dir, ignore_errors=True)
+        clean(run_dir)
         for path in owned:
             remove_if_ours(path, run_id)
     return 0

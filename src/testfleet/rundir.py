@@ -1,5 +1,6 @@
 """The per-run directory: data of every service, a lock held while the run lives, and the
-process registry that lets a later run (or the reaper) stop what a killed run left behind.
+process registry that lets a later run (or the reaper, see reaper.py) stop what a killed run
+left behind.
 
 Nothing here trusts what another local user could have put in place: the base directory must
 be ours (see `files.secure_dir`), and stale runs are cleaned only when their directory, lock
@@ -20,7 +21,7 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from testfleet.files import TRAVERSABLE_DIR, open_private, secure_dir, unsafe_reason
+from testfleet.files import TRAVERSABLE_DIR, open_private, secure_dir
 
 LOCK_NAME = "run.lock"
 DEBRIS_SECONDS = 60.0
@@ -79,7 +80,6 @@ class RunDir:
         if not base.parent.is_dir():
             base.parent.mkdir(parents=True, exist_ok=True)
         secure_dir(base, TRAVERSABLE_DIR, what="run directory base")
-        cleanup_stale(base)
         run_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
         path = base / run_id
         # Others may enter (PostgreSQL's account walks through to its data) but not list it;
@@ -98,14 +98,15 @@ class RunDir:
             registry.write(f"{pid} {ticks or 0}\n")
 
     def remove(self) -> None:
+        """Stop what the run recorded or marked, remove its directory, release its lock (its
+        containers and what it made elsewhere are the reaper's to remove: see reaper.py)."""
         kill_recorded(self.path)
         kill_marked(self.mark)
-        remove_containers(self.path)
         shutil.rmtree(self.path, ignore_errors=True)
         os.close(self._lock_fd)
 
 
-def _owned_file(path: Path) -> bool:
+def owned_file(path: Path) -> bool:
     """A regular file (not a link) of this user: only such records are believed."""
     try:
         info = os.lstat(path)
@@ -117,7 +118,7 @@ def _owned_file(path: Path) -> bool:
 def kill_recorded(path: Path) -> int:
     """SIGKILL every recorded process group still alive; returns how many were."""
     registry = path / PIDS_NAME
-    if not _owned_file(registry):
+    if not owned_file(registry):
         return 0
     try:
         lines = registry.read_text(encoding="ascii").splitlines()
@@ -169,65 +170,3 @@ def kill_marked(mark: str, *, skip: Iterable[int] = ()) -> int:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
     return len(pids)
-
-
-def cleanup_stale(base: Path) -> list[Path]:
-    """Stop the processes and remove the directories of runs whose owner is gone.
-
-    Only directories, locks and process records this user owns are trusted: a "stale run"
-    planted by someone else must not make us kill a process of their choosing.
-    """
-    removed = []
-    for path in sorted(base.iterdir()) if base.is_dir() else []:
-        lock = path / LOCK_NAME
-        if unsafe_reason(path) is not None:
-            continue
-        if not lock.exists():
-            # No lock: a run being created this instant, or debris that a process of a dead
-            # run wrote after its directory was removed. Only the second is old.
-            try:
-                age = time.time() - path.stat().st_mtime
-            except FileNotFoundError:
-                continue  # another run starting now cleaned it first
-            if age > DEBRIS_SECONDS:
-                shutil.rmtree(path, ignore_errors=True)
-                removed.append(path)
-            continue
-        if not _owned_file(lock):
-            continue
-        try:
-            fd = os.open(lock, os.O_RDWR | os.O_NOFOLLOW)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            continue  # its run is alive
-        kill_recorded(path)
-        kill_marked(str(path))
-        remove_containers(path)
-        drop_external(path)
-        shutil.rmtree(path, ignore_errors=True)
-        os.close(fd)
-        removed.append(path)
-    return removed
-
-
-def drop_external(path: Path) -> int:
-    """What the run in `path` made on external servers and could not drop itself."""
-    if not _owned_file(path / "external"):
-        return 0
-    from testfleet.leftovers import clean
-
-    return clean(path)
-
-
-def remove_containers(path: Path) -> int:
-    """The containers of the run in `path`, when it made any (it left a marker): the engine is
-    only asked about runs that used it."""
-    if not _owned_file(path / CONTAINERS_MARKER):
-        return 0
-    from testfleet.backends.docker import remove_for_run_dir
-
-    return remove_for_run_dir(path)

@@ -13,8 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType, TracebackType
 
-from testfleet.backends.native import Supervisor, note_spawned, spawned
+from testfleet import reaper
 from testfleet.errors import Interrupted
+from testfleet.processes import Supervisor, note_spawned, spawned
 from testfleet.rundir import MARK_VARIABLE, RunDir, default_base, parent_pid, process_start_ticks
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -64,7 +65,9 @@ class Run:
         owned_files: tuple[Path, ...] = (),
     ) -> None:
         self._began = _now_ticks()
-        self.run_dir = RunDir.create(base or default_base())
+        base = base or default_base()
+        self.run_dir = RunDir.create(base)
+        reaper.cleanup_stale(base)
         self.supervisor = Supervisor(self.run_dir, keep_dir=keep_logs)
         self._subreaper = _set_child_subreaper(True)
         # The reaper outlives a SIGKILL of this process; it owns the cleanup then. It must not
@@ -95,6 +98,7 @@ class Run:
     ) -> None:
         with teardown_shield():
             self.supervisor.stop_all()
+            reaper.remove_containers(self.run_dir.path)
             self.run_dir.remove()
             if self._subreaper:
                 self._stop_orphans()

@@ -12,14 +12,15 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from testfleet.backends.base import Handle
-from testfleet.backends.native import describe_exit, unprivileged_user
-from testfleet.binaries import Binary, find_binary
+from testfleet.binaries import Binary
 from testfleet.config import Project, start_order
 from testfleet.coordinator import ServiceProblem
 from testfleet.envvars import placeholder_values, service_exports
 from testfleet.files import private_dir
+from testfleet.kinds import KINDS
 from testfleet.netns import LaneNamespace, start_namespace
 from testfleet.placeholders import expand
+from testfleet.processes import describe_exit, unprivileged_user
 from testfleet.runtime import Run
 from testfleet.services import make_service
 from testfleet.services.base import Service, ServiceView, StackContext
@@ -60,7 +61,7 @@ class LaneProvider(Protocol):
 def resolve_binaries(project: Project) -> dict[str, Binary]:
     """Every native server's binary, before anything starts: a missing one is a usage error."""
     return {
-        name: find_binary(spec.kind, spec.binary, where=f"{TABLE}.services.{name}")
+        name: KINDS[spec.kind].binary(spec.binary, where=f"{TABLE}.services.{name}")
         for name, spec in project.config.services.items()
         if isinstance(spec, ServerSpec) and spec.backend_name == "native"
     }

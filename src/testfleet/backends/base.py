@@ -11,13 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
+from testfleet.processes import RunAs
 from testfleet.specs import Limits
 
-if TYPE_CHECKING:
-    from testfleet.backends.native import RunAs
-    from testfleet.readiness import Probe
+# Called with the seconds left before the deadline; returns when ready, raises while not. No
+# probe may block longer than it is given, so a start-timeout is kept to the poll interval.
+Probe = Callable[[float], None]
 
 
 class Handle(Protocol):

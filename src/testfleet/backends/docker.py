@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from testfleet.backends.base import ContainerLaunch, Handle, Server, Started
-from testfleet.backends.native import REDACTED
 from testfleet.errors import ConfigError, ServiceError
 from testfleet.files import (
     PRIVATE_DIR,
@@ -32,6 +31,7 @@ from testfleet.files import (
     secure_dir,
     write_private,
 )
+from testfleet.processes import REDACTED
 from testfleet.rundir import CONTAINERS_MARKER as MARKER
 from testfleet.rundir import RunDir
 

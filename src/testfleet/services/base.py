@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Protocol
 
 from testfleet.backends.base import Backend, Handle, Server, Started
-from testfleet.backends.native import ManagedProcess, NativeBackend, RunAs, Supervisor
+from testfleet.backends.native import NativeBackend
 from testfleet.binaries import Binary
 from testfleet.config import Project
 from testfleet.errors import ServiceError
 from testfleet.files import PRIVATE_DIR, TRAVERSABLE_DIR, private_dir, write_private
 from testfleet.kinds.base import HOST
+from testfleet.processes import ManagedProcess, RunAs, Supervisor
 from testfleet.rundir import RunDir
 from testfleet.specs import ServerSpec, ServiceSpec
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from testfleet import readiness
-from testfleet.backends.base import Handle, NativeLaunch, Server
+from testfleet.backends.base import Handle, NativeLaunch, Probe, Server
 from testfleet.envvars import placeholder_values, process_environ, service_exports
 from testfleet.kinds.command import CommandSpec
 from testfleet.placeholders import expand
@@ -54,7 +54,7 @@ class CommandService:
                 return [fill(spec.command, port, "command", shell=True)]
             return [fill(part, port, "command") for part in spec.command]
 
-        def probe(host: str, port: int, process: Handle) -> readiness.Probe:
+        def probe(host: str, port: int, process: Handle) -> Probe:
             ready = spec.ready
             if ready is None or ready.tcp:
                 return readiness.tcp(HOST, port)

@@ -15,7 +15,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from testfleet import leftovers, readiness
-from testfleet.backends.base import ContainerLaunch, Handle, NativeLaunch, Server
+from testfleet.backends.base import ContainerLaunch, Handle, NativeLaunch, Probe, Server
 from testfleet.envvars import external_url
 from testfleet.errors import ConfigError
 from testfleet.kinds import KINDS
@@ -53,7 +53,7 @@ def _client(url: str, seconds: float) -> MongoClient[dict[str, Any]]:
     return MongoClient(url, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, socketTimeoutMS=ms)
 
 
-def _ping(url: str, member: str | None = None) -> readiness.Probe:
+def _ping(url: str, member: str | None = None) -> Probe:
     """Ready when the server answers a ping; for a replica set, once it is a writable
     primary. Initiating the set here keeps it a retried, idempotent readiness step."""
 
@@ -188,7 +188,7 @@ class MongoService:
                 *("--quiet", "--nounixsocket", *replica),
             ]
 
-        def probe(host: str, port: int, _: Handle) -> readiness.Probe:
+        def probe(host: str, port: int, _: Handle) -> Probe:
             # The member's address is the one mongod knows itself by. In a container that is
             # 127.0.0.1 and the inner port, which the host cannot reach (its port is the
             # published one): lane URLs therefore say directConnection=true, so drivers talk

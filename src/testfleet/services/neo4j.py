@@ -18,14 +18,14 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from testfleet import leftovers, readiness
-from testfleet.backends.base import ContainerLaunch, NativeLaunch, Server
-from testfleet.backends.native import server_environ
+from testfleet.backends.base import ContainerLaunch, NativeLaunch, Probe, Server
 from testfleet.envvars import external_url
 from testfleet.errors import ConfigError, ServiceError
 from testfleet.files import write_private
 from testfleet.kinds import KINDS
 from testfleet.kinds.neo4j import Neo4jSpec
 from testfleet.ports import free_port
+from testfleet.processes import server_environ
 from testfleet.services.base import HOST, ServiceView, StackContext
 from testfleet.specs import Limits
 
@@ -101,7 +101,7 @@ def _delete_everything(url: str, auth: Auth) -> None:
                 session.run(f"DROP {kind} `{name}` IF EXISTS").consume()
 
 
-def _bolt(url: str, auth: Auth) -> readiness.Probe:
+def _bolt(url: str, auth: Auth) -> Probe:
     """Ready when a query runs over Bolt with the lane's credentials, not just when the port
     is open (Neo4j opens it before its databases are online)."""
 

@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from testfleet import leftovers, readiness
-from testfleet.backends.base import ContainerLaunch, Handle, NativeLaunch, Server, Started
-from testfleet.backends.native import ManagedProcess, RunAs, describe_exit
+from testfleet.backends.base import ContainerLaunch, Handle, NativeLaunch, Probe, Server, Started
 from testfleet.envvars import external_url, placeholder_values, process_environ, service_exports
 from testfleet.errors import ConfigError, ServiceError
 from testfleet.files import PRIVATE_DIR, TRAVERSABLE_DIR, machine_dir, private_dir, secure_dir
 from testfleet.kinds import KINDS
 from testfleet.kinds.postgres import PostgresSpec
 from testfleet.placeholders import expand
+from testfleet.processes import ManagedProcess, RunAs, describe_exit
 from testfleet.services.base import HOST, ServiceView, StackContext
 
 if TYPE_CHECKING:
@@ -368,7 +368,7 @@ class PostgresService:
         if self.backend == "external":
             leftovers.record(self.ctx.run_dir.path, "postgres", self._address, database)
 
-    def _tcp_probe(self, host: str, port: int, database: str) -> readiness.Probe:
+    def _tcp_probe(self, host: str, port: int, database: str) -> Probe:
         """Ready when it answers the way tests will connect: over TCP, with the password."""
 
         def check(left: float) -> None:
@@ -508,7 +508,7 @@ class PostgresService:
                 args += ["-c", f"{key}={value}"]
             return args
 
-        def probe(host: str, port: int, _: Handle) -> readiness.Probe:
+        def probe(host: str, port: int, _: Handle) -> Probe:
             # The template server has no password yet: ask over the unix socket. Lane
             # servers are asked the way tests will connect, password included.
             if label != "template":

@@ -14,18 +14,18 @@ import urllib.request
 from collections.abc import Mapping
 
 from testfleet import leftovers, readiness
-from testfleet.backends.base import ContainerLaunch, NativeLaunch, Server
-from testfleet.backends.native import server_environ
+from testfleet.backends.base import ContainerLaunch, NativeLaunch, Probe, Server
 from testfleet.envvars import external_url
 from testfleet.errors import ServiceError
 from testfleet.kinds import KINDS
 from testfleet.kinds.vault import VaultSpec
+from testfleet.processes import server_environ
 from testfleet.services.base import ServiceView, StackContext
 
 HTTP_SECONDS = 10
 
 
-def _health(host: str, port: int) -> readiness.Probe:
+def _health(host: str, port: int) -> Probe:
     return readiness.http(
         f"http://{host}:{port}/v1/sys/health",
         expect_json={"initialized": True, "sealed": False},
