@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from testfleet import __version__, durations, early_lanes, pytest_cache
 from testfleet.ci import add_ci_parser
-from testfleet.config import VALKEY_DB_NUMBERS, Project, check_lanes, load_project
+from testfleet.config import Project, check_lanes, load_project
 from testfleet.console import error, say
 from testfleet.coordinator import Coordinator, Progress, RunOutcome
 from testfleet.early_lanes import EarlyLane, EarlyLanes
@@ -704,7 +704,7 @@ def _rechecked(
     """Failed tests run again in fresh lanes: `--rerun-flaky` turns a later pass into a flaky
     pass; `--recheck` names the earlier test that makes one fail (see recheck.py)."""
     from testfleet import recheck
-    from testfleet.kinds.valkey import ValkeySpec
+    from testfleet.kinds import KINDS
 
     config = project.config
     broken = sum(len(g.collect_errors) for g in outcome.groups)
@@ -712,19 +712,22 @@ def _rechecked(
     check = recheck.wanted(config.recheck, failures + broken, ci=bool(os.environ.get("CI")))
     if failures + broken == 0 or not (check or config.rerun_flaky):
         return outcome
-    shares_db_numbers = any(
-        isinstance(spec, ValkeySpec) and spec.isolation_mode == "database"  # and redis
-        for spec in config.services.values()
-    )
+    # A shared server with a place per lane (Valkey's DB numbers) has places for so many.
+    limits = [
+        (name, KINDS[spec.kind], slots)
+        for name, spec in config.services.items()
+        if (slots := KINDS[spec.kind].slots_for(spec)) is not None
+    ]
     lanes = itertools.count(plan_.total_lanes + 1)
 
     def next_lane() -> int:
         lane = next(lanes)
-        if shares_db_numbers and lane > VALKEY_DB_NUMBERS:
-            raise ServiceError(
-                f"a recheck lane would need DB number {lane - 1} of a Valkey with isolation ="
-                f' "database", which has {VALKEY_DB_NUMBERS}'
-            )
+        for name, kind, slots in limits:
+            if lane > slots.count:
+                raise ServiceError(
+                    f"a recheck lane would need one more of {name}'s {slots.count}"
+                    f" {slots.what} ({kind.label}), and every one is taken"
+                )
         return lane
 
     python_of = {plan_.label_of[t.label]: t.python for t in plan_.targets}

@@ -18,10 +18,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, Field, ValidationError, model_validator
 
 from testfleet.errors import ConfigError, did_you_mean
-from testfleet.kinds import KINDS, AnyServiceSpec, valkey
-from testfleet.kinds.command import CommandSpec, ReadyCheck
-from testfleet.kinds.postgres import PostgresSpec
-from testfleet.kinds.valkey import ValkeySpec
+from testfleet.kinds import KINDS, AnyServiceSpec
+from testfleet.kinds.command.spec import CommandSpec, ReadyCheck
+from testfleet.kinds.postgres.spec import PostgresSpec
 from testfleet.options import OPTION_BY_KEY, OPTIONS, Option, is_version
 from testfleet.placeholders import check_syntax, references
 from testfleet.specs import TABLE, Model, ServerSpec, ServiceSpec
@@ -33,7 +32,6 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 ENV_REF_RE = re.compile(r"^env\.[A-Za-z_][A-Za-z0-9_]*$")
-VALKEY_DB_NUMBERS = valkey.DB_NUMBERS
 SPEC_BY_KIND: dict[str, type[ServiceSpec]] = {name: kind.spec for name, kind in KINDS.items()}
 # The values each kind's lanes get, which placeholders and exports may use.
 SERVICE_FIELDS: dict[str, tuple[str, ...]] = {name: kind.fields for name, kind in KINDS.items()}
@@ -172,21 +170,19 @@ def check_lanes(config: Config, lanes: int) -> None:
     spaced = config.network == "namespace"
     for name, spec in config.services.items():
         where = f"{TABLE}.services.{name}"
-        label = KINDS[spec.kind].label
-        if (
-            isinstance(spec, ValkeySpec)
-            and spec.isolation == "database"
-            and lanes > VALKEY_DB_NUMBERS
-        ):
+        kind = KINDS[spec.kind]
+        label = kind.label
+        slots = kind.slots_for(spec)
+        if slots is not None and lanes > slots.count:
+            apart = "server" in kind.isolation.get(spec.backend_name, ())
             raise ConfigError(
-                f'{where}.isolation = "database": each lane takes one of {label}\'s'
-                f" {VALKEY_DB_NUMBERS} DB numbers, so at most {VALKEY_DB_NUMBERS} lanes"
-                f" (this run has {lanes}); "
+                f'{where}.isolation = "{spec.isolation_mode}": each lane takes one of {label}\'s'
+                f" {slots.count} {slots.what}, so at most {slots.count} lanes (this run has"
+                f" {lanes}); "
                 + (
-                    f"use -n {VALKEY_DB_NUMBERS}"
-                    if spec.backend_name == "external"
-                    else 'use isolation = "server" (a server per lane, no limit) or'
-                    f" -n {VALKEY_DB_NUMBERS}"
+                    f'use isolation = "server" (a server per lane, no limit) or -n {slots.count}'
+                    if apart
+                    else f"use -n {slots.count}"
                 )
             )
         if isinstance(spec, ServerSpec) and spec.isolation == "none" and lanes > 1:
@@ -198,7 +194,7 @@ def check_lanes(config: Config, lanes: int) -> None:
         if spec.port_number is not None and lanes > 1 and spec.runs_per_lane() and not spaced:
             exported = list(default_exports(name, spec.kind, first_of_kind=spec.first_of_kind))
             picks = f"exports {exported[0]}" if exported else "fills {port} with it"
-            shared = isinstance(spec, PostgresSpec | ValkeySpec)
+            shared = "database" in kind.isolation.get(spec.backend_name, ())
             raise ConfigError(
                 f"{where}.port = {spec.port_number}: every lane starts its own {name} server,"
                 f" and only one can listen on port {spec.port_number}; use -n 1, or"

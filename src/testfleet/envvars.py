@@ -1,5 +1,5 @@
-"""The env vars a lane exports: each service's defaults and `export` table, then the
-project's own `env`, all expanded with that lane's placeholder values."""
+"""Environments of what testfleet starts: placeholder values, the processes' own
+environment, and external services' values read from ours."""
 
 from __future__ import annotations
 
@@ -8,11 +8,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from testfleet.config import default_exports
 from testfleet.errors import ConfigError
-from testfleet.kinds import AnyServiceSpec
 from testfleet.placeholders import expand, references
-from testfleet.specs import TABLE
 
 
 def placeholder_values(
@@ -26,20 +23,6 @@ def placeholder_values(
         values.update({f"{name}.{key}": value for key, value in fields.items()})
     values.update(own or {})
     return values
-
-
-def service_exports(name: str, spec: AnyServiceSpec, values: Mapping[str, str]) -> dict[str, str]:
-    """The variables `name` exports with these values: its defaults (PG* too when it is the
-    first postgres, as the validated config marked it) unless `export-defaults = false`, then
-    its `export` table."""
-    templates = (
-        default_exports(name, spec.kind, first_of_kind=spec.first_of_kind)
-        if spec.export_defaults
-        else {}
-    )
-    templates.update(spec.export)
-    where = f"{TABLE}.services.{name}.export"
-    return {var: expand(t, values, where=f"{where}.{var}") for var, t in templates.items()}
 
 
 def process_environ(python: str) -> dict[str, str]:

@@ -21,17 +21,17 @@ from pathlib import Path
 from typing import Any
 
 from testfleet import durations, pytest_cache
-from testfleet.config import VALKEY_DB_NUMBERS, Config, Project
+from testfleet.config import Config, Project
 from testfleet.coordinator import LaneLaunch
 from testfleet.early_lanes import EarlyLane
 from testfleet.envvars import placeholder_values, process_environ
 from testfleet.errors import ConfigError, ServiceError
 from testfleet.files import private_dir
+from testfleet.kinds import KINDS
 from testfleet.options import MAX_LANES, is_version
 from testfleet.placeholders import expand
 from testfleet.recheck import CollectionFailed
 from testfleet.rundir import MARK_VARIABLE
-from testfleet.services import planned_values
 from testfleet.specs import TABLE
 from testfleet.stack import LaneEnv, LaneProvider
 
@@ -51,8 +51,9 @@ def resolve_lanes(config: Config, cpus: int | None = None) -> int:
         # A fixed port in every lane needs a namespace per lane; without, one lane.
         if spec.port_number is not None and spec.runs_per_lane() and config.network != "namespace":
             return 1
-        if spec.kind in ("valkey", "redis") and spec.isolation_mode == "database":
-            lanes = min(lanes, max(VALKEY_DB_NUMBERS // versions, 1))
+        slots = KINDS[spec.kind].slots_for(spec)
+        if slots is not None:
+            lanes = min(lanes, max(slots.count // versions, 1))
         if spec.isolation_mode == "none":
             return 1
     return lanes
@@ -244,7 +245,7 @@ def planning_args(project: Project) -> list[str]:
     """pytest-args with placeholders filled as lane 1 would see them, from each service's
     typical values (nothing is started to plan): `--redis-url={valkey.url}` must still parse."""
     config = project.config
-    views = {name: planned_values(name, spec) for name, spec in config.services.items()}
+    views = {name: KINDS[spec.kind].planned(spec) for name, spec in config.services.items()}
     common = {
         "lane": "1",
         "lanes": "1",

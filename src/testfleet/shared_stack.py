@@ -15,13 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from testfleet.config import Project
+from testfleet.kinds import KINDS
 
 # What `up` and `run` speak over the up's socket (up_server.py); a run of another version is
 # refused rather than misunderstood.
 PROTOCOL_VERSION = 1
-# Isolation modes whose lanes cannot yet be handed out again: what they make on the shared
-# server (a MongoDB or Neo4j database, a Vault mount) is not undone per lane.
-_NOT_RECYCLED = {("mongodb", "database"), ("neo4j", "database"), ("vault", "mount")}
 
 
 def identity(project: Project) -> dict[str, Any]:
@@ -59,7 +57,7 @@ def not_shareable(project: Project) -> str | None:
     if config.network == "namespace":
         return 'network = "namespace" gives every lane its own network, which `up` does not run'
     for name, spec in config.services.items():
-        if (spec.kind, spec.isolation_mode) in _NOT_RECYCLED:
+        if spec.isolation_mode in KINDS[spec.kind].unrecycled:
             return (
                 f'services.{name} has isolation = "{spec.isolation_mode}", whose lanes a running'
                 " `up` cannot hand out again"

@@ -15,16 +15,15 @@ from testfleet.backends.base import Handle
 from testfleet.binaries import Binary
 from testfleet.config import Project, start_order
 from testfleet.coordinator import ServiceProblem
-from testfleet.envvars import placeholder_values, service_exports
+from testfleet.envvars import placeholder_values
 from testfleet.files import private_dir
 from testfleet.kinds import KINDS
 from testfleet.netns import LaneNamespace, start_namespace
 from testfleet.placeholders import expand
 from testfleet.processes import describe_exit, unprivileged_user
 from testfleet.runtime import Run
-from testfleet.services import make_service
-from testfleet.services.base import Service, ServiceView, StackContext
-from testfleet.specs import TABLE, ServerSpec
+from testfleet.service import Service, ServiceView, StackContext
+from testfleet.specs import TABLE, ServerSpec, ServiceSpec
 
 T = TypeVar("T")
 
@@ -96,8 +95,11 @@ class Stack:
         self.project = project
         self.run = run
         self.levels = start_order(project.config)
+        config = project.config
         self.ctx = StackContext(
-            project=project,
+            root=project.root,
+            python=project.python,
+            exports=lambda name, values: service_exports(name, config.services[name], values),
             run_dir=run.run_dir,
             supervisor=run.supervisor,
             run_as=unprivileged_user() if _needs_run_as(project) else None,
@@ -105,8 +107,8 @@ class Stack:
             lanes=lanes,
         )
         self.services: dict[str, Service] = {
-            name: make_service(name, spec, self.ctx)
-            for name, spec in project.config.services.items()
+            name: KINDS[spec.kind].runtime(name, spec, self.ctx, KINDS[spec.kind])
+            for name, spec in config.services.items()
         }
         self.timings: dict[str, float] = {}
         self.namespaces: list[LaneNamespace] = []
@@ -248,6 +250,20 @@ def lane_environment(
     return env
 
 
+def service_exports(name: str, spec: ServiceSpec, values: Mapping[str, str]) -> dict[str, str]:
+    """The variables `name` exports with these values: its defaults (PG* too when it is the
+    first postgres, as the validated config marked it) unless `export-defaults = false`, then
+    its `export` table."""
+    templates = (
+        KINDS[spec.kind].exports_for(name, first_of_kind=spec.first_of_kind)
+        if spec.export_defaults
+        else {}
+    )
+    templates.update(spec.export)
+    where = f"{TABLE}.services.{name}.export"
+    return {var: expand(t, values, where=f"{where}.{var}") for var, t in templates.items()}
+
+
 def problem_of(handle: Handle) -> ServiceProblem:
     code = handle.exit_code()
     assert code is not None
@@ -267,6 +283,6 @@ def expand_lane_args(args: Sequence[str], lane: LaneEnv, common: Mapping[str, st
 
 def _needs_run_as(project: Project) -> bool:
     return any(
-        spec.kind == "postgres" and spec.backend_name == "native"
+        KINDS[spec.kind].unprivileged and spec.backend_name == "native"
         for spec in project.config.services.values()
     )

@@ -22,7 +22,7 @@ from testfleet.errors import ServiceError
 from testfleet.protocol import LineReader, Message, send
 from testfleet.rundir import process_start_ticks
 from testfleet.runtime import Run
-from testfleet.services.base import ServiceView
+from testfleet.service import ServiceView
 from testfleet.shared_stack import (
     PROTOCOL_VERSION,
     descriptor_path,

@@ -14,8 +14,8 @@ import pytest
 
 from testfleet.errors import ConfigError
 from testfleet.kinds import KINDS
+from testfleet.kinds.postgres.service import public_copy_of_install
 from testfleet.processes import unprivileged_user
-from testfleet.services.postgres import public_copy_of_install
 
 pytestmark = [
     pytest.mark.integration,

@@ -15,8 +15,8 @@ from testfleet.config import (
     start_order,
     validate,
 )
-from testfleet.envvars import service_exports
 from testfleet.errors import ConfigError
+from testfleet.stack import service_exports
 from tests.helpers import write_pyproject
 
 

@@ -21,13 +21,22 @@ from testfleet.backends.base import Server, Started
 from testfleet.binaries import Binary
 from testfleet.config import validate
 from testfleet.errors import ConfigError, ServiceError
+from testfleet.kinds import KINDS
+from testfleet.kinds.mongodb import service as mongo_service
+from testfleet.kinds.mongodb.service import MongoService, lane_url
+from testfleet.kinds.neo4j import service as neo4j_service
+from testfleet.kinds.neo4j.service import Neo4jService, native_conf
 from testfleet.readiness import NotReady
-from testfleet.services import mongodb as mongo_service
-from testfleet.services import neo4j as neo4j_service
-from testfleet.services.mongodb import MongoService, lane_url
-from testfleet.services.neo4j import Neo4jService, native_conf
 
 RUN_ID = "20250102-030405-a1b2c3"
+
+
+def mongo_runtime(name: str, spec: Any, ctx: Any) -> MongoService:
+    return MongoService(name, spec, ctx, KINDS["mongodb"])
+
+
+def neo4j_runtime(name: str, spec: Any, ctx: Any) -> Neo4jService:
+    return Neo4jService(name, spec, ctx, KINDS["neo4j"])
 
 
 def make_ctx(tmp_path: Path, *, lanes: int = 2) -> SimpleNamespace:
@@ -203,7 +212,7 @@ def every_argv(server: Server, port: int) -> list[str]:
 
 def test_mongo_native_server_binds_loopback_without_a_unix_socket(tmp_path: Path):
     ctx = make_ctx(tmp_path)
-    MongoService("mongodb", spec_of("mongodb"), ctx).start()
+    mongo_runtime("mongodb", spec_of("mongodb"), ctx).start()
     [server] = ctx.servers
     assert server.native is not None
     argv = list(server.native.argv(45123))
@@ -220,7 +229,7 @@ def test_mongo_native_server_binds_loopback_without_a_unix_socket(tmp_path: Path
 
 def test_mongo_native_data_is_fresh_for_each_attempt(tmp_path: Path):
     ctx = make_ctx(tmp_path)
-    MongoService("mongodb", spec_of("mongodb"), ctx).start()
+    mongo_runtime("mongodb", spec_of("mongodb"), ctx).start()
     assert ctx.servers[0].native is not None
     argv = ctx.servers[0].native.argv
     data = Path(argv(1)[argv(1).index("--dbpath") + 1])
@@ -231,7 +240,7 @@ def test_mongo_native_data_is_fresh_for_each_attempt(tmp_path: Path):
 
 def test_mongo_container_uses_tmpfs_and_the_record_image(tmp_path: Path):
     ctx = make_ctx(tmp_path)
-    MongoService("mongodb", spec_of("mongodb", backend="docker"), ctx).start()
+    mongo_runtime("mongodb", spec_of("mongodb", backend="docker"), ctx).start()
     launch = ctx.servers[0].container
     assert launch is not None
     assert launch.image == "mongo:8"
@@ -244,7 +253,7 @@ def test_mongo_container_uses_tmpfs_and_the_record_image(tmp_path: Path):
 def test_mongo_replica_set_and_image_override(tmp_path: Path):
     ctx = make_ctx(tmp_path)
     spec = spec_of("mongodb", backend="docker", image="mirror/mongo:7", replica_set=True)
-    MongoService("mongodb", spec, ctx).start()
+    mongo_runtime("mongodb", spec, ctx).start()
     server = ctx.servers[0]
     assert server.container is not None
     assert server.native is not None
@@ -258,7 +267,7 @@ def test_mongo_replica_set_and_image_override(tmp_path: Path):
 
 def test_mongo_database_isolation_one_server_a_database_per_lane(tmp_path: Path):
     ctx = make_ctx(tmp_path)
-    service = MongoService("mongodb", spec_of("mongodb"), ctx)
+    service = mongo_runtime("mongodb", spec_of("mongodb"), ctx)
     service.start()
     one, two = service.provision(1, {}), service.provision(2, {})
     assert len(ctx.servers) == 1
@@ -275,7 +284,7 @@ def test_mongo_database_isolation_one_server_a_database_per_lane(tmp_path: Path)
 def test_mongo_server_isolation_a_server_per_lane(tmp_path: Path):
     ctx = make_ctx(tmp_path)
     spec = spec_of("mongodb", isolation="server", database="app")
-    service = MongoService("mongodb", spec, ctx)
+    service = mongo_runtime("mongodb", spec, ctx)
     service.start()
     assert ctx.servers == []
     one, two = service.provision(1, {}), service.provision(2, {})
@@ -288,7 +297,7 @@ def test_mongo_server_isolation_a_server_per_lane(tmp_path: Path):
 def test_mongo_replica_set_urls_connect_directly(tmp_path: Path):
     ctx = make_ctx(tmp_path)
     spec = spec_of("mongodb", backend="docker", replica_set=True)
-    service = MongoService("mongodb", spec, ctx)
+    service = mongo_runtime("mongodb", spec, ctx)
     service.start()
     url = service.provision(1, {}).values["url"]
     assert url == "mongodb://127.0.0.1:41001/test_1?directConnection=true"
@@ -310,7 +319,7 @@ def test_mongo_replica_set_probe_initiates_with_the_address_mongod_knows(
     """In a container mongod is 127.0.0.1 and the inner port; natively the port it got."""
     ctx = make_ctx(tmp_path)
     spec = spec_of("mongodb", backend=backend, replica_set=True)
-    MongoService("mongodb", spec, ctx).start()
+    mongo_runtime("mongodb", spec, ctx).start()
     probe = ctx.servers[0].probe("127.0.0.1", listening, SimpleNamespace())
     with pytest.raises(NotReady, match="no writable primary"):
         probe(5.0)
@@ -325,7 +334,7 @@ def test_mongo_probe_fails_fast_while_nothing_listens(
     tmp_path: Path, mongo_clients: list[FakeMongo]
 ):
     ctx = make_ctx(tmp_path)
-    MongoService("mongodb", spec_of("mongodb"), ctx).start()
+    mongo_runtime("mongodb", spec_of("mongodb"), ctx).start()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         closed = sock.getsockname()[1]
@@ -363,7 +372,7 @@ def test_mongo_local_stop_touches_no_server(tmp_path: Path, monkeypatch: pytest.
         raise AssertionError("a local server goes with its backend")
 
     monkeypatch.setattr(mongo_service, "_client", no_client)
-    service = MongoService("mongodb", spec_of("mongodb"), make_ctx(tmp_path))
+    service = mongo_runtime("mongodb", spec_of("mongodb"), make_ctx(tmp_path))
     service.start()
     service.provision(1, {})
     service.stop()
@@ -376,7 +385,7 @@ def external_mongo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, **
     monkeypatch.setenv("MONGO_TEST_URL", url)
     spec = spec_of("mongodb", backend="external", url="{env.MONGO_TEST_URL}", **keys)
     ctx = make_ctx(tmp_path)
-    return MongoService("mongodb", spec, ctx), ctx
+    return mongo_runtime("mongodb", spec, ctx), ctx
 
 
 def test_mongo_external_lane_urls_keep_credentials_and_options(
@@ -470,7 +479,7 @@ def test_mongo_without_pymongo_is_a_one_line_config_error(
 ):
     monkeypatch.setitem(sys.modules, "pymongo", None)
     with pytest.raises(ConfigError) as info:
-        MongoService("users", spec_of("mongodb"), make_ctx(tmp_path))
+        mongo_runtime("users", spec_of("mongodb"), make_ctx(tmp_path))
     assert info.value.message == (
         "tool.testfleet.services.users: MongoDB needs the pymongo driver next to testfleet;"
         " pip install 'testfleet[mongodb]'"
@@ -492,7 +501,7 @@ def test_neo4j_native_writes_a_private_conf_on_loopback_without_auth(
 ):
     monkeypatch.delenv("NEO4J_CONF", raising=False)
     ctx = make_ctx(tmp_path)
-    service = Neo4jService("neo4j", spec_of("neo4j"), ctx)
+    service = neo4j_runtime("neo4j", spec_of("neo4j"), ctx)
     values = service.provision(1, {}).values
     [server] = ctx.servers
     assert server.native is not None
@@ -538,7 +547,7 @@ def test_neo4j_native_conf_builds_on_the_install_conf(
     )
     (install / "server-logs.xml").write_text("<Configuration/>")
     ctx = make_ctx(tmp_path)
-    Neo4jService("neo4j", spec_of("neo4j"), ctx).provision(1, {})
+    neo4j_runtime("neo4j", spec_of("neo4j"), ctx).provision(1, {})
     assert ctx.servers[0].native is not None
     ctx.servers[0].native.argv(47002)
     conf_dir = tmp_path / "run" / "neo4j" / "lane1" / "conf"
@@ -551,7 +560,7 @@ def test_neo4j_native_conf_builds_on_the_install_conf(
 
 def test_neo4j_native_enterprise_listeners_get_ports_of_their_own(tmp_path: Path):
     ctx = make_ctx(tmp_path)
-    Neo4jService("neo4j", spec_of("neo4j"), ctx).provision(1, {})
+    neo4j_runtime("neo4j", spec_of("neo4j"), ctx).provision(1, {})
     assert ctx.servers[0].native is not None
     ctx.servers[0].native.argv(47003)
     settings = conf_settings(tmp_path / "run" / "neo4j" / "lane1" / "conf" / "neo4j.conf")
@@ -568,7 +577,7 @@ def test_native_conf_replaces_keys_and_keeps_the_rest():
 def test_neo4j_container_password_through_env_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("NEO4J_ACCEPT_LICENSE_AGREEMENT", raising=False)
     ctx = make_ctx(tmp_path)
-    service = Neo4jService("neo4j", spec_of("neo4j", backend="docker"), ctx)
+    service = neo4j_runtime("neo4j", spec_of("neo4j", backend="docker"), ctx)
     values = service.provision(1, {}).values
     launch = ctx.servers[0].container
     assert launch is not None
@@ -591,7 +600,7 @@ def test_neo4j_container_password_through_env_only(tmp_path: Path, monkeypatch: 
 def test_neo4j_container_memory_follows_limits_and_image_override(tmp_path: Path):
     ctx = make_ctx(tmp_path)
     spec = spec_of("neo4j", backend="docker", image="neo4j:5-enterprise", limits={"memory": "2g"})
-    Neo4jService("neo4j", spec, ctx).provision(1, {})
+    neo4j_runtime("neo4j", spec, ctx).provision(1, {})
     launch = ctx.servers[0].container
     assert launch is not None
     assert launch.image == "neo4j:5-enterprise"
@@ -604,14 +613,14 @@ def test_neo4j_license_is_forwarded_only_when_the_user_exported_it(
 ):
     monkeypatch.setenv("NEO4J_ACCEPT_LICENSE_AGREEMENT", "yes")
     ctx = make_ctx(tmp_path)
-    Neo4jService("neo4j", spec_of("neo4j", backend="docker"), ctx).provision(1, {})
+    neo4j_runtime("neo4j", spec_of("neo4j", backend="docker"), ctx).provision(1, {})
     assert ctx.servers[0].container is not None
     assert ctx.servers[0].container.env["NEO4J_ACCEPT_LICENSE_AGREEMENT"] == "yes"
 
 
 def test_neo4j_container_refuses_another_user(tmp_path: Path):
     with pytest.raises(ConfigError, match='user = "admin": the image sets a password'):
-        Neo4jService("neo4j", spec_of("neo4j", backend="docker", user="admin"), make_ctx(tmp_path))
+        neo4j_runtime("neo4j", spec_of("neo4j", backend="docker", user="admin"), make_ctx(tmp_path))
 
 
 @pytest.mark.parametrize(("backend", "auth"), [("docker", True), ("native", False)])
@@ -619,7 +628,7 @@ def test_neo4j_probe_runs_a_query_with_the_lane_credentials(
     tmp_path: Path, drivers: list[FakeDriver], backend: str, auth: bool
 ):
     ctx = make_ctx(tmp_path)
-    Neo4jService("neo4j", spec_of("neo4j", backend=backend), ctx).provision(1, {})
+    neo4j_runtime("neo4j", spec_of("neo4j", backend=backend), ctx).provision(1, {})
     ctx.servers[0].probe("127.0.0.1", 47005, SimpleNamespace())(0.5)
     [driver] = drivers
     assert driver.url == "bolt://127.0.0.1:47005"
@@ -634,7 +643,7 @@ def test_neo4j_probe_runs_a_query_with_the_lane_credentials(
 
 def test_neo4j_server_isolation_a_server_per_lane(tmp_path: Path, drivers: list[FakeDriver]):
     ctx = make_ctx(tmp_path)
-    service = Neo4jService("neo4j", spec_of("neo4j", backend="docker"), ctx)
+    service = neo4j_runtime("neo4j", spec_of("neo4j", backend="docker"), ctx)
     service.start()
     assert ctx.servers == []
     one, two = service.provision(1, {}), service.provision(2, {})
@@ -649,7 +658,7 @@ def test_neo4j_database_isolation_one_server_a_database_per_lane(
 ):
     ctx = make_ctx(tmp_path)
     spec = spec_of("neo4j", backend="docker", isolation="database", start_timeout=45)
-    service = Neo4jService("neo4j", spec, ctx)
+    service = neo4j_runtime("neo4j", spec, ctx)
     service.start()
     [admin] = drivers
     assert admin.url == "bolt://127.0.0.1:41001"
@@ -668,7 +677,7 @@ def test_neo4j_database_isolation_one_server_a_database_per_lane(
 
 
 def test_neo4j_create_database_refused_names_enterprise(tmp_path: Path, drivers: list[FakeDriver]):
-    service = Neo4jService(
+    service = neo4j_runtime(
         "neo4j",
         spec_of("neo4j", backend="docker", isolation="database"),
         make_ctx(tmp_path),
@@ -680,7 +689,7 @@ def test_neo4j_create_database_refused_names_enterprise(tmp_path: Path, drivers:
 
 
 def test_neo4j_database_not_online_in_time(tmp_path: Path, drivers: list[FakeDriver]):
-    service = Neo4jService(
+    service = neo4j_runtime(
         "neo4j",
         spec_of("neo4j", backend="docker", isolation="database"),
         make_ctx(tmp_path),
@@ -704,7 +713,7 @@ def external_neo4j(
         keys["password"] = "{env.NEO4J_TEST_PASSWORD}"
     ctx = make_ctx(tmp_path)
     spec = spec_of("neo4j", isolation=isolation, user="tester", **keys)
-    return Neo4jService("neo4j", spec, ctx), ctx
+    return neo4j_runtime("neo4j", spec, ctx), ctx
 
 
 def test_neo4j_external_shared_every_lane_gets_the_server_as_is(
@@ -779,7 +788,7 @@ def test_neo4j_external_drop_failure_does_not_stop_teardown(
 def test_neo4j_external_url_must_be_bolt(tmp_path: Path, drivers: list[FakeDriver], url: str):
     spec = spec_of("neo4j", backend="external", url=url, isolation="shared")
     with pytest.raises(ConfigError, match=r"services\.neo4j\.url: want bolt://"):
-        Neo4jService("neo4j", spec, make_ctx(tmp_path)).start()
+        neo4j_runtime("neo4j", spec, make_ctx(tmp_path)).start()
     assert drivers == []
 
 
@@ -788,7 +797,7 @@ def test_neo4j_without_driver_is_a_one_line_config_error(
 ):
     monkeypatch.setitem(sys.modules, "neo4j", None)
     with pytest.raises(ConfigError) as info:
-        Neo4jService("graph", spec_of("neo4j"), make_ctx(tmp_path))
+        neo4j_runtime("graph", spec_of("neo4j"), make_ctx(tmp_path))
     assert info.value.message == (
         "tool.testfleet.services.graph: Neo4j needs the neo4j driver next to testfleet;"
         " pip install 'testfleet[neo4j]'"
@@ -807,7 +816,7 @@ def test_external_password_placeholder_needs_its_variable(
         password="{env.NEO4J_TEST_PASSWORD}",
     )
     with pytest.raises(ConfigError, match=r"neo4j\.password uses \{env\.NEO4J_TEST_PASSWORD\}"):
-        Neo4jService("neo4j", spec, make_ctx(tmp_path)).start()
+        neo4j_runtime("neo4j", spec, make_ctx(tmp_path)).start()
 
 
 # -- the real drivers, against a port where nothing listens ----------------------------------
@@ -848,7 +857,7 @@ def test_neo4j_external_unreachable_ends_at_its_deadline(
         start_timeout=0.3,
     )
     with pytest.raises(ServiceError) as info:
-        Neo4jService("neo4j", spec, make_ctx(tmp_path)).start()
+        neo4j_runtime("neo4j", spec, make_ctx(tmp_path)).start()
     assert info.value.message.startswith(
         f"neo4j at 127.0.0.1:{closed_port} did not answer as ready in 0.3 s"
         " (last check: ServiceUnavailable"

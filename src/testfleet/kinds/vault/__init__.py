@@ -3,18 +3,14 @@ token per run, a server per lane; on an external server, a KV mount per lane."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING
 
 from testfleet.binaries import Lookup
 from testfleet.kinds.base import HOST, Kind, env_prefix
-from testfleet.specs import ServerSpec
+from testfleet.kinds.vault.spec import VaultSpec
 
-
-class VaultSpec(ServerSpec):
-    kind: Literal["vault"] = "vault"
-    isolation: Literal["server", "mount", "shared"] | None = None
-    # An external server's token, like `url` usually "{env.VAULT_TOKEN}".
-    token: str | None = None
+if TYPE_CHECKING:
+    from testfleet.service import Service, StackContext
 
 
 def exports(name: str, first_of_kind: bool) -> dict[str, str]:
@@ -30,6 +26,12 @@ def planned(spec: VaultSpec) -> dict[str, str]:
     return {"url": addr, "addr": addr, "host": HOST, "port": port, "token": "", "mount": mount}
 
 
+def runtime(name: str, spec: VaultSpec, ctx: StackContext, kind: Kind) -> Service:
+    from testfleet.kinds.vault.service import VaultService
+
+    return VaultService(name, spec, ctx, kind)
+
+
 KIND = Kind(
     name="vault",
     label="OpenBao/Vault",
@@ -37,7 +39,7 @@ KIND = Kind(
     fields=("url", "addr", "host", "port", "token", "mount"),
     planned=planned,
     exports=exports,
-    service="testfleet.services.vault:VaultService",
+    runtime=runtime,
     isolation={"native": ("server",), "docker": ("server",), "external": ("mount", "shared")},
     extra="vault",
     lookup=Lookup(
@@ -52,4 +54,5 @@ KIND = Kind(
     ),
     image="openbao/openbao:latest",
     inner_port=8200,
+    unrecycled=frozenset(("mount",)),
 )

@@ -3,20 +3,14 @@ keep lanes apart, so it serves one lane unless `isolation = "shared"` says that 
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import StrictBool
+from typing import TYPE_CHECKING
 
 from testfleet.binaries import Lookup
 from testfleet.kinds.base import HOST, Kind
-from testfleet.specs import ServerSpec
+from testfleet.kinds.nats.spec import NatsSpec
 
-
-class NatsSpec(ServerSpec):
-    kind: Literal["nats"] = "nats"
-    isolation: Literal["server", "none", "shared"] | None = None
-    jetstream: StrictBool = True
-    token: StrictBool = False
+if TYPE_CHECKING:
+    from testfleet.service import Service, StackContext
 
 
 def planned(spec: NatsSpec) -> dict[str, str]:
@@ -25,13 +19,19 @@ def planned(spec: NatsSpec) -> dict[str, str]:
     return {"url": f"nats://{HOST}:{port}", "host": HOST, "port": port, "token": ""}
 
 
+def runtime(name: str, spec: NatsSpec, ctx: StackContext, kind: Kind) -> Service:
+    from testfleet.kinds.nats.service import NatsService
+
+    return NatsService(name, spec, ctx, kind)
+
+
 KIND = Kind(
     name="nats",
     label="NATS",
     spec=NatsSpec,
     fields=("url", "host", "port", "token"),
     planned=planned,
-    service="testfleet.services.nats:NatsService",
+    runtime=runtime,
     isolation={"native": ("server",), "docker": ("server",), "external": ("none", "shared")},
     extra="nats",
     lookup=Lookup(

@@ -1,4 +1,8 @@
-"""What every service kind implements, and the helpers they share."""
+"""What every kind's runtime implements (`Service`), and what the stack gives it
+(`StackContext`): the run's directory, supervisor, backends, secrets and placeholders.
+
+Runtimes import this module, never the config or the kinds' registry: a kind's record points
+to its runtime, so nothing a runtime imports may lead back to the records."""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import hashlib
 import os
 import secrets
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -15,7 +19,6 @@ from typing import Protocol
 from testfleet.backends.base import Backend, Handle, Server, Started
 from testfleet.backends.native import NativeBackend
 from testfleet.binaries import Binary
-from testfleet.config import Project
 from testfleet.errors import ServiceError
 from testfleet.files import PRIVATE_DIR, TRAVERSABLE_DIR, private_dir, write_private
 from testfleet.kinds.base import HOST
@@ -39,7 +42,10 @@ class ServiceView:
 class StackContext:
     """What services need from the run that starts them."""
 
-    project: Project
+    root: Path  # the project's directory
+    python: str  # the interpreter of setup commands and command services
+    # The variables a service exports with these values of its (the stack knows each kind's).
+    exports: Callable[[str, Mapping[str, str]], dict[str, str]]
     run_dir: RunDir
     supervisor: Supervisor
     run_as: RunAs | None
@@ -149,7 +155,7 @@ class StackContext:
             return self.secret()
         from testfleet.backends.docker import reuse_dir
 
-        key = hashlib.sha256(f"{self.project.root}|{name}|{spec.kind}".encode()).hexdigest()
+        key = hashlib.sha256(f"{self.root}|{name}|{spec.kind}".encode()).hexdigest()
         path = reuse_dir() / f"secret-{key[:16]}"
         if not path.is_file():
             # Written whole, then linked into place: a run starting at the same moment reads
@@ -174,7 +180,7 @@ class StackContext:
             "lanes": str(self.lanes),
             "run_id": self.run_dir.run_id,
             "run_dir": str(self.run_dir.path),
-            "project_dir": str(self.project.root),
+            "project_dir": str(self.root),
         }
 
     def service_dir(self, name: str, *, traversable: bool = False) -> Path:

@@ -7,18 +7,20 @@ from collections.abc import Mapping
 
 from testfleet import readiness
 from testfleet.backends.base import Handle, NativeLaunch, Probe, Server
-from testfleet.envvars import placeholder_values, process_environ, service_exports
-from testfleet.kinds.command import CommandSpec
+from testfleet.envvars import placeholder_values, process_environ
+from testfleet.kinds.base import Kind
+from testfleet.kinds.command.spec import CommandSpec
 from testfleet.placeholders import expand
-from testfleet.services.base import HOST, ServiceView, StackContext
+from testfleet.service import HOST, ServiceView, StackContext
 from testfleet.specs import TABLE
 
 
 class CommandService:
-    def __init__(self, name: str, spec: CommandSpec, ctx: StackContext) -> None:
+    def __init__(self, name: str, spec: CommandSpec, ctx: StackContext, kind: Kind) -> None:
         self.name = name
         self.spec = spec
         self.ctx = ctx
+        self.kind = kind
         self.where = f"{TABLE}.services.{name}"
 
     def start(self) -> None:
@@ -27,13 +29,13 @@ class CommandService:
     def provision(self, lane: int, deps: Mapping[str, ServiceView]) -> ServiceView:
         spec, where = self.spec, self.where
         folder = self.ctx.folder(self.name, f"lane{lane}")
-        cwd = self.ctx.project.path(spec.cwd) if spec.cwd else self.ctx.project.root
+        cwd = (self.ctx.root / spec.cwd).resolve() if spec.cwd else self.ctx.root
         common = self.ctx.common_values(lane)
         dep_values = {name: view.values for name, view in deps.items()}
-        base_env = process_environ(self.ctx.project.python)
+        base_env = process_environ(self.ctx.python)
         for name, view in deps.items():
             values = placeholder_values(view.values, dep_values, common)
-            base_env.update(service_exports(name, self.ctx.project.config.services[name], values))
+            base_env.update(self.ctx.exports(name, values))
         base_env.update({"TESTFLEET_LANE": str(lane), "TESTFLEET_RUN_ID": self.ctx.run_id})
 
         def own(port: int) -> dict[str, str]:

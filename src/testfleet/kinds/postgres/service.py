@@ -21,14 +21,14 @@ from urllib.parse import quote
 
 from testfleet import leftovers, readiness
 from testfleet.backends.base import ContainerLaunch, Handle, NativeLaunch, Probe, Server, Started
-from testfleet.envvars import external_url, placeholder_values, process_environ, service_exports
+from testfleet.envvars import external_url, placeholder_values, process_environ
 from testfleet.errors import ConfigError, ServiceError
 from testfleet.files import PRIVATE_DIR, TRAVERSABLE_DIR, machine_dir, private_dir, secure_dir
-from testfleet.kinds import KINDS
-from testfleet.kinds.postgres import PostgresSpec
+from testfleet.kinds.base import Kind
+from testfleet.kinds.postgres.spec import PostgresSpec
 from testfleet.placeholders import expand
 from testfleet.processes import ManagedProcess, RunAs, describe_exit
-from testfleet.services.base import HOST, ServiceView, StackContext
+from testfleet.service import HOST, ServiceView, StackContext
 
 if TYPE_CHECKING:
     import psycopg
@@ -169,7 +169,7 @@ def public_copy_of_install(bin_dir: Path, run_as: RunAs, base: Path | None = Non
 
 
 class PostgresService:
-    def __init__(self, name: str, spec: PostgresSpec, ctx: StackContext) -> None:
+    def __init__(self, name: str, spec: PostgresSpec, ctx: StackContext, kind: Kind) -> None:
         try:
             import psycopg  # noqa: F401 - a service driver, from the postgres extra
         except ImportError:
@@ -180,6 +180,7 @@ class PostgresService:
         self.name = name
         self.spec = spec
         self.ctx = ctx
+        self.kind = kind
         self.where = f"tool.testfleet.services.{name}"
         self.backend = spec.backend_name
         self.password = ctx.service_secret(name, spec) if self.backend != "external" else ""
@@ -229,7 +230,7 @@ class PostgresService:
         command = ["postgres"]
         for key, value in settings.items():
             command += ["-c", f"{key}={value}"]
-        kind = KINDS["postgres"]
+        kind = self.kind
         inner = kind.inner_port or 5432
         server = Server(
             f"{self.name} (shared)",
@@ -558,8 +559,8 @@ class PostgresService:
         # Setup runs once for all lanes: it belongs to none of them (lane 0).
         values = placeholder_values(view.values, {}, self.ctx.common_values(0))
         env = {
-            **process_environ(self.ctx.project.python),
-            **service_exports(self.name, self.spec, values),
+            **process_environ(self.ctx.python),
+            **self.ctx.exports(self.name, values),
         }
         where = f"tool.testfleet.services.{self.name}.setup"
         if isinstance(setup, str):
@@ -572,7 +573,7 @@ class PostgresService:
             log_path=folder / "setup.log",
             timeout=self.spec.setup_timeout,
             env=env,
-            cwd=self.ctx.project.root,
+            cwd=self.ctx.root,
             shell=isinstance(setup, str),
             redact=self.ctx.secrets,
         )

@@ -1,5 +1,4 @@
-"""`command` services: the user's own servers, one per lane, started after what they depend
-on, with `{port}` and `{postgres.url}`-style placeholders. They run natively only."""
+"""What a `command` service accepts in `[tool.testfleet.services.NAME]`."""
 
 from __future__ import annotations
 
@@ -8,7 +7,6 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, StrictBool, model_validator
 
-from testfleet.kinds.base import HOST, Kind
 from testfleet.placeholders import references
 from testfleet.specs import Model, ServiceSpec, command_value
 
@@ -61,21 +59,3 @@ class CommandSpec(ServiceSpec):
         """Whether the service listens on a port testfleet knows: a fixed `port`, or `{port}`
         in its templates (then a free one is picked); its `{url}` points there."""
         return self.port is not None or any("port" in references(t) for t in self.templates())
-
-
-def planned(spec: CommandSpec) -> dict[str, str]:
-    """Lane 1's values in the shape a run gives them, for planning without a server."""
-    port = str(spec.port_number or 8000)
-    return {"url": f"http://{HOST}:{port}", "host": HOST, "port": port}
-
-
-KIND = Kind(
-    name="command",
-    label="command",
-    spec=CommandSpec,
-    fields=("url", "host", "port"),
-    planned=planned,
-    exports=lambda name, first: {},
-    service="testfleet.services.command:CommandService",
-    isolation={"native": ("server",)},
-)

@@ -3,30 +3,22 @@ each lane a DB number, which caps a run at 16 lanes (as on an external server)."
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
-
-from pydantic import Field, StrictBool
+from typing import TYPE_CHECKING
 
 from testfleet.binaries import Lookup
-from testfleet.kinds.base import HOST, Kind, env_prefix
-from testfleet.specs import ServerSpec, settings_of
+from testfleet.kinds.base import HOST, Kind, Slots, env_prefix
+from testfleet.kinds.valkey.spec import DB_NUMBERS, ValkeySpec
+from testfleet.specs import Backend
 
-# Valkey's and Redis's default `databases` count: with isolation = "database" each lane
-# takes one.
-DB_NUMBERS = 16
+if TYPE_CHECKING:
+    from testfleet.service import Service, StackContext
+
 FIELDS = ("url", "host", "port", "password", "db")
-ISOLATION: dict[str, tuple[str, ...]] = {
+ISOLATION: dict[Backend, tuple[str, ...]] = {
     "native": ("server", "database"),
     "docker": ("server", "database"),
     "external": ("database", "shared"),
 }
-
-
-class ValkeySpec(ServerSpec):
-    kind: Literal["valkey"] = "valkey"
-    isolation: Literal["server", "database", "shared"] | None = None
-    password: StrictBool = False
-    settings: Annotated[dict[str, str | int], settings_of(str, int)] = Field(default_factory=dict)
 
 
 def exports(name: str, first_of_kind: bool) -> dict[str, str]:
@@ -50,6 +42,16 @@ def planned(spec: ValkeySpec) -> dict[str, str]:
     }
 
 
+# With isolation = "database" every lane takes one of a shared server's DB numbers.
+SLOTS = {"database": Slots(DB_NUMBERS, "DB numbers")}
+
+
+def runtime(name: str, spec: ValkeySpec, ctx: StackContext, kind: Kind) -> Service:
+    from testfleet.kinds.valkey.service import ValkeyService
+
+    return ValkeyService(name, spec, ctx, kind)
+
+
 KIND = Kind(
     name="valkey",
     label="Valkey",
@@ -57,8 +59,8 @@ KIND = Kind(
     fields=FIELDS,
     planned=planned,
     exports=exports,
-    service="testfleet.services.valkey:ValkeyService",
-    isolation=ISOLATION,  # type: ignore[arg-type]
+    runtime=runtime,
+    isolation=ISOLATION,
     extra="valkey",
     lookup=Lookup(
         "Valkey",
@@ -77,4 +79,5 @@ KIND = Kind(
     image="valkey/valkey:8",
     reusable=True,
     inner_port=6379,
+    slots=SLOTS,
 )

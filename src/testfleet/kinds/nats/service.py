@@ -12,18 +12,19 @@ from testfleet.backends.base import ContainerLaunch, NativeLaunch, Server
 from testfleet.envvars import external_url
 from testfleet.errors import ConfigError
 from testfleet.files import write_private
-from testfleet.kinds import KINDS
-from testfleet.kinds.nats import NatsSpec
-from testfleet.services.base import ServiceView, StackContext
+from testfleet.kinds.base import Kind
+from testfleet.kinds.nats.spec import NatsSpec
+from testfleet.service import ServiceView, StackContext
 
 AUTH_IN_CONTAINER = "/etc/testfleet/auth.conf"
 
 
 class NatsService:
-    def __init__(self, name: str, spec: NatsSpec, ctx: StackContext) -> None:
+    def __init__(self, name: str, spec: NatsSpec, ctx: StackContext, kind: Kind) -> None:
         self.name = name
         self.spec = spec
         self.ctx = ctx
+        self.kind = kind
         self.where = f"tool.testfleet.services.{name}"
         external = spec.backend_name == "external"
         self.token = ctx.secret() if spec.token and not external else None
@@ -83,7 +84,7 @@ class NatsService:
                 args += ["-c", str(folder / "auth.conf")]
             return args
 
-        inner = KINDS["nats"].inner_port or 4222
+        inner = self.kind.inner_port or 4222
         command = ["-a", "0.0.0.0", "-p", str(inner), "-n", f"{self.name}-{lane}"]
         command += ["-js", "-sd", "/data/jetstream"] if spec.jetstream else []
         command += ["-c", AUTH_IN_CONTAINER] if self.token else []
@@ -96,7 +97,7 @@ class NatsService:
             # Nothing to keep: the data is thrown away with the run, so no graceful shutdown.
             native=NativeLaunch(argv, cwd=folder, stop_signal=signal.SIGKILL),
             container=ContainerLaunch(
-                image=spec.image or KINDS["nats"].image or "",
+                image=spec.image or self.kind.image or "",
                 inner_port=inner,
                 command=command,
                 files={AUTH_IN_CONTAINER: auth.encode()} if self.token else {},

@@ -18,9 +18,9 @@ from testfleet import leftovers, readiness
 from testfleet.backends.base import ContainerLaunch, Handle, NativeLaunch, Probe, Server
 from testfleet.envvars import external_url
 from testfleet.errors import ConfigError
-from testfleet.kinds import KINDS
-from testfleet.kinds.mongodb import MongoSpec
-from testfleet.services.base import HOST, ServiceView, StackContext
+from testfleet.kinds.base import Kind
+from testfleet.kinds.mongodb.spec import MongoSpec
+from testfleet.service import HOST, ServiceView, StackContext
 
 if TYPE_CHECKING:
     from pymongo import MongoClient
@@ -117,13 +117,13 @@ def lane_url(url: str, database: str) -> str:
 
 
 class MongoService:
-    def __init__(self, name: str, spec: MongoSpec, ctx: StackContext) -> None:
+    def __init__(self, name: str, spec: MongoSpec, ctx: StackContext, kind: Kind) -> None:
         self.where = f"tool.testfleet.services.{name}"
         _pymongo(self.where)  # before anything starts: a missing driver is a usage error
         self.name = name
         self.spec = spec
         self.ctx = ctx
-        self.kind = KINDS[spec.kind]
+        self.kind = kind
         self.backend = spec.backend_name
         # Names on an external server carry the run's id: other runs and the server's own
         # databases are never touched, and stop() drops what this run handed out.
@@ -256,8 +256,8 @@ class MongoService:
         return ServiceView(self.name, self.spec.kind, values)
 
     def forget(self, lane: int) -> None:
-        """Lanes of isolation = "database" are not handed out again (see shared_stack.py); a
-        server per lane goes with the lane."""
+        """Lanes of isolation = "database" are not handed out again (the record's
+        `unrecycled`); a server per lane goes with the lane."""
 
     def stop(self) -> None:
         """Drop the databases this run handed out on an external server, and only those;

@@ -3,26 +3,14 @@ per lane (`"server"`); on an external server, a database per lane made from a te
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
-
-from pydantic import BeforeValidator, Field
+from typing import TYPE_CHECKING
 
 from testfleet.binaries import Lookup
 from testfleet.kinds.base import HOST, Kind, env_prefix
-from testfleet.specs import Identifier, Seconds, ServerSpec, command_value, settings_of
+from testfleet.kinds.postgres.spec import PostgresSpec
 
-
-class PostgresSpec(ServerSpec):
-    kind: Literal["postgres"] = "postgres"
-    isolation: Literal["database", "server"] | None = None
-    database: Identifier = "test"
-    user: Identifier = "testfleet"
-    setup: Annotated[str | tuple[str, ...] | None, BeforeValidator(command_value)] = None
-    settings: Annotated[dict[str, str | int | float | bool], settings_of(str, int, float, bool)] = (
-        Field(default_factory=dict)
-    )
-    # Migrations of a large schema can take minutes; a hung one must still end the run.
-    setup_timeout: Seconds = 600.0
+if TYPE_CHECKING:
+    from testfleet.service import Service, StackContext
 
 
 # libpq (psql, psycopg, asyncpg, SQLAlchemy's defaults) reads these when a suite connects
@@ -55,6 +43,12 @@ def planned(spec: PostgresSpec) -> dict[str, str]:
     }
 
 
+def runtime(name: str, spec: PostgresSpec, ctx: StackContext, kind: Kind) -> Service:
+    from testfleet.kinds.postgres.service import PostgresService
+
+    return PostgresService(name, spec, ctx, kind)
+
+
 KIND = Kind(
     name="postgres",
     label="PostgreSQL",
@@ -62,7 +56,7 @@ KIND = Kind(
     fields=("url", "host", "port", "user", "password", "database"),
     planned=planned,
     exports=exports,
-    service="testfleet.services.postgres:PostgresService",
+    runtime=runtime,
     isolation={
         "native": ("database", "server"),
         # One container with a database per lane: a container per lane would run initdb
@@ -85,4 +79,5 @@ KIND = Kind(
     reusable=True,
     inner_port=5432,
     drivers=("psycopg",),
+    unprivileged=True,
 )

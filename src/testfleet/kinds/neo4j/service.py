@@ -22,11 +22,11 @@ from testfleet.backends.base import ContainerLaunch, NativeLaunch, Probe, Server
 from testfleet.envvars import external_url
 from testfleet.errors import ConfigError, ServiceError
 from testfleet.files import write_private
-from testfleet.kinds import KINDS
-from testfleet.kinds.neo4j import Neo4jSpec
+from testfleet.kinds.base import Kind
+from testfleet.kinds.neo4j.spec import Neo4jSpec
 from testfleet.ports import free_port
 from testfleet.processes import server_environ
-from testfleet.services.base import HOST, ServiceView, StackContext
+from testfleet.service import HOST, ServiceView, StackContext
 from testfleet.specs import Limits
 
 if TYPE_CHECKING:
@@ -146,13 +146,13 @@ def native_conf(base: str, settings: Mapping[str, str]) -> str:
 
 
 class Neo4jService:
-    def __init__(self, name: str, spec: Neo4jSpec, ctx: StackContext) -> None:
+    def __init__(self, name: str, spec: Neo4jSpec, ctx: StackContext, kind: Kind) -> None:
         self.where = f"tool.testfleet.services.{name}"
         _neo4j(self.where)  # before anything starts: a missing driver is a usage error
         self.name = name
         self.spec = spec
         self.ctx = ctx
-        self.kind = KINDS[spec.kind]
+        self.kind = kind
         self.backend = spec.backend_name
         self.user = spec.user
         self.password = ""
@@ -341,8 +341,8 @@ class Neo4jService:
         return ServiceView(self.name, self.spec.kind, values)
 
     def forget(self, lane: int) -> None:
-        """Lanes of isolation = "database" are not handed out again (see shared_stack.py); a
-        server per lane goes with the lane."""
+        """Lanes of isolation = "database" are not handed out again (the record's
+        `unrecycled`); a server per lane goes with the lane."""
 
     def stop(self) -> None:
         """Drop the databases this run made on an external server, and only those; local

@@ -3,19 +3,14 @@ lane a database of one server, which needs Enterprise."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING
 
 from testfleet.binaries import Lookup
 from testfleet.kinds.base import HOST, Kind, env_prefix
-from testfleet.specs import ServerSpec
+from testfleet.kinds.neo4j.spec import Neo4jSpec
 
-
-class Neo4jSpec(ServerSpec):
-    kind: Literal["neo4j"] = "neo4j"
-    isolation: Literal["server", "database", "none", "shared"] | None = None
-    user: str = "neo4j"
-    # An external server's password, usually "{env.NEO4J_PASSWORD}".
-    password: str | None = None
+if TYPE_CHECKING:
+    from testfleet.service import Service, StackContext
 
 
 def exports(name: str, first_of_kind: bool) -> dict[str, str]:
@@ -41,6 +36,12 @@ def planned(spec: Neo4jSpec) -> dict[str, str]:
     }
 
 
+def runtime(name: str, spec: Neo4jSpec, ctx: StackContext, kind: Kind) -> Service:
+    from testfleet.kinds.neo4j.service import Neo4jService
+
+    return Neo4jService(name, spec, ctx, kind)
+
+
 KIND = Kind(
     name="neo4j",
     label="Neo4j",
@@ -48,7 +49,7 @@ KIND = Kind(
     fields=("url", "host", "port", "user", "password", "database"),
     planned=planned,
     exports=exports,
-    service="testfleet.services.neo4j:Neo4jService",
+    runtime=runtime,
     isolation={
         "native": ("server", "database"),
         "docker": ("server", "database"),
@@ -69,4 +70,5 @@ KIND = Kind(
     reusable=True,
     inner_port=7687,
     drivers=("neo4j",),
+    unrecycled=frozenset(("database",)),
 )

@@ -4,20 +4,14 @@ transactions and change streams need."""
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import StrictBool
+from typing import TYPE_CHECKING
 
 from testfleet.binaries import Lookup
 from testfleet.kinds.base import HOST, Kind
-from testfleet.specs import Identifier, ServerSpec
+from testfleet.kinds.mongodb.spec import MongoSpec
 
-
-class MongoSpec(ServerSpec):
-    kind: Literal["mongodb"] = "mongodb"
-    isolation: Literal["database", "server"] | None = None
-    database: Identifier = "test"
-    replica_set: StrictBool = False
+if TYPE_CHECKING:
+    from testfleet.service import Service, StackContext
 
 
 def planned(spec: MongoSpec) -> dict[str, str]:
@@ -34,13 +28,19 @@ def planned(spec: MongoSpec) -> dict[str, str]:
     }
 
 
+def runtime(name: str, spec: MongoSpec, ctx: StackContext, kind: Kind) -> Service:
+    from testfleet.kinds.mongodb.service import MongoService
+
+    return MongoService(name, spec, ctx, kind)
+
+
 KIND = Kind(
     name="mongodb",
     label="MongoDB",
     spec=MongoSpec,
     fields=("url", "host", "port", "database"),
     planned=planned,
-    service="testfleet.services.mongodb:MongoService",
+    runtime=runtime,
     isolation={
         "native": ("database", "server"),
         "docker": ("database", "server"),
@@ -61,4 +61,5 @@ KIND = Kind(
     reusable=True,
     inner_port=27017,
     drivers=("pymongo",),
+    unrecycled=frozenset(("database",)),
 )
