@@ -19,6 +19,7 @@ from pydantic import BaseModel, BeforeValidator, Field, ValidationError, model_v
 
 from testfleet.errors import ConfigError, did_you_mean
 from testfleet.kinds import KINDS, AnyServiceSpec
+from testfleet.kinds.base import env_prefix
 from testfleet.kinds.command.spec import CommandSpec, ReadyCheck
 from testfleet.kinds.postgres.spec import PostgresSpec
 from testfleet.options import OPTION_BY_KEY, OPTIONS, Option, is_version
@@ -615,12 +616,18 @@ def _check_backends(config: Config) -> None:
             if spec.url is None:
                 raise ConfigError(
                     f"{where}: an external {kind.label} needs its address; add url ="
-                    f' "{{env.{env_name(name)}}}" (or the URL itself)'
+                    f' "{{env.{env_prefix(name)}_URL}}" (or the URL itself)'
                 )
             if spec.port_number is not None:
                 raise ConfigError(
                     f"{where}.port: an external server's address is its url; remove port"
                 )
+            for key in kind.external_keys:
+                if getattr(spec, key, None) is None:
+                    raise ConfigError(
+                        f"{where}: an external {kind.label} needs its {key} too; add {key} ="
+                        f' "{{env.{env_prefix(name)}_{key.upper()}}}" (or the {key} itself)'
+                    )
             check_syntax(spec.url, where=f"{where}.url")
             for ref in references(spec.url):
                 if not ENV_REF_RE.match(ref):
@@ -628,8 +635,3 @@ def _check_backends(config: Config) -> None:
                         f"{where}.url: {{{ref}}}: an external url may use environment variables"
                         " only, as {env.NAME}"
                     )
-
-
-def env_name(name: str) -> str:
-    """The variable an external service's address usually comes in: POSTGRES_URL, ..."""
-    return re.sub(r"[^A-Z0-9]", "_", name.upper()) + "_URL"

@@ -59,11 +59,6 @@ def exited_while_starting(process: Handle, code: int, what: str) -> ServiceError
     )
 
 
-def wait_external(probe: Probe, *, timeout: float, what: str) -> None:
-    """Wait for a server someone else runs: nothing of ours can exit, only time runs out."""
-    wait_ready(None, probe, timeout=timeout, what=what)
-
-
 def tcp(host: str, port: int) -> Probe:
     def probe(left: float) -> None:
         socket.create_connection((host, port), timeout=min(1.0, left)).close()

@@ -74,6 +74,10 @@ class StackContext:
                     from testfleet.backends.docker import DockerBackend
 
                     self._backends[name] = DockerBackend(self.run_dir, self.supervisor.keep_dir)
+                elif name == "external":
+                    from testfleet.backends.external import ExternalBackend
+
+                    self._backends[name] = ExternalBackend()
                 else:
                     raise ServiceError(f"no {name} backend runs servers")
             return self._backends[name]

@@ -14,7 +14,7 @@ import pytest
 
 from testfleet.errors import ConfigError
 from testfleet.kinds import KINDS
-from testfleet.kinds.postgres.service import public_copy_of_install
+from testfleet.kinds.postgres.install import public_copy_of_install
 from testfleet.processes import unprivileged_user
 
 pytestmark = [

@@ -94,6 +94,7 @@ def test_every_kind_validates_on_each_of_its_backends(name: str):
             spec["backend"] = backend
         if backend == "external":
             spec["url"] = "{env.SOMEWHERE}"
+            spec.update({key: "{env.ITS_KEY}" for key in kind.external_keys})
         if backend not in kind.backends:
             if name == "command":
                 continue

@@ -18,6 +18,7 @@ import pytest
 from pymongo.errors import OperationFailure
 
 from testfleet.backends.base import Server, Started
+from testfleet.backends.external import ExternalBackend
 from testfleet.binaries import Binary
 from testfleet.config import validate
 from testfleet.errors import ConfigError, ServiceError
@@ -41,11 +42,14 @@ def neo4j_runtime(name: str, spec: Any, ctx: Any) -> Neo4jService:
 
 def make_ctx(tmp_path: Path, *, lanes: int = 2) -> SimpleNamespace:
     """What the runtimes use of a StackContext; `start` records each Server and hands back
-    a new port, as a backend would."""
+    a new port, as a backend would (an external one goes to the real external backend, which
+    reads its url and waits with the kind's probe, here against the fake drivers)."""
     servers: list[Server] = []
     secrets: list[str] = []
 
     def start(spec: Any, server: Server) -> Started:
+        if spec.backend_name == "external":  # nothing to start: the real backend waits
+            return ExternalBackend().start(server)
         servers.append(server)
         return Started(SimpleNamespace(name=server.name), "127.0.0.1", 41000 + len(servers))
 
@@ -320,7 +324,7 @@ def test_mongo_replica_set_probe_initiates_with_the_address_mongod_knows(
     ctx = make_ctx(tmp_path)
     spec = spec_of("mongodb", backend=backend, replica_set=True)
     mongo_runtime("mongodb", spec, ctx).start()
-    probe = ctx.servers[0].probe("127.0.0.1", listening, SimpleNamespace())
+    probe = ctx.servers[0].probe(Started(SimpleNamespace(), "127.0.0.1", listening))
     with pytest.raises(NotReady, match="no writable primary"):
         probe(5.0)
     [client] = mongo_clients
@@ -339,7 +343,7 @@ def test_mongo_probe_fails_fast_while_nothing_listens(
         sock.bind(("127.0.0.1", 0))
         closed = sock.getsockname()[1]
     with pytest.raises(ConnectionRefusedError):
-        ctx.servers[0].probe("127.0.0.1", closed, SimpleNamespace())(5.0)
+        ctx.servers[0].probe(Started(SimpleNamespace(), "127.0.0.1", closed))(5.0)
     assert mongo_clients == []
 
 
@@ -629,7 +633,7 @@ def test_neo4j_probe_runs_a_query_with_the_lane_credentials(
 ):
     ctx = make_ctx(tmp_path)
     neo4j_runtime("neo4j", spec_of("neo4j", backend=backend), ctx).provision(1, {})
-    ctx.servers[0].probe("127.0.0.1", 47005, SimpleNamespace())(0.5)
+    ctx.servers[0].probe(Started(SimpleNamespace(), "127.0.0.1", 47005))(0.5)
     [driver] = drivers
     assert driver.url == "bolt://127.0.0.1:47005"
     assert driver.auth == (("neo4j", ctx.secrets[0]) if auth else None)

@@ -1,9 +1,10 @@
 """The seam between what a service kind describes and where its server runs.
 
-A kind describes one server as a `Server`: a native launch and/or a container launch, the
-port it listens on, how to probe it. A backend runs that description and hands back a
-`Started`: the address and a `Handle` that readiness, diagnostics and teardown work through,
-whatever runs the server.
+A kind describes one server as a `Server`: a native launch, a container launch and/or how to
+reach one someone else runs, the port it listens on, how to probe it. A backend (native,
+docker, external) runs or reaches that description and hands back a `Started`: the address
+and a `Handle` that readiness, diagnostics and teardown work through, whatever runs the
+server.
 """
 
 from __future__ import annotations
@@ -78,18 +79,28 @@ class ContainerLaunch:
 
 
 @dataclass(frozen=True)
-class Server:
-    """One server a kind wants running: the same description for every backend."""
+class Address:
+    """Where a server someone else runs listens, and how to sign in: its url as read."""
 
-    name: str  # for messages and log names: "postgres (lane 1)"
-    folder: Path  # its private folder in the run: config, data, log
-    probe: Callable[[str, int, Handle], Probe]  # readiness at the protocol level
-    timeout: float
-    port: int | None = None  # a fixed port on the host; else a free one
-    native: NativeLaunch | None = None
-    container: ContainerLaunch | None = None
-    # Empties a reused server of an earlier run's data (host, port), once it answers.
-    reset: Callable[[str, int], None] | None = None
+    url: str  # with `{env.NAME}` filled in
+    scheme: str
+    host: str
+    port: int
+    user: str = ""
+    password: str = ""
+    path: str = ""  # without its leading "/": a database, a DB number
+    query: str = ""
+
+
+@dataclass(frozen=True)
+class ExternalLaunch:
+    """How to reach a server someone else runs: the config's `url` (`{env.NAME}` allowed)
+    and the kind's reading of it, which raises ValueError saying what it wants."""
+
+    service: str  # the service's name, for messages: "valkey at 127.0.0.1:6379"
+    url: str
+    where: str  # the config key of the service, `tool.testfleet.services.NAME`
+    parse: Callable[[str], Address]
 
 
 @dataclass(frozen=True)
@@ -97,6 +108,32 @@ class Started:
     handle: Handle
     host: str
     port: int
+    # How the external backend reached it (credentials, database, options); None for a server
+    # of ours.
+    address: Address | None = None
+
+    @property
+    def owned(self) -> bool:
+        """Whether testfleet runs this server: only then is everything on it the run's own.
+        On a server it does not own, what a lane makes carries the run's id, is written down
+        before it is made, and only that is dropped afterwards."""
+        return self.address is None
+
+
+@dataclass(frozen=True)
+class Server:
+    """One server a kind wants running: the same description for every backend."""
+
+    name: str  # for messages and log names: "postgres (lane 1)"
+    folder: Path  # its private folder in the run: config, data, log
+    probe: Callable[[Started], Probe]  # readiness at the protocol level, where it listens
+    timeout: float
+    port: int | None = None  # a fixed port on the host; else a free one
+    native: NativeLaunch | None = None
+    container: ContainerLaunch | None = None
+    external: ExternalLaunch | None = None
+    # Empties a reused server of an earlier run's data (host, port), once it answers.
+    reset: Callable[[str, int], None] | None = None
 
 
 class Backend(Protocol):

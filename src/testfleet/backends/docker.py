@@ -235,7 +235,7 @@ class DockerBackend:
             raise ServiceError(f"{server.name}: not started, the run is stopping")
         port = self._published_port(handle, launch.inner_port)
         try:
-            probe = server.probe(HOST, port, handle)
+            probe = server.probe(Started(handle, HOST, port))
             wait_ready(handle, probe, timeout=server.timeout, what=server.name)
             if reused and server.reset is not None:
                 server.reset(HOST, port)

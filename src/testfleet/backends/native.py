@@ -47,7 +47,7 @@ class NativeBackend:
                 **({} if launch.stop_signal is None else {"stop_signal": launch.stop_signal}),
             )
             try:
-                probe = server.probe(self.host, port, process)
+                probe = server.probe(Started(process, self.host, port))
                 wait_ready(process, probe, timeout=server.timeout, what=server.name)
             except ServiceError as exc:
                 in_use = address_in_use(process.tail())

@@ -68,6 +68,8 @@ class Kind:
     # Isolation modes whose lanes a running `up` cannot hand out again: what they make on the
     # shared server (a database, a mount) is not undone per lane.
     unrecycled: frozenset[str] = frozenset()
+    # What an external server of this kind needs besides its url (Vault: its token).
+    external_keys: tuple[str, ...] = ()
     # Its native server refuses to run as root: under root it runs as an unprivileged account.
     unprivileged: bool = False
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from testfleet import readiness
-from testfleet.backends.base import Handle, NativeLaunch, Probe, Server
+from testfleet.backends.base import NativeLaunch, Probe, Server, Started
 from testfleet.envvars import placeholder_values, process_environ
 from testfleet.kinds.base import Kind
 from testfleet.kinds.command.spec import CommandSpec
@@ -56,7 +56,8 @@ class CommandService:
                 return [fill(spec.command, port, "command", shell=True)]
             return [fill(part, port, "command") for part in spec.command]
 
-        def probe(host: str, port: int, process: Handle) -> Probe:
+        def probe(at: Started) -> Probe:
+            port = at.port
             ready = spec.ready
             if ready is None or ready.tcp:
                 return readiness.tcp(HOST, port)
@@ -69,7 +70,7 @@ class CommandService:
                 )
                 return readiness.http(url)
             if ready.log is not None:
-                return readiness.log_line(process, ready.log)
+                return readiness.log_line(at.handle, ready.log)
             assert ready.command is not None
             return readiness.command(
                 self.ctx.supervisor,

@@ -15,8 +15,15 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from testfleet import leftovers, readiness
-from testfleet.backends.base import ContainerLaunch, Handle, NativeLaunch, Probe, Server
-from testfleet.envvars import external_url
+from testfleet.backends.base import (
+    Address,
+    ContainerLaunch,
+    ExternalLaunch,
+    NativeLaunch,
+    Probe,
+    Server,
+    Started,
+)
 from testfleet.errors import ConfigError
 from testfleet.kinds.base import Kind
 from testfleet.kinds.mongodb.spec import MongoSpec
@@ -116,6 +123,21 @@ def lane_url(url: str, database: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, f"/{database}", query, ""))
 
 
+def _address(url: str) -> Address:
+    """An external server's url: its first host (of a list, or an IPv6 literal) is named in
+    messages; the driver gets the url as it is."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("mongodb", "mongodb+srv") or not parts.netloc.rpartition("@")[2]:
+        raise ValueError(
+            "want mongodb://[user:password@]host[:port][/database] (or mongodb+srv://),"
+            f" got {parts.scheme or 'no scheme'}://…"
+        )
+    user, password, host, port = _split_url(url)
+    return Address(
+        url, parts.scheme, host, port, user, password, parts.path.strip("/"), parts.query
+    )
+
+
 class MongoService:
     def __init__(self, name: str, spec: MongoSpec, ctx: StackContext, kind: Kind) -> None:
         self.where = f"tool.testfleet.services.{name}"
@@ -125,50 +147,37 @@ class MongoService:
         self.ctx = ctx
         self.kind = kind
         self.backend = spec.backend_name
-        # Names on an external server carry the run's id: other runs and the server's own
-        # databases are never touched, and stop() drops what this run handed out.
-        self.prefix = (
-            f"{spec.database}_{ctx.run_id.replace('-', '_')}"
-            if self.backend == "external"
-            else spec.database
-        )
-        self._shared: tuple[str, int] | None = None
-        self._external = ""
+        self.prefix = spec.database
+        self._shared: Started | None = None
+        self._external = ""  # an external server's url, as the driver takes it
         self._created: list[str] = []
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        if self.backend == "external":
-            self._start_external()
-        elif self.spec.isolation_mode == "database":
+        """One server with a database per lane (on an external server, always); else each
+        lane starts its own."""
+        if self.spec.isolation_mode == "database":
             self._shared = self._start_server("shared", "shared")
+            if self._shared.address is not None:
+                self._use_external(self._shared.address)
 
-    def _start_external(self) -> None:
-        assert self.spec.url is not None
-        url = external_url(self.name, self.spec.url, self.where)
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("mongodb", "mongodb+srv") or not parts.netloc.rpartition("@")[2]:
-            raise ConfigError(
-                f"{self.where}.url: want mongodb://[user:password@]host[:port][/database]"
-                f" (or mongodb+srv://), got {parts.scheme or 'no scheme'}://…"
-            )
-        _, password, host, port = _split_url(url)
-        if password:
+    def _use_external(self, address: Address) -> None:
+        """Names on a server testfleet does not own carry the run's id: other runs and the
+        server's own databases are never touched, and stop() drops what this run handed out."""
+        self.prefix = f"{self.spec.database}_{self.ctx.run_id.replace('-', '_')}"
+        self._external = address.url
+        if address.password:
             # Both spellings: a lane's own log may print the password or the URL holding it.
-            quoted = urllib.parse.quote(password, safe="")
-            self.ctx.secrets.extend(dict.fromkeys([password, quoted]))
+            quoted = urllib.parse.quote(address.password, safe="")
+            self.ctx.secrets.extend(dict.fromkeys([address.password, quoted]))
         longest = f"{self.prefix}_{self.ctx.lanes}"
         if len(longest.encode()) > MAX_DATABASE_NAME:
             raise ConfigError(
                 f"{self.where}.database: lane databases like {longest} would pass MongoDB's"
                 f" limit of {MAX_DATABASE_NAME} bytes; use a shorter database name"
             )
-        readiness.wait_external(
-            _ping(url), timeout=self.spec.start_timeout, what=f"{self.name} at {host}:{port}"
-        )
-        self._external = url
 
-    def _start_server(self, folder_name: str, label: str) -> tuple[str, int]:
+    def _start_server(self, folder_name: str, label: str) -> Started:
         spec = self.spec
         folder = self.ctx.folder(self.name, folder_name)
         inner = self.kind.inner_port or 27017
@@ -188,7 +197,10 @@ class MongoService:
                 *("--quiet", "--nounixsocket", *replica),
             ]
 
-        def probe(host: str, port: int, _: Handle) -> Probe:
+        def probe(at: Started) -> Probe:
+            if at.address is not None:
+                return _ping(at.address.url)
+            host, port = at.host, at.port
             # The member's address is the one mongod knows itself by. In a container that is
             # 127.0.0.1 and the inner port, which the host cannot reach (its port is the
             # published one): lane URLs therefore say directConnection=true, so drivers talk
@@ -230,24 +242,26 @@ class MongoService:
                 limits=spec.limits,
                 reuse=spec.reuse,
             ),
+            external=ExternalLaunch(self.name, spec.url or "", self.where, _address),
             reset=_drop_user_databases,
         )
-        started = self.ctx.start(spec, server)
-        return started.host, started.port
+        return self.ctx.start(spec, server)
 
     def provision(self, lane: int, deps: Mapping[str, ServiceView]) -> ServiceView:
-        if self.backend == "external":
+        shared = self._shared
+        if shared is not None and shared.address is not None:
             database = f"{self.prefix}_{lane}"
             with self._lock:
                 self._created.append(database)
             # Mongo makes a database on first write: only a SIGKILLed run needs this record.
-            leftovers.record(self.ctx.run_dir.path, "mongodb", self._external, database)
-            _, _, host, port = _split_url(self._external)
-            return self._view(lane_url(self._external, database), host, port, database)
-        if self._shared is not None:
-            (host, port), database = self._shared, f"{self.prefix}_{lane}"
+            url = shared.address.url
+            leftovers.record(self.ctx.run_dir.path, "mongodb", url, database)
+            return self._view(lane_url(url, database), shared.host, shared.port, database)
+        if shared is not None:
+            (host, port), database = (shared.host, shared.port), f"{self.prefix}_{lane}"
         else:
-            (host, port), database = self._start_server(f"lane{lane}", f"lane {lane}"), self.prefix
+            started = self._start_server(f"lane{lane}", f"lane {lane}")
+            (host, port), database = (started.host, started.port), self.prefix
         query = "directConnection=true" if self.spec.replica_set else ""
         return self._view(_local_url(host, port, database, query), host, port, database)
 

@@ -4,19 +4,36 @@ server is one server for every lane, so lanes share it only when `isolation = "s
 from __future__ import annotations
 
 import signal
-import urllib.parse
 from collections.abc import Mapping
 
 from testfleet import readiness
-from testfleet.backends.base import ContainerLaunch, NativeLaunch, Server
-from testfleet.envvars import external_url
-from testfleet.errors import ConfigError
+from testfleet.backends.base import (
+    Address,
+    ContainerLaunch,
+    ExternalLaunch,
+    NativeLaunch,
+    Probe,
+    Server,
+    Started,
+)
+from testfleet.backends.external import parse_url
 from testfleet.files import write_private
 from testfleet.kinds.base import Kind
 from testfleet.kinds.nats.spec import NatsSpec
 from testfleet.service import ServiceView, StackContext
 
 AUTH_IN_CONTAINER = "/etc/testfleet/auth.conf"
+URL_FORM = "nats://[token@]host:port"
+
+
+def _address(url: str) -> Address:
+    """An external server's url, its token as the user part. The readiness check speaks
+    plain NATS with a token: TLS and user/password would be waited for in vain, so they are
+    refused rather than timed out."""
+    address = parse_url(url, schemes=("nats",), default_port=4222, want=URL_FORM)
+    if address.password:
+        raise ValueError(f"want {URL_FORM} (TLS and user/password: not yet)")
+    return address
 
 
 class NatsService:
@@ -28,54 +45,28 @@ class NatsService:
         self.where = f"tool.testfleet.services.{name}"
         external = spec.backend_name == "external"
         self.token = ctx.secret() if spec.token and not external else None
-        self._external: ServiceView | None = None
+        self._shared: ServiceView | None = None
 
     def start(self) -> None:
-        """Every lane gets its own server; an external one is checked once, here."""
-        if self.spec.backend_name != "external":
-            return
-        assert self.spec.url is not None
-        address = external_url(self.name, self.spec.url, self.where)
-        url = urllib.parse.urlsplit(address)
-        # The readiness check speaks plain NATS with a token: TLS and user/password would be
-        # waited for in vain, so they are refused rather than timed out.
-        if url.scheme != "nats" or not url.hostname or url.password is not None:
-            raise ConfigError(
-                f"{self.where}.url: want nats://[token@]host:port (TLS and user/password: not yet)"
-            )
-        token = urllib.parse.unquote(url.username) if url.username else None
-        if token:
-            self.ctx.secrets.append(token)
-        try:
-            host, port = url.hostname, url.port or 4222
-        except ValueError:
-            raise ConfigError(f"{self.where}.url: the port must be a number") from None
-        readiness.wait_external(
-            readiness.nats_jetstream(host, port, token, self.spec.jetstream),
-            timeout=self.spec.start_timeout,
-            what=f"{self.name} at {host}:{port}",
-        )
-        values = {"url": address, "host": host, "port": str(port), "token": token or ""}
-        self._external = ServiceView(self.name, "nats", values)
+        """One server for every lane when they share it (an external one); else each lane
+        starts its own."""
+        if self.spec.isolation_mode in ("none", "shared"):
+            self._shared = self._start_server("shared", "shared")
 
     def provision(self, lane: int, deps: Mapping[str, ServiceView]) -> ServiceView:
-        if self._external is not None:
-            return self._external
-        folder = self.ctx.folder(self.name, f"lane{lane}")
+        if self._shared is not None:
+            return self._shared
+        return self._start_server(f"lane{lane}", f"lane {lane}", node=f"{self.name}-{lane}")
+
+    def _start_server(self, folder_name: str, label: str, node: str = "") -> ServiceView:
+        folder = self.ctx.folder(self.name, folder_name)
         spec = self.spec
         auth = f'authorization {{ token: "{self.token}" }}\n'
+        node = node or self.name
 
         def argv(port: int) -> list[str]:
             binary = self.ctx.binaries[self.name]
-            args = [
-                str(binary.path),
-                "-a",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-n",
-                f"{self.name}-{lane}",
-            ]
+            args = [str(binary.path), "-a", "127.0.0.1", "-p", str(port), "-n", node]
             if spec.jetstream:
                 args += ["-js", "-sd", str(folder / "jetstream")]
             if self.token:
@@ -85,13 +76,18 @@ class NatsService:
             return args
 
         inner = self.kind.inner_port or 4222
-        command = ["-a", "0.0.0.0", "-p", str(inner), "-n", f"{self.name}-{lane}"]
+        command = ["-a", "0.0.0.0", "-p", str(inner), "-n", node]
         command += ["-js", "-sd", "/data/jetstream"] if spec.jetstream else []
         command += ["-c", AUTH_IN_CONTAINER] if self.token else []
+
+        def probe(at: Started) -> Probe:
+            token = at.address.user if at.address else self.token
+            return readiness.nats_jetstream(at.host, at.port, token or None, spec.jetstream)
+
         server = Server(
-            f"{self.name} (lane {lane})",
+            f"{self.name} ({label})",
             folder,
-            lambda host, port, _: readiness.nats_jetstream(host, port, self.token, spec.jetstream),
+            probe,
             timeout=spec.start_timeout,
             port=spec.port_number,
             # Nothing to keep: the data is thrown away with the run, so no graceful shutdown.
@@ -104,14 +100,26 @@ class NatsService:
                 redact=self.ctx.secrets,
                 limits=spec.limits,
             ),
+            external=ExternalLaunch(self.name, spec.url or "", self.where, _address),
         )
         started = self.ctx.start(spec, server)
-        token = f"{self.token}@" if self.token else ""
+        if started.address is not None:  # used as it is, its token and all
+            token = started.address.user
+            if token:
+                self.ctx.secrets.append(token)
+            values = {
+                "url": started.address.url,
+                "host": started.host,
+                "port": str(started.port),
+                "token": token,
+            }
+            return ServiceView(self.name, "nats", values)
+        token_part = f"{self.token}@" if self.token else ""
         return ServiceView(
             self.name,
             "nats",
             {
-                "url": f"nats://{token}{started.host}:{started.port}",
+                "url": f"nats://{token_part}{started.host}:{started.port}",
                 "host": started.host,
                 "port": str(started.port),
                 "token": self.token or "",

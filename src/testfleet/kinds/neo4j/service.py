@@ -17,8 +17,17 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from testfleet import leftovers, readiness
-from testfleet.backends.base import ContainerLaunch, NativeLaunch, Probe, Server
+from testfleet import leftovers
+from testfleet.backends.base import (
+    Address,
+    ContainerLaunch,
+    ExternalLaunch,
+    NativeLaunch,
+    Probe,
+    Server,
+    Started,
+)
+from testfleet.backends.external import parse_url
 from testfleet.envvars import external_url
 from testfleet.errors import ConfigError, ServiceError
 from testfleet.files import write_private
@@ -35,6 +44,7 @@ if TYPE_CHECKING:
 Auth = tuple[str, str] | None
 
 SCHEMES = ("bolt", "neo4j", "bolt+s", "neo4j+s", "bolt+ssc", "neo4j+ssc")
+URL_FORM = "bolt://host:port (or neo4j://, bolt+s://, neo4j+s://)"
 DEFAULT_DATABASE = "neo4j"
 IMAGE_USER = "neo4j"  # NEO4J_AUTH sets this user's password, and no other's
 CALL_SECONDS = 2.0  # the longest one readiness check may wait
@@ -145,6 +155,10 @@ def native_conf(base: str, settings: Mapping[str, str]) -> str:
     return "\n".join([*kept, *(f"{key}={value}" for key, value in settings.items())]) + "\n"
 
 
+def _address(url: str) -> Address:
+    return parse_url(url, schemes=SCHEMES, default_port=7687, want=URL_FORM)
+
+
 class Neo4jService:
     def __init__(self, name: str, spec: Neo4jSpec, ctx: StackContext, kind: Kind) -> None:
         self.where = f"tool.testfleet.services.{name}"
@@ -166,6 +180,7 @@ class Neo4jService:
         # Natively auth is off (see NATIVE_SETTINGS); an external server's is set at start.
         self._auth: Auth = (IMAGE_USER, self.password) if self.backend == "docker" else None
         self._url = ""
+        self._shared: Started | None = None
         self._admin: Driver | None = None
         self._created: list[str] = []
         self._stopping = False
@@ -174,40 +189,29 @@ class Neo4jService:
     # -- start ---------------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self.backend == "external":
-            self._start_external()
-        elif self.spec.isolation_mode == "database":
-            host, port = self._start_server("shared", "shared")
-            self._url = f"bolt://{host}:{port}"
-        if self.spec.isolation_mode == "database":
-            self._admin = _driver(self._url, self._auth, ADMIN_SECONDS)
-
-    def _start_external(self) -> None:
-        assert self.spec.url is not None
-        self._url = external_url(self.name, self.spec.url, self.where)
-        parts = urllib.parse.urlsplit(self._url)
-        if parts.scheme not in SCHEMES or not parts.hostname:
-            raise ConfigError(
-                f"{self.where}.url: want bolt://host:port (or neo4j://, bolt+s://, neo4j+s://),"
-                f" got {parts.scheme or 'no scheme'}://…"
-            )
-        if self.spec.password is not None:
+        """One server for every lane when lanes take a database on it or share it (an
+        external one as it is); else each lane starts its own."""
+        if self.spec.password is not None:  # an external server's (the config allows no other)
             self.password = external_url(self.name, self.spec.password, self.where, key="password")
             self.ctx.secrets.append(self.password)
             self._auth = (self.user, self.password)
-        readiness.wait_external(
-            _bolt(self._url, self._auth),
-            timeout=self.spec.start_timeout,
-            what=f"{self.name} at {parts.hostname}:{parts.port or 7687}",
-        )
+        if self.spec.isolation_mode in ("database", "none", "shared"):
+            self._shared = self._start_server("shared", "shared")
+            self._url = self._bolt_url(self._shared)
+        if self.spec.isolation_mode == "database":
+            self._admin = _driver(self._url, self._auth, ADMIN_SECONDS)
 
-    def _start_server(self, folder_name: str, label: str) -> tuple[str, int]:
+    @staticmethod
+    def _bolt_url(started: Started) -> str:
+        return started.address.url if started.address else f"bolt://{started.host}:{started.port}"
+
+    def _start_server(self, folder_name: str, label: str) -> Started:
         spec = self.spec
         folder = self.ctx.folder(self.name, folder_name)
-        docker = self.backend == "docker"
+        native = self.backend == "native"
         conf_dir = folder / "conf"
-        binary = self.ctx.binaries[self.name].path if not docker else Path()
-        source = install_conf(binary) if not docker else None
+        binary = self.ctx.binaries[self.name].path if native else Path()
+        source = install_conf(binary) if native else None
 
         def argv(port: int) -> list[str]:
             # Every attempt gets its own ports, written where only we can read them, and an
@@ -248,7 +252,7 @@ class Neo4jService:
         server = Server(
             f"{self.name} ({label})",
             folder,
-            lambda host, port, _handle: _bolt(f"bolt://{host}:{port}", self._auth),
+            lambda at: _bolt(self._bolt_url(at), self._auth),
             timeout=spec.start_timeout,
             port=spec.port_number,
             native=NativeLaunch(
@@ -270,10 +274,10 @@ class Neo4jService:
                 limits=spec.limits,
                 reuse=spec.reuse,
             ),
+            external=ExternalLaunch(self.name, spec.url or "", self.where, _address),
             reset=lambda host, port: _delete_everything(f"bolt://{host}:{port}", self._auth),
         )
-        started = self.ctx.start(spec, server)
-        return started.host, started.port
+        return self.ctx.start(spec, server)
 
     # -- lanes ---------------------------------------------------------------------------------
 
@@ -281,15 +285,21 @@ class Neo4jService:
         mode = self.spec.isolation_mode
         if mode == "database":
             return self._view(self._url, self._create_database(lane))
-        if self.backend == "external":  # "none" (one lane) or "shared": the server as it is
+        if self._shared is not None:  # "none" (one lane) or "shared": the server as it is
             return self._view(self._url, DEFAULT_DATABASE)
-        host, port = self._start_server(f"lane{lane}", f"lane {lane}")
-        return self._view(f"bolt://{host}:{port}", DEFAULT_DATABASE)
+        started = self._start_server(f"lane{lane}", f"lane {lane}")
+        return self._view(self._bolt_url(started), DEFAULT_DATABASE)
+
+    @property
+    def _foreign(self) -> bool:
+        """Whether the shared server is someone else's (see `Started.owned`)."""
+        return self._shared is not None and not self._shared.owned
 
     def database_name(self, lane: int) -> str:
-        """On an external server the name carries the run's id, so that other runs and the
-        server's own databases are never touched. Neo4j allows letters, digits, dots, dashes."""
-        if self.backend == "external":
+        """On a server testfleet does not own the name carries the run's id, so that other
+        runs and the server's own databases are never touched. Neo4j allows letters, digits,
+        dots, dashes."""
+        if self._foreign:
             return f"testfleet-{self.ctx.run_id.lower()}-lane{lane}"
         return f"lane{lane}"
 
@@ -303,7 +313,7 @@ class Neo4jService:
             if self._stopping:
                 raise ServiceError(f"{self.name}: not provisioned, the run is stopping")
             self._created.append(name)
-            if self.backend == "external":
+            if self._foreign:
                 leftovers.record(
                     self.ctx.run_dir.path,
                     "neo4j",
@@ -353,7 +363,7 @@ class Neo4jService:
             admin, self._admin = self._admin, None
         if admin is None:
             return
-        if self.backend == "external":
+        if self._foreign:
             for name in created:
                 # The server may have gone away; its databases went with it, or stay for its
                 # owner to see. Teardown of the other services goes on either way.

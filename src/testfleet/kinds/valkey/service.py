@@ -9,15 +9,27 @@ import urllib.parse
 from collections.abc import Mapping
 
 from testfleet import readiness
-from testfleet.backends.base import ContainerLaunch, NativeLaunch, Server
-from testfleet.envvars import external_url
-from testfleet.errors import ConfigError, ServiceError
+from testfleet.backends.base import Address, ContainerLaunch, ExternalLaunch, NativeLaunch, Server
+from testfleet.backends.external import parse_url
+from testfleet.errors import ServiceError
 from testfleet.files import write_private
 from testfleet.kinds.base import Kind
 from testfleet.kinds.valkey.spec import DB_NUMBERS, ValkeySpec
 from testfleet.service import ServiceView, StackContext
 
 CONFIG_IN_CONTAINER = "/etc/testfleet/server.conf"
+URL_FORM = "redis://[:password@]host:port[/db]"
+
+
+def _address(url: str) -> Address:
+    """An external server's url. TLS and ACL users would need a client of their own:
+    refused rather than lost."""
+    address = parse_url(url, schemes=("redis",), default_port=6379, want=URL_FORM)
+    if address.user:
+        raise ValueError(f"want {URL_FORM} (TLS and ACL users: not yet), got a user name")
+    if address.path and not address.path.isdigit():
+        raise ValueError(f"want {URL_FORM}, with a numeric port and DB")
+    return address
 
 
 class ValkeyService:
@@ -28,46 +40,16 @@ class ValkeyService:
         self.kind = kind
         self.where = f"tool.testfleet.services.{name}"
         external = spec.backend_name == "external"
+        # Ours get a password when asked; an external one's comes with its url.
         self.password = ctx.service_secret(name, spec) if spec.password and not external else None
         self._shared: tuple[str, int] | None = None
         self._first_db = 0
 
     def start(self) -> None:
-        if self.spec.backend_name == "external":
-            self._start_external()
-        elif self.spec.isolation_mode == "database":
+        """A server every lane shares, when lanes take DB numbers (or share it on purpose);
+        else each lane starts its own."""
+        if self.spec.isolation_mode in ("database", "shared"):
             self._shared = self._start_server("shared", "shared")
-
-    def _start_external(self) -> None:
-        assert self.spec.url is not None
-        url = urllib.parse.urlsplit(external_url(self.name, self.spec.url, self.where))
-        want = "want redis://[:password@]host:port[/db]"
-        # TLS and ACL users would need a client of their own: refused rather than lost.
-        if url.scheme != "redis" or not url.hostname or url.username:
-            got = "a user name" if url.username else f"{url.scheme or 'no scheme'}://…"
-            raise ConfigError(f"{self.where}.url: {want} (TLS and ACL users: not yet), got {got}")
-        try:
-            host, port = url.hostname, url.port or 6379
-            self._first_db = int(url.path.strip("/") or 0)
-        except ValueError:
-            raise ConfigError(f"{self.where}.url: {want}, with a numeric port and DB") from None
-        self.password = urllib.parse.unquote(url.password) if url.password else None
-        if self.password:
-            self.ctx.secrets.append(self.password)
-        # Lanes take the DB numbers from the URL's on: they must exist on that server.
-        lanes = self.ctx.lanes if self.spec.isolation_mode == "database" else 1
-        if self._first_db + lanes > DB_NUMBERS:
-            raise ServiceError(
-                f"{self.where}: {self.ctx.lanes} lanes from DB {self._first_db} need DB numbers"
-                f" up to {self._first_db + self.ctx.lanes - 1}, and a default server has"
-                f" {DB_NUMBERS}; use fewer lanes or a lower DB number in the url"
-            )
-        readiness.wait_external(
-            readiness.resp_ping(host, port, self.password),
-            timeout=self.spec.start_timeout,
-            what=f"{self.name} at {host}:{port}",
-        )
-        self._shared = (host, port)
 
     def _start_server(self, folder_name: str, label: str) -> tuple[str, int]:
         folder = self.ctx.folder(self.name, folder_name)
@@ -86,12 +68,14 @@ class ValkeyService:
             write_private(path, config(port, "127.0.0.1") + f"dir {folder}\n")
             return [str(self.ctx.binaries[self.name].path), str(path)]
 
-        spec = self.spec
+        spec, name = self.spec, self.name
         inner = self.kind.inner_port or 6379
         server = Server(
             f"{self.name} ({label})",
             folder,
-            lambda host, port, _: readiness.resp_ping(host, port, self.password),
+            lambda at: readiness.resp_ping(
+                at.host, at.port, at.address.password if at.address else self.password
+            ),
             timeout=spec.start_timeout,
             port=spec.port_number,
             native=NativeLaunch(
@@ -109,11 +93,29 @@ class ValkeyService:
                 limits=spec.limits,
                 reuse=spec.reuse,
             ),
+            external=ExternalLaunch(name, spec.url or "", self.where, _address),
             # A kept container from an earlier run: its data is this project's own, emptied.
             reset=lambda host, port: readiness.resp_call(host, port, self.password, ("FLUSHALL",)),
         )
         started = self.ctx.start(spec, server)
+        if started.address is not None:
+            self._use_external(started.address)
         return started.host, started.port
+
+    def _use_external(self, address: Address) -> None:
+        """An external server's password and first DB number come with its url; lanes take
+        the DB numbers from that one on, which must exist on the server."""
+        self.password = address.password or None
+        if self.password:
+            self.ctx.secrets.append(self.password)
+        self._first_db = int(address.path or 0)
+        lanes = self.ctx.lanes if self.spec.isolation_mode == "database" else 1
+        if self._first_db + lanes > DB_NUMBERS:
+            raise ServiceError(
+                f"{self.where}: {self.ctx.lanes} lanes from DB {self._first_db} need DB numbers"
+                f" up to {self._first_db + self.ctx.lanes - 1}, and a default server has"
+                f" {DB_NUMBERS}; use fewer lanes or a lower DB number in the url"
+            )
 
     def provision(self, lane: int, deps: Mapping[str, ServiceView]) -> ServiceView:
         if self._shared is not None:

@@ -55,4 +55,5 @@ KIND = Kind(
     image="openbao/openbao:latest",
     inner_port=8200,
     unrecycled=frozenset(("mount",)),
+    external_keys=("token",),
 )

@@ -1,6 +1,7 @@
 """Vault API through OpenBao's (or Vault's) dev server: in memory, unsealed, a random root
-token per run, a server per lane. On an external server each lane gets a KV v2 mount of its
-own, made by testfleet and removed after the run; nothing else there is touched."""
+token per run, a server per lane. On a shared server (an external one) each lane gets a KV v2
+mount of its own, made by testfleet and removed after the run; nothing else there is
+touched."""
 
 from __future__ import annotations
 
@@ -9,12 +10,20 @@ import json
 import signal
 import threading
 import urllib.error
-import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 
 from testfleet import leftovers, readiness
-from testfleet.backends.base import ContainerLaunch, NativeLaunch, Probe, Server
+from testfleet.backends.base import (
+    Address,
+    ContainerLaunch,
+    ExternalLaunch,
+    NativeLaunch,
+    Probe,
+    Server,
+    Started,
+)
+from testfleet.backends.external import parse_url
 from testfleet.envvars import external_url
 from testfleet.errors import ServiceError
 from testfleet.kinds.base import Kind
@@ -25,10 +34,24 @@ from testfleet.service import ServiceView, StackContext
 HTTP_SECONDS = 10
 
 
-def _health(host: str, port: int) -> Probe:
+def _health(at: Started) -> Probe:
+    """Ready when initialized and unsealed; an external server only has to be unsealed (it
+    is someone else's to initialize)."""
+    if at.address is not None:
+        addr = at.address.url.rstrip("/")
+        return readiness.http(f"{addr}/v1/sys/health", expect_json={"sealed": False})
     return readiness.http(
-        f"http://{host}:{port}/v1/sys/health",
+        f"http://{at.host}:{at.port}/v1/sys/health",
         expect_json={"initialized": True, "sealed": False},
+    )
+
+
+def _address(url: str) -> Address:
+    return parse_url(
+        url.rstrip("/"),
+        schemes=("http", "https"),
+        default_port=443 if url.startswith("https:") else 8200,
+        want="http(s)://host:port",
     )
 
 
@@ -41,32 +64,21 @@ class VaultService:
         self.where = f"tool.testfleet.services.{name}"
         self.token = ctx.secret() if spec.backend_name != "external" else ""
         self._addr = ""
+        self._shared: Started | None = None
         self._mounts: list[str] = []
         self._mounts_lock = threading.Lock()
         self._stopping = False
 
     def start(self) -> None:
-        """Every lane gets its own server; an external one is checked once, here."""
-        if self.spec.backend_name != "external":
+        """One server for every lane when lanes take a mount on it or share it (an external
+        one); else each lane starts its own."""
+        if self.spec.isolation_mode not in ("mount", "shared"):
             return
-        assert self.spec.url is not None
-        self._addr = external_url(self.name, self.spec.url, self.where).rstrip("/")
-        url = urllib.parse.urlsplit(self._addr)
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise ServiceError(
-                f"{self.where}.url: want http(s)://host:port, got {url.scheme or 'no scheme'}://…"
-            )
-        if self.spec.token is None:
-            raise ServiceError(
-                f'{self.where}: an external Vault needs a token; add token = "{{env.VAULT_TOKEN}}"'
-            )
-        self.token = external_url(self.name, self.spec.token, self.where, key="token")
-        self.ctx.secrets.append(self.token)
-        readiness.wait_external(
-            readiness.http(f"{self._addr}/v1/sys/health", expect_json={"sealed": False}),
-            timeout=self.spec.start_timeout,
-            what=f"{self.name} at {self._addr}",
-        )
+        if self.spec.token is not None:  # the server's own: it is not ours (the config checks)
+            self.token = external_url(self.name, self.spec.token, self.where, key="token")
+            self.ctx.secrets.append(self.token)
+        self._shared = self._start_server("shared", "shared")
+        self._addr = self._shared.address.url if self._shared.address else self._url(self._shared)
 
     def _request(self, method: str, path: str, body: object | None = None) -> None:
         data = json.dumps(body).encode() if body is not None else None
@@ -89,9 +101,26 @@ class VaultService:
             raise ServiceError(f"{self.name}: {method} /v1/{path} failed: {exc}") from None
 
     def provision(self, lane: int, deps: Mapping[str, ServiceView]) -> ServiceView:
-        if self.spec.backend_name == "external":
-            return self._external_lane(lane)
-        folder = self.ctx.folder(self.name, f"lane{lane}")
+        if self._shared is None:
+            return self._view(self._start_server(f"lane{lane}", f"lane {lane}"), "secret")
+        mount = "secret"
+        if self.spec.isolation_mode == "mount":
+            mount = f"testfleet-{self.ctx.run_id}-lane-{lane}"
+            with self._mounts_lock:
+                if self._stopping:
+                    raise ServiceError(f"{self.name}: not provisioned, the run is stopping")
+                # Recorded first, and made under the lock: a teardown waits for it, then
+                # removes it.
+                self._mounts.append(mount)
+                leftovers.record(
+                    self.ctx.run_dir.path, "vault", self._addr, mount, token=self.token
+                )
+                body = {"type": "kv", "options": {"version": "2"}}
+                self._request("POST", f"sys/mounts/{mount}", body)
+        return self._view(self._shared, mount)
+
+    def _start_server(self, folder_name: str, label: str) -> Started:
+        folder = self.ctx.folder(self.name, folder_name)
         spec = self.spec
         kind = self.kind
         # The dev server writes its token to ~/.vault-token; keep the user's own file intact,
@@ -115,9 +144,9 @@ class VaultService:
             ]
 
         server = Server(
-            f"{self.name} (lane {lane})",
+            f"{self.name} ({label})",
             folder,
-            lambda host, port, _: _health(host, port),
+            _health,
             timeout=spec.start_timeout,
             port=spec.port_number,
             native=NativeLaunch(
@@ -145,9 +174,16 @@ class VaultService:
                 redact=self.ctx.secrets,
                 limits=spec.limits,
             ),
+            external=ExternalLaunch(self.name, spec.url or "", self.where, _address),
         )
-        started = self.ctx.start(spec, server)
-        addr = f"http://{started.host}:{started.port}"
+        return self.ctx.start(spec, server)
+
+    @staticmethod
+    def _url(started: Started) -> str:
+        return f"http://{started.host}:{started.port}"
+
+    def _view(self, started: Started, mount: str) -> ServiceView:
+        addr = started.address.url if started.address else self._url(started)
         return ServiceView(
             self.name,
             "vault",
@@ -156,35 +192,6 @@ class VaultService:
                 "addr": addr,
                 "host": started.host,
                 "port": str(started.port),
-                "token": self.token,
-                "mount": "secret",
-            },
-        )
-
-    def _external_lane(self, lane: int) -> ServiceView:
-        mount = "secret"
-        if self.spec.isolation_mode == "mount":
-            mount = f"testfleet-{self.ctx.run_id}-lane-{lane}"
-            with self._mounts_lock:
-                if self._stopping:
-                    raise ServiceError(f"{self.name}: not provisioned, the run is stopping")
-                # Recorded first, and made under the lock: a teardown waits for it, then
-                # removes it.
-                self._mounts.append(mount)
-                leftovers.record(
-                    self.ctx.run_dir.path, "vault", self._addr, mount, token=self.token
-                )
-                body = {"type": "kv", "options": {"version": "2"}}
-                self._request("POST", f"sys/mounts/{mount}", body)
-        url = urllib.parse.urlsplit(self._addr)
-        return ServiceView(
-            self.name,
-            "vault",
-            {
-                "url": self._addr,
-                "addr": self._addr,
-                "host": url.hostname or "",
-                "port": str(url.port or (443 if url.scheme == "https" else 8200)),
                 "token": self.token,
                 "mount": mount,
             },
