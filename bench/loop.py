@@ -46,7 +46,7 @@ sys.path.insert(0, str(HERE))
 from run import machine  # noqa: E402
 from suite import generate  # noqa: E402
 
-from testfleet.cli import read_dotenv  # noqa: E402
+from testfleet.up.dotenv import read_dotenv  # noqa: E402
 
 PY = sys.executable
 BEGIN, END = "<!-- loop -->", "<!-- /loop -->"

@@ -13,18 +13,19 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, BeforeValidator, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from testfleet.errors import ConfigError, did_you_mean
 from testfleet.kinds import KINDS, AnyServiceSpec
 from testfleet.kinds.base import env_prefix
 from testfleet.kinds.command.spec import CommandSpec, ReadyCheck
 from testfleet.kinds.postgres.spec import PostgresSpec
-from testfleet.options import OPTION_BY_KEY, OPTIONS, Option, is_version
+from testfleet.options import OPTIONS, Option, Options
 from testfleet.placeholders import check_syntax, references
-from testfleet.specs import TABLE, Model, ServerSpec, ServiceSpec
+from testfleet.specs import TABLE, ServerSpec, ServiceSpec
+from testfleet.values import is_version
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -38,43 +39,12 @@ SPEC_BY_KIND: dict[str, type[ServiceSpec]] = {name: kind.spec for name, kind in 
 SERVICE_FIELDS: dict[str, tuple[str, ...]] = {name: kind.fields for name, kind in KINDS.items()}
 
 
-def _option(key: str) -> BeforeValidator:
-    """The run option's own parser, so pyproject.toml, env vars and flags share one rule."""
-    return BeforeValidator(OPTION_BY_KEY[key].parse)
-
-
-_Model = Model
-
-
-class Config(_Model):
-    """The whole resolved configuration of one run."""
+class Config(Options):
+    """The whole resolved configuration of one run: the options (options.py), the services
+    and the `env` table."""
 
     services: dict[str, AnyServiceSpec] = Field(default_factory=dict)
-    # Run options go through their option's parser first (bool refused for numbers, the
-    # lanes bound, one message per key); the types after it are what the code reads.
-    pytest_args: Annotated[tuple[str, ...], _option("pytest-args")] = ()
-    timeout: Annotated[float | None, _option("timeout")] = None
-    junit_xml: Annotated[str, _option("junit-xml")] = ".testfleet/junit.xml"
-    dotenv: Annotated[str, _option("dotenv")] = ".testfleet/env"
-    run_dir: Annotated[str | None, _option("run-dir")] = None
-    python: Annotated[tuple[str, ...] | None, _option("python")] = None
-    extras: Annotated[tuple[str, ...], _option("extras")] = ()
-    dependency_groups: Annotated[tuple[str, ...], _option("dependency-groups")] = ()
-    shard: Annotated[str | None, _option("shard")] = None
     env: dict[str, str] = Field(default_factory=dict)
-    lanes: Annotated[int | Literal["auto"], _option("lanes")] = 1
-    test_timeout: Annotated[float | None, _option("test-timeout")] = None
-    backend: Annotated[Literal["native", "docker", "external"], _option("backend")] = "native"
-    network: Annotated[Literal["shared", "namespace"], _option("network")] = "shared"
-    recheck: Annotated[Literal["auto", "on", "off"], _option("recheck")] = "auto"
-    rerun_flaky: Annotated[int, _option("rerun-flaky")] = 0
-    group_by: Annotated[Literal["module", "class", "test"], _option("group-by")] = "module"
-    order: Annotated[Literal["auto", "duration", "pytest"], _option("order")] = "auto"
-    durations: Annotated[str, _option("durations")] = ".testfleet/durations.json"
-    coverage: Annotated[bool, _option("coverage")] = False
-    own_stack: Annotated[bool, _option("own-stack")] = False
-    coverage_fail_under: Annotated[float | None, _option("coverage-fail-under")] = None
-    coverage_xml: Annotated[str, _option("coverage-xml")] = ".testfleet/coverage.xml"
 
     @model_validator(mode="after")
     def _fill_backends(self) -> Config:
@@ -220,8 +190,11 @@ def load_project(
     start: Path,
     cli: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
+    *,
+    options: Sequence[Option] = OPTIONS,
 ) -> Project:
-    """Read pyproject.toml, apply env and CLI layers, validate once."""
+    """Read pyproject.toml, apply the env and CLI layers of `options` (those a command reads),
+    validate once."""
     pyproject = find_pyproject(start.resolve())
     try:
         document = tomllib.loads(pyproject.read_text(encoding="utf-8"))
@@ -237,18 +210,21 @@ def load_project(
         raise ConfigError(f"{pyproject} has no [{TABLE}] table; add one (see the README's example)")
     if not isinstance(table, dict):
         raise ConfigError(f"{pyproject}: {TABLE} must be a table")
-    raw, sources = layer(table, cli or {}, environ if environ is not None else {})
+    raw, sources = layer(table, cli or {}, environ if environ is not None else {}, options)
     config = validate(raw, sources)
     return Project(root=pyproject.parent, config=config, sources=sources)
 
 
 def layer(
-    table: Mapping[str, Any], cli: Mapping[str, Any], environ: Mapping[str, str]
+    table: Mapping[str, Any],
+    cli: Mapping[str, Any],
+    environ: Mapping[str, str],
+    options: Sequence[Option] = OPTIONS,
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """Merge file < env < CLI for the options declared in `testfleet.options`."""
+    """Merge file < env < CLI for `options` (declared in `testfleet.options`)."""
     raw = dict(table)
     sources = {key: "pyproject.toml" for key in raw}
-    for option in OPTIONS:
+    for option in options:
         if option.env in environ:
             raw[option.key] = _parse_option(option, environ[option.env], option.env)
             sources[option.key] = option.env

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from testfleet.early_lanes import EarlyLane
 from testfleet.files import open_private
+from testfleet.lanes.early import EarlyLane
 from testfleet.plan import Unit, Work, WorkSource
 from testfleet.processes import describe_exit
 from testfleet.protocol import LineReader, Message, send

@@ -10,7 +10,7 @@ import time
 
 _STARTED = time.monotonic()
 
-from testfleet import early_lanes  # noqa: E402 - after the clock starts
+from testfleet.lanes import early as early_lanes  # noqa: E402 - after the clock starts
 
 
 def main() -> int:

@@ -39,7 +39,7 @@ from testfleet.config import Project
 from testfleet.credentials import mask_credentials
 from testfleet.errors import ConfigError, ServiceError, did_you_mean
 from testfleet.files import write_private
-from testfleet.options import is_version
+from testfleet.values import is_version
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from enum import IntEnum
 
-EXIT_OK = 0
-EXIT_TESTS_FAILED = 1
-EXIT_USAGE = 2
-EXIT_SERVICE = 3
-EXIT_NO_TESTS = 5
-EXIT_INTERRUPTED = 130
+
+class ExitCode(IntEnum):
+    """What testfleet exits with (verdict.py decides it for run and merge)."""
+
+    OK = 0
+    TESTS_FAILED = 1  # a test failed, a module did not collect, coverage is too low, a timeout
+    USAGE = 2  # a mistake in the config, a flag or the environment: the message names it
+    SERVICE = 3  # a service failed, a report could not be written, or an internal error
+    NO_TESTS = 5  # pytest collected nothing (as pytest's own 5)
+    INTERRUPTED = 130  # Ctrl-C; SIGTERM and SIGHUP are 128 + their number
 
 
 class TestfleetError(Exception):
     """Base of every error testfleet reports; the message says what to change."""
 
     __test__ = False  # not a pytest test class, despite the name
-    exit_code = EXIT_SERVICE
+    exit_code: int = ExitCode.SERVICE
 
     def __init__(self, message: str, *, details: str = "", exit_code: int | None = None) -> None:
         super().__init__(message)
@@ -31,13 +36,13 @@ class TestfleetError(Exception):
 class ConfigError(TestfleetError):
     """Something the user wrote or passed is wrong: a key, a value, a flag, a missing binary."""
 
-    exit_code = EXIT_USAGE
+    exit_code = ExitCode.USAGE
 
 
 class ServiceError(TestfleetError):
     """A service failed to start, become ready or provision a lane."""
 
-    exit_code = EXIT_SERVICE
+    exit_code = ExitCode.SERVICE
 
 
 class Interrupted(BaseException):

@@ -1,211 +1,254 @@
-"""Run options, each declared once: the CLI flag, the env var and the config key derive from it.
+"""Every option of the commands, declared once: a field of `Options` whose `Opt` carries its
+help, the commands that read it, its parser and its flag. Its `[tool.testfleet]` key, env var
+(`TESTFLEET_<KEY>`), default and choices come from the field itself. The commands' parsers,
+the env layer and the config's layering all derive from `OPTIONS`; `Config` (config.py) is
+`Options` plus the services and the `env` table.
 
-An option's `parse` takes either the text of a flag or env var, or the value a user wrote in
-pyproject.toml, and raises ValueError with a message saying what is accepted; so the three
-sources share one rule and one wording.
+A command that does not read an option does not accept its flag (`testfleet up --shard 1/2`
+is a usage error); its env var and key are simply not read there.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
-import shlex
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
-MAX_LANES = 64
-MAX_SHARDS = 256
-GROUP_BY = ("module", "class", "test")
+from pydantic import GetCoreSchemaHandler
+from pydantic_core import CoreSchema, core_schema
 
+from testfleet import values
+from testfleet.specs import Model
+from testfleet.values import MAX_LANES, argument_type
 
-def argument_type(parse: Callable[[Any], Any]) -> Callable[[str], Any]:
-    """A parse function as an argparse `type`: argparse shows a type's own message only for
-    ArgumentTypeError; for a ValueError it says "invalid _lanes value", naming our function
-    instead of what is accepted."""
-
-    def convert(text: str) -> Any:
-        try:
-            return parse(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"{exc} (got {text!r})") from None
-
-    return convert
+RUN, PLAN, UP, MERGE = "run", "plan", "up", "merge"
 
 
-def _number(value: object, what: str) -> float:
-    # bool is an int to Python; `timeout = true` is a mistake, not one second.
-    if isinstance(value, bool):
-        raise ValueError(what)
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            raise ValueError(what) from None
-    raise ValueError(what)
+@dataclass(frozen=True)
+class Opt:
+    """An option's declaration, attached to its field. `parse` reads a flag's or env var's
+    text as well as a TOML value (None: one of the field's `Literal` choices); `shown` is how
+    `--help` names the default when the field's own default says nothing (None)."""
+
+    help: str
+    commands: tuple[str, ...]
+    parse: Callable[[Any], Any] | None = None
+    metavar: str = "VALUE"
+    short: str | None = None
+    shown: str | None = None
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        # The option's own parser runs first, so that the file, env vars and flags share one
+        # rule and one message (bool refused for numbers, the lanes bound, ...).
+        parse = self.parse or values.one_of(choices_of(source))
+        return core_schema.no_info_before_validator_function(parse, handler(source))
 
 
-def seconds(value: object) -> float:
-    what = "must be a positive number of seconds"
-    number = _number(value, what)
-    if not 0 < number < float("inf"):
-        raise ValueError(what)
-    return number
+class Options(Model):
+    """The options, in the order `--help` lists them."""
+
+    lanes: Annotated[
+        int | Literal["auto"],
+        Opt(
+            f"parallel lanes (1 to {MAX_LANES}), each with its own services; 'auto' (see docs)",
+            (RUN, PLAN, UP),
+            values.lanes,
+            "N",
+            short="-n",
+        ),
+    ] = 1
+    timeout: Annotated[
+        float | None,
+        Opt("stop the whole run after this many seconds", (RUN,), values.seconds, "SECONDS"),
+    ] = None
+    test_timeout: Annotated[
+        float | None,
+        Opt(
+            "fail a test running longer than this, kill and replace its lane",
+            (RUN,),
+            values.seconds,
+            "SECONDS",
+        ),
+    ] = None
+    group_by: Annotated[
+        Literal["module", "class", "test"],
+        Opt("what a lane runs together", (RUN, PLAN), metavar="SCOPE"),
+    ] = "module"
+    order: Annotated[
+        Literal["auto", "duration", "pytest"],
+        Opt(
+            "hand out units slowest first (duration) or in file order (pytest); auto: pytest's"
+            " order with one lane, duration with more",
+            (RUN, PLAN),
+            metavar="ORDER",
+        ),
+    ] = "auto"
+    backend: Annotated[
+        Literal["native", "docker", "external"],
+        Opt(
+            "where services run unless they say otherwise: native processes, docker"
+            " containers, or external servers already running",
+            (RUN, UP),
+            metavar="BACKEND",
+        ),
+    ] = "native"
+    network: Annotated[
+        Literal["shared", "namespace"],
+        Opt(
+            "namespace gives each lane a network namespace (its own 127.0.0.1), so servers and"
+            " a suite's fixed ports meet only their lane's; shared is one network for all",
+            (RUN, UP),
+            metavar="MODE",
+        ),
+    ] = "shared"
+    recheck: Annotated[
+        Literal["auto", "on", "off"],
+        Opt(
+            "run each failed test again alone in a fresh lane and, when it passes there, name"
+            " the earlier test that makes it fail; auto: in CI, when at most 5 failed",
+            (RUN,),
+            values.recheck,
+            "MODE",
+        ),
+    ] = "auto"
+    rerun_flaky: Annotated[
+        int,
+        Opt(
+            "rerun a failed test alone up to N times; one that then passes counts as passed"
+            " and is reported flaky",
+            (RUN,),
+            values.reruns,
+            "N",
+        ),
+    ] = 0
+    durations: Annotated[
+        str,
+        Opt("the durations file, merged on every run", (RUN, PLAN, MERGE), values.path, "PATH"),
+    ] = ".testfleet/durations.json"
+    coverage: Annotated[
+        bool,
+        Opt("measure coverage in every lane and combine it", (RUN,), values.switch),
+    ] = False
+    coverage_fail_under: Annotated[
+        float | None,
+        Opt(
+            "fail when total coverage is lower (percent)",
+            (RUN, MERGE),
+            values.percent,
+            "PERCENT",
+            shown="the project's own [report] fail_under, if any",
+        ),
+    ] = None
+    coverage_xml: Annotated[
+        str,
+        Opt("where to write the combined coverage XML", (RUN, MERGE), values.path, "PATH"),
+    ] = ".testfleet/coverage.xml"
+    junit_xml: Annotated[
+        str, Opt("where to write the JUnit XML report", (RUN, MERGE), values.path, "PATH")
+    ] = ".testfleet/junit.xml"
+    dotenv: Annotated[
+        str,
+        Opt(
+            "the dotenv file `up` writes its env to (a run finds the up beside it)",
+            (RUN, UP),
+            values.path,
+            "PATH",
+        ),
+    ] = ".testfleet/env"
+    run_dir: Annotated[
+        str | None,
+        Opt(
+            "where run data lives",
+            (RUN, UP),
+            values.path,
+            "DIR",
+            shown="/dev/shm/testfleet-UID when /dev/shm is writable",
+        ),
+    ] = None
+    python: Annotated[
+        tuple[str, ...] | None,
+        Opt(
+            "Python versions to run on, each in an environment made with uv (3.11,3.12), or"
+            " the interpreter that runs pytest",
+            (RUN, PLAN, UP),
+            values.pythons,
+            "VERSIONS|PATH",
+            shown="the interpreter running testfleet",
+        ),
+    ] = None
+    extras: Annotated[
+        tuple[str, ...],
+        Opt(
+            "extras of the project to install in the environments uv makes (test,dev)",
+            (RUN, PLAN),
+            values.names,
+            "NAMES",
+        ),
+    ] = ()
+    dependency_groups: Annotated[
+        tuple[str, ...],
+        Opt(
+            "dependency groups (PEP 735) to install in the environments uv makes",
+            (RUN, PLAN),
+            values.names,
+            "NAMES",
+        ),
+    ] = ()
+    shard: Annotated[
+        str | None,
+        Opt(
+            "run shard I of M (one CI machine's share), written to .testfleet/shards",
+            (RUN, PLAN),
+            values.shard,
+            "I/M",
+        ),
+    ] = None
+    pytest_args: Annotated[
+        tuple[str, ...],
+        Opt("arguments always passed to pytest", (RUN, PLAN), values.arguments, "ARGS"),
+    ] = ()
+    own_stack: Annotated[
+        bool,
+        Opt(
+            "start the run's own stack even when a `testfleet up` of the project is running",
+            (RUN,),
+            values.switch,
+        ),
+    ] = False
 
 
-def _percent(value: object) -> float:
-    what = "must be a percentage from 0 to 100"
-    percent = _number(value, what)
-    if not 0 <= percent <= 100:
-        raise ValueError(what)
-    return percent
-
-
-def _whole(value: object, low: int, high: int, what: str) -> int:
-    """A whole number from `low` to `high`, written as a number or as text."""
-    if isinstance(value, bool):
-        raise ValueError(what)
-    if isinstance(value, str):
-        try:
-            value = int(value)
-        except ValueError:
-            raise ValueError(what) from None
-    if not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(what)
-    return value
-
-
-def _lanes(value: object) -> int | str:
-    if value == "auto":
-        return "auto"
-    what = f'must be a whole number of lanes from 1 to {MAX_LANES}, or "auto"'
-    return _whole(value, 1, MAX_LANES, what)
-
-
-def _group_by(value: object) -> str:
-    if value not in GROUP_BY:
-        raise ValueError(f"must be one of {', '.join(GROUP_BY)}")
-    return str(value)
-
-
-ORDERS = ("auto", "duration", "pytest")
-BACKENDS = ("native", "docker", "external")
-NETWORKS = ("shared", "namespace")
-
-
-RECHECK_MODES = ("auto", "on", "off")
-MAX_RERUNS = 10
-
-
-def _recheck(value: object) -> str:
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if value not in RECHECK_MODES:
-        raise ValueError("must be on, off or auto (on in CI when at most 5 tests failed)")
-    return str(value)
-
-
-def _reruns(value: object) -> int:
-    return _whole(value, 0, MAX_RERUNS, f"must be a whole number of reruns from 0 to {MAX_RERUNS}")
-
-
-def _network(value: object) -> str:
-    if value not in NETWORKS:
-        raise ValueError(f"must be one of {', '.join(NETWORKS)}")
-    return str(value)
-
-
-def _backend(value: object) -> str:
-    if value not in BACKENDS:
-        raise ValueError(f"must be one of {', '.join(BACKENDS)}")
-    return str(value)
-
-
-def _order(value: object) -> str:
-    if value not in ORDERS:
-        raise ValueError(f"must be one of {', '.join(ORDERS)}")
-    return str(value)
-
-
-def _switch(value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    lowered = value.strip().lower() if isinstance(value, str) else None
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError("must be true or false")
-
-
-def _path(value: object) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError("must be a path (a non-empty string)")
-    return value
-
-
-VERSION_SPEC = re.compile(r"^3\.\d+(\.\d+)?$")
-
-
-def is_version(spec: str) -> bool:
-    """'3.12' asks for an environment made with uv; anything else names an interpreter."""
-    return bool(VERSION_SPEC.match(spec))
-
-
-def _pythons(value: object) -> tuple[str, ...]:
-    if isinstance(value, str):
-        parts = [part.strip() for part in value.split(",")]
-    elif isinstance(value, list | tuple) and all(isinstance(p, str) for p in value):
-        parts = [p.strip() for p in value]
-    else:
-        raise ValueError('must be a version ("3.12"), a list of them, or an interpreter path')
-    if not parts or not all(parts):
-        raise ValueError('must be a version ("3.12"), a list of them, or an interpreter path')
-    if len(parts) != len(set(parts)):
-        raise ValueError("names a Python twice")
-    if len(parts) > 1 and not all(is_version(p) for p in parts):
-        raise ValueError('a matrix lists versions ("3.11", "3.12"); a path names one interpreter')
-    return tuple(parts)
-
-
-def _names(value: object) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [part.strip() for part in value.split(",") if part.strip()]
-    if isinstance(value, list | tuple) and all(
-        isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v) for v in value
-    ):
-        return tuple(value)
-    raise ValueError('must be a list of names, such as ["test"]')
-
-
-def _shard(value: object) -> str:
-    match = re.fullmatch(r"(\d+)/(\d+)", value) if isinstance(value, str) else None
-    if match is None or not 1 <= int(match.group(1)) <= int(match.group(2)) <= MAX_SHARDS:
-        raise ValueError(f"must be I/M with 1 <= I <= M <= {MAX_SHARDS}, such as 2/4")
-    return str(value)
-
-
-def _arguments(value: object) -> list[str]:
-    if isinstance(value, str):
-        try:
-            return shlex.split(value)
-        except ValueError as exc:  # "No closing quotation"
-            raise ValueError(f"must be shell-quoted arguments ({exc})") from None
-    if isinstance(value, list | tuple) and all(isinstance(arg, str) for arg in value):
-        return list(value)
-    raise ValueError('must be a list of strings, such as ["-q", "-x"]')
+def choices_of(annotation: Any) -> tuple[str, ...]:
+    """The strings a `Literal` (or an optional one) allows; () for any other type, such as
+    `int | Literal["auto"]`."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        parts = [choices_of(arg) for arg in args]
+        return () if not all(parts) else tuple(c for part in parts for c in part)
+    if origin is Literal:
+        return tuple(str(arg) for arg in typing.get_args(annotation))
+    return ()
 
 
 @dataclass(frozen=True)
 class Option:
+    """One option as the parsers and the layering see it, derived from its field."""
+
     key: str  # the [tool.testfleet] key
     help: str
-    parse: Callable[[Any], Any] = _path
-    metavar: str = "VALUE"
-    short: str | None = None
-    switch: bool = False  # a flag without a value: --coverage
+    parse: Callable[[Any], Any]
+    default: Any
+    commands: tuple[str, ...]
+    metavar: str
+    short: str | None
+    switch: bool  # a flag without a value: --coverage
+    choices: tuple[str, ...]
+    shown: str | None
 
     @property
     def flag(self) -> str:
@@ -224,97 +267,70 @@ class Option:
     def dest(self) -> str:
         return self.key.replace("-", "_")
 
+    @property
+    def default_text(self) -> str:
+        """The default as `--help` shows it."""
+        if self.shown is not None:
+            return self.shown
+        if self.default is None or self.default == ():
+            return "none"
+        if isinstance(self.default, bool):
+            return "on" if self.default else "off"
+        return str(self.default)
 
-OPTIONS: tuple[Option, ...] = (
-    Option(
-        "lanes",
-        f"parallel lanes (1 to {MAX_LANES}), each with its own services; 'auto' (see docs)",
-        _lanes,
-        "N",
-        short="-n",
-    ),
-    Option(
-        "test-timeout",
-        "fail a test running longer than this, kill and replace its lane",
-        seconds,
-        "SECONDS",
-    ),
-    Option("group-by", "what a lane runs together: module, class or test", _group_by, "SCOPE"),
-    Option(
-        "order",
-        "hand out units slowest first (duration) or in file order (pytest); auto: pytest's"
-        " order with one lane, duration with more",
-        _order,
-        "ORDER",
-    ),
-    Option(
-        "backend",
-        "where services run unless they say otherwise: native processes, docker containers,"
-        " or external servers already running",
-        _backend,
-        "BACKEND",
-    ),
-    Option(
-        "network",
-        "namespace: each lane gets its own network namespace (its own 127.0.0.1), so servers"
-        " and a suite's fixed ports meet only their lane's; shared: one network (default)",
-        _network,
-        "MODE",
-    ),
-    Option(
-        "recheck",
-        "run each failed test again alone in a fresh lane and, when it passes there, name the"
-        " earlier test that makes it fail: on, off, auto (on in CI for at most 5 failures)",
-        _recheck,
-        "MODE",
-    ),
-    Option(
-        "rerun-flaky",
-        "rerun a failed test alone up to N times; one that then passes counts as passed and"
-        " is reported flaky",
-        _reruns,
-        "N",
-    ),
-    Option("durations", "the durations file, merged on every run", metavar="PATH"),
-    Option("coverage", "measure coverage in every lane and combine it", _switch, switch=True),
-    Option(
-        "coverage-fail-under",
-        "fail the run when total coverage is lower (percent)",
-        _percent,
-        "PERCENT",
-    ),
-    Option("coverage-xml", "where to write the combined coverage XML", metavar="PATH"),
-    Option("timeout", "stop the whole run after this many seconds", seconds, "SECONDS"),
-    Option("junit-xml", "where to write the JUnit XML report", metavar="PATH"),
-    Option("dotenv", "where `up` writes the stack's env as a dotenv file", metavar="PATH"),
-    Option("run-dir", "where run data lives (default: /dev/shm when present)", metavar="DIR"),
-    Option(
-        "python",
-        "Python versions to run on, each in an environment made with uv (3.11,3.12), or the"
-        " interpreter that runs pytest (default: this one)",
-        _pythons,
-        "VERSIONS|PATH",
-    ),
-    Option(
-        "extras",
-        "extras of the project to install in the environments uv makes (test,dev)",
-        _names,
-        "NAMES",
-    ),
-    Option(
-        "dependency-groups",
-        "dependency groups (PEP 735) to install in the environments uv makes",
-        _names,
-        "NAMES",
-    ),
-    Option("shard", "run shard I of M (CI machines), written to .testfleet/shards", _shard, "I/M"),
-    Option("pytest-args", "arguments always passed to pytest", _arguments, "ARGS"),
-    Option(
-        "own-stack",
-        "start the run's own stack even when a `testfleet up` of the project is running",
-        _switch,
-        switch=True,
-    ),
-)
 
+def _derive() -> tuple[Option, ...]:
+    options = []
+    for name, field in Options.model_fields.items():
+        opt = next(item for item in field.metadata if isinstance(item, Opt))
+        choices = choices_of(field.annotation)
+        options.append(
+            Option(
+                key=field.alias or name,
+                help=opt.help,
+                parse=opt.parse or values.one_of(choices),
+                default=field.default,
+                commands=opt.commands,
+                metavar=opt.metavar,
+                short=opt.short,
+                switch=field.annotation is bool,
+                choices=choices,
+                shown=opt.shown,
+            )
+        )
+    return tuple(options)
+
+
+OPTIONS: tuple[Option, ...] = _derive()
 OPTION_BY_KEY: dict[str, Option] = {option.key: option for option in OPTIONS}
+
+
+def options_of(command: str) -> tuple[Option, ...]:
+    """The options `command` reads, in declaration order."""
+    return tuple(option for option in OPTIONS if command in option.commands)
+
+
+def add_options(parser: argparse.ArgumentParser, command: str) -> None:
+    """The flags of the options `command` reads, each with its default and env var in its
+    help; a flag not given is None, so the env var or pyproject.toml decide."""
+    for option in options_of(command):
+        names = [option.short, option.flag] if option.short else [option.flag]
+        if option.switch:
+            parser.add_argument(
+                *names, dest=option.dest, action="store_const", const=True, help=help_of(option)
+            )
+        else:
+            parser.add_argument(
+                *names,
+                dest=option.dest,
+                metavar=option.metavar,
+                type=argument_type(option.parse),
+                help=help_of(option),
+            )
+
+
+def help_of(option: Option) -> str:
+    choices = f" ({', '.join(option.choices)})" if option.choices else ""
+    # argparse formats help with %: a literal percent sign must be doubled.
+    text = f"{option.help}{choices}; default: {option.default_text}; env {option.env}"
+    return text.replace("%", "%%")

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 GroupBy = Literal["module", "class", "test"]
-GROUP_BY: tuple[GroupBy, ...] = ("module", "class", "test")
 # With nothing measured at all, a test is assumed to take this long.
 DEFAULT_ESTIMATE = 0.5
 
@@ -101,6 +100,13 @@ def assign(units: Sequence[Unit], lanes: int) -> tuple[LanePlan, ...]:
     return tuple(LanePlan(lane, tuple(us)) for lane, us in taken.items())
 
 
+def keeps_order(order: str, *, lanes: int, sharded: bool) -> bool:
+    """Whether units go out in pytest's order: asked for, or (auto) with one lane. Shards on
+    machines with different core counts must still split alike, so the order of a shard never
+    depends on how many lanes this machine runs."""
+    return order == "pytest" or (order == "auto" and lanes == 1 and not sharded)
+
+
 def plan(
     nodeids: Sequence[str],
     measured: Mapping[str, float],
@@ -108,9 +114,14 @@ def plan(
     group_by: GroupBy,
     *,
     keep_order: bool = False,
+    shard: tuple[int, int] | None = None,
 ) -> Plan:
+    """The lanes' share of the suite (of one CI shard's share, with `shard`), as the queue
+    will hand it out."""
     estimates = estimate(nodeids, measured)
     units = make_units(nodeids, estimates, group_by, keep_order=keep_order)
+    if shard is not None:
+        units = list(shard_of_units(units, nodeids, shard, keep_order=keep_order))
     return Plan(assign(units, lanes), estimates)
 
 
@@ -144,6 +155,17 @@ def shard_units(units: Sequence[Unit], shard: int, shards: int) -> tuple[Unit, .
     return assign(units, shards)[shard - 1].units
 
 
+def shard_of_units(
+    units: Sequence[Unit], nodeids: Sequence[str], shard: tuple[int, int], *, keep_order: bool
+) -> tuple[Unit, ...]:
+    """One shard's units, in queue order (in file order when `keep_order`)."""
+    mine = shard_units(units, *shard)
+    if not keep_order:
+        return mine
+    position = {nodeid: i for i, nodeid in enumerate(nodeids)}
+    return tuple(sorted(mine, key=lambda u: position[u.nodeids[0]]))
+
+
 def work_source(
     measured: Mapping[str, float],
     group_by: GroupBy,
@@ -168,10 +190,7 @@ def work_source(
                 ' pytest\'s order; order = "pytest" hands them out in file order'
             )
         if shard is not None:
-            units = shard_units(units, *shard)
-            if keep_order:  # a shard's share, still in file order
-                position = {nodeid: i for i, nodeid in enumerate(nodeids)}
-                units = sorted(units, key=lambda u: position[u.nodeids[0]])
+            units = shard_of_units(units, nodeids, shard, keep_order=keep_order)
         if first:
             units = sorted(units, key=lambda u: not first.intersection(u.nodeids))
         return Work(tuple(units), estimates.unknown, estimates.per_unknown, notice)

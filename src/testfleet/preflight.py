@@ -17,8 +17,8 @@ from pathlib import Path
 from testfleet.config import Project
 from testfleet.envvars import external_url, process_environ
 from testfleet.errors import ConfigError
-from testfleet.options import is_version
 from testfleet.specs import TABLE, ServerSpec
+from testfleet.values import is_version
 
 # The files each command writes; `durations` is read by both `run` and `plan`.
 WRITES: dict[str, tuple[str, ...]] = {

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, StrictBool
 
-from testfleet.options import seconds
+from testfleet.values import seconds
 
 TABLE = "tool.testfleet"
 IDENT_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")

@@ -29,8 +29,8 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class LaneEnv:
-    """Everything one lane sees: its service views and the env vars built from them."""
+class LaneSetup:
+    """A provisioned lane: its view of every service and the env vars built from them."""
 
     lane: int
     views: Mapping[str, ServiceView]
@@ -46,11 +46,11 @@ class LaneProvider(Protocol):
 
     def start(self) -> None: ...
 
-    def provision(self, lane: int) -> LaneEnv: ...
+    def provision(self, lane: int) -> LaneSetup: ...
 
     def release(self, lane: int) -> None: ...
 
-    def expand_args(self, args: Sequence[str], lane: LaneEnv) -> list[str]: ...
+    def expand_args(self, args: Sequence[str], lane: LaneSetup) -> list[str]: ...
 
     def problem(self) -> ServiceProblem | None: ...
 
@@ -126,7 +126,7 @@ class Stack:
 
         return run
 
-    def provision(self, lane: int) -> LaneEnv:
+    def provision(self, lane: int) -> LaneSetup:
         views: dict[str, ServiceView] = {}
         config = self.project.config
         namespace = self._namespace(lane) if config.network == "namespace" else None
@@ -148,7 +148,7 @@ class Stack:
 
             for view in in_parallel([task(name) for name in level]):
                 views[view.name] = view
-        return LaneEnv(lane, views, self._lane_env(lane, views), namespace)
+        return LaneSetup(lane, views, self._lane_env(lane, views), namespace)
 
     def release(self, lane: int) -> None:
         """Stop what only `lane` used (its servers, its namespace) and remove their folders:
@@ -181,7 +181,7 @@ class Stack:
             self.project, views, self.ctx.common_values(lane), lanes=self.ctx.lanes
         )
 
-    def expand_args(self, args: Sequence[str], lane: LaneEnv) -> list[str]:
+    def expand_args(self, args: Sequence[str], lane: LaneSetup) -> list[str]:
         return expand_lane_args(args, lane, self.ctx.common_values(lane.lane))
 
     def dead(self) -> list[Handle]:
@@ -274,7 +274,7 @@ def problem_of(handle: Handle) -> ServiceProblem:
     )
 
 
-def expand_lane_args(args: Sequence[str], lane: LaneEnv, common: Mapping[str, str]) -> list[str]:
+def expand_lane_args(args: Sequence[str], lane: LaneSetup, common: Mapping[str, str]) -> list[str]:
     """pytest-args with the lane's placeholders filled: its services' values, `{lane}`, ..."""
     everything = {name: view.values for name, view in lane.views.items()}
     values = placeholder_values(None, everything, common)

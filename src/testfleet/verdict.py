@@ -1,13 +1,29 @@
-"""The exit code of a run, a pure function of what happened: its outcome and its coverage."""
+"""The exit code of `run` and `merge`: one policy, a pure function of what happened (the
+results, what stopped the run, the coverage and the reports), with the lines to say."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from testfleet.coordinator import RunOutcome
-from testfleet.errors import EXIT_NO_TESTS, EXIT_OK, EXIT_TESTS_FAILED
+from testfleet.errors import ExitCode
 from testfleet.reports.coverage import CoverageOutcome
+from testfleet.results import TestResult
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What a run (or the merge of a CI run's shards) tells the exit code."""
+
+    results: Sequence[TestResult]
+    collect_errors: Mapping[str, str]
+    collected: bool  # whether anything was collected (an empty shard was)
+    coverage: CoverageOutcome | None = None
+    report_problems: Sequence[str] = ()  # reports that could not be written
+    # A fault that ended the run: (message, details, exit code), e.g. a service that died.
+    fatal: tuple[str, str, int] | None = None
+    timed_out: float | None = None  # the run's timeout, when it struck
+    unfinished: Sequence[str] = ()  # shards that did not run all of their share, and why
 
 
 @dataclass(frozen=True)
@@ -15,39 +31,53 @@ class Verdict:
     code: int
     # (message, details) lines to show as errors, in order.
     errors: list[tuple[str, str]] = field(default_factory=list)
-    # A fatal problem (a lane could not collect, a service died): an error of its own code.
+    # A fault that is itself the outcome: raised as an error of its own exit code.
     fatal: tuple[str, str, int] | None = None
 
 
-def verdict(
-    outcome: RunOutcome, coverage: CoverageOutcome | None, *, timeout: float | None
-) -> Verdict:
-    if outcome.fatal:
-        return Verdict(0, fatal=(outcome.fatal, outcome.fatal_details, outcome.fatal_code))
-    if outcome.timed_out:
+def verdict(facts: Facts) -> Verdict:
+    reports = [(problem, "") for problem in facts.report_problems]
+    if facts.fatal:
+        return Verdict(ExitCode.SERVICE, reports, fatal=facts.fatal)
+    outcome = _outcome(facts)
+    errors = reports + outcome.errors
+    code = outcome.code
+    if facts.report_problems and code in (ExitCode.OK, ExitCode.TESTS_FAILED, ExitCode.NO_TESTS):
+        # Every result is still in the results file; the reports are what is missing.
+        code = ExitCode.SERVICE
+    return Verdict(code, errors)
+
+
+def _outcome(facts: Facts) -> Verdict:
+    if facts.timed_out is not None:
         return Verdict(
-            EXIT_TESTS_FAILED,
+            ExitCode.TESTS_FAILED,
             [
                 (
-                    f"the run timed out after {timeout or 0:g} s and was stopped; raise timeout"
-                    " (--timeout) or find the slow test (--test-timeout)",
+                    f"the run timed out after {facts.timed_out:g} s and was stopped; raise"
+                    " timeout (--timeout) or find the slow test (--test-timeout)",
                     "",
                 )
             ],
         )
-    errors = outcome.collect_errors
+    errors = collection_error_lines(facts.collect_errors)
+    errors += [
+        (f"{problem}; its tests that did not run are reported as not run", "")
+        for problem in facts.unfinished
+    ]
+    failed = any(r.failing for r in facts.results)
+    unrun = [r for r in facts.results if r.outcome == "not run"]
+    if unrun and not facts.unfinished and not failed:
+        # Nothing else says why (a failure and -x, a shard cut short): say it.
+        errors.append((f"{len(unrun)} test(s) did not run (e.g. {unrun[0].nodeid})", ""))
     if errors:
-        return Verdict(EXIT_TESTS_FAILED, collection_error_lines(errors))
-    results = outcome.results
-    if not results and any(group.collected for group in outcome.groups):
-        # The suite was collected, and this CI shard's share of it is empty (more shards than
-        # units): nothing failed.
-        return coverage_verdict(coverage)
-    if not results:
-        return Verdict(EXIT_NO_TESTS, [("pytest collected no tests", "")])
-    if any(r.failing for r in results):
-        return Verdict(EXIT_TESTS_FAILED)
-    return coverage_verdict(coverage)
+        return Verdict(ExitCode.TESTS_FAILED, errors)
+    if not facts.results and not facts.collected:
+        return Verdict(ExitCode.NO_TESTS, [("pytest collected no tests", "")])
+    if failed:
+        return Verdict(ExitCode.TESTS_FAILED)
+    # Every selected test passed (or this CI shard's share was empty): coverage decides.
+    return coverage_verdict(facts.coverage)
 
 
 def collection_error_lines(errors: Mapping[str, str]) -> list[tuple[str, str]]:
@@ -61,12 +91,12 @@ def collection_error_lines(errors: Mapping[str, str]) -> list[tuple[str, str]]:
 def coverage_verdict(coverage: CoverageOutcome | None) -> Verdict:
     if coverage is not None and coverage.total is None and coverage.fail_under is not None:
         return Verdict(
-            EXIT_TESTS_FAILED,
+            ExitCode.TESTS_FAILED,
             [("no coverage data was recorded, so coverage-fail-under cannot pass", "")],
         )
     if coverage is not None and coverage.below:
         return Verdict(
-            EXIT_TESTS_FAILED,
+            ExitCode.TESTS_FAILED,
             [
                 (
                     f"total coverage {coverage.total or 0:.2f}% is under coverage-fail-under"
@@ -75,4 +105,4 @@ def coverage_verdict(coverage: CoverageOutcome | None) -> Verdict:
                 )
             ],
         )
-    return Verdict(EXIT_OK)
+    return Verdict(ExitCode.OK)

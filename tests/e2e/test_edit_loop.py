@@ -18,8 +18,8 @@ import psutil
 import psycopg
 import pytest
 
-from testfleet.cli import read_dotenv
 from testfleet.rundir import process_start_ticks
+from testfleet.up.dotenv import read_dotenv
 from tests.helpers import alive, run_cli, start_cli, wait_for, wait_until_up, write_pyproject
 
 pytestmark = pytest.mark.e2e
@@ -218,7 +218,7 @@ def test_env_was_there_at_import():
     assert AT_IMPORT["VALKEY_URL"] == os.environ["VALKEY_URL"]
     assert AT_IMPORT["TESTFLEET_LANE"] == os.environ["TESTFLEET_LANE"]
     with open(os.environ["REPORT"], "a") as report:
-        report.write(json.dumps({"early": any(b"lane_boot" in part for part in BOOT)}) + "\\n")
+        report.write(json.dumps({"early": any(b"worker/boot" in part for part in BOOT)}) + "\\n")
 """
 
 

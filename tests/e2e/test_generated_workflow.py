@@ -40,9 +40,9 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from testfleet import ci
-from testfleet.cli import _Parser
-from testfleet.config import load_project
+from testfleet.cli import build_parser
+from testfleet.commands import Call
+from testfleet.commands import ci as ci_command
 from tests.helpers import REPO
 
 pytestmark = pytest.mark.e2e
@@ -156,9 +156,8 @@ def git(*args: str, cwd: Path) -> None:
 
 
 def generate(root: Path, *argv: str) -> None:
-    parser = _Parser(prog="testfleet")
-    ci.add_ci_parser(parser.add_subparsers(dest="command", required=True, parser_class=_Parser))
-    assert ci.ci_command(parser.parse_args(["ci", *argv]), load_project(root, environ={})) == 0
+    args = build_parser("ci").parse_args(["-C", str(root), "ci", *argv])
+    assert ci_command.main(Call(args)) == 0
 
 
 def copy_of_testfleet(into: Path) -> Path:

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from testfleet import ci
 from testfleet.ci import model, yamltext
-from testfleet.cli import _Parser
-from testfleet.config import load_project
+from testfleet.cli import build_parser
+from testfleet.commands import Call
+from testfleet.commands import ci as ci_command
 from testfleet.errors import ConfigError
 from tests.helpers import EXAMPLE, REPO, write_pyproject
 
@@ -50,10 +50,8 @@ def parse_yaml(text: str, version: tuple[int, int] = (1, 2)) -> Any:
 
 def generate(root: Path, *argv: str) -> int:
     """`testfleet ci ARGV` in the project at `root`, parsed as the CLI parses it."""
-    parser = _Parser(prog="testfleet")
-    ci.add_ci_parser(parser.add_subparsers(dest="command", required=True, parser_class=_Parser))
-    args = parser.parse_args(["ci", *argv])
-    return ci.ci_command(args, load_project(root, environ={}))
+    args = build_parser("ci").parse_args(["-C", str(root), "ci", *argv])
+    return ci_command.main(Call(args))
 
 
 def read(root: Path, relative: str) -> Any:
@@ -586,8 +584,8 @@ def test_actionlint_checks_the_caller_against_the_reusable_workflow(tiny: Path):
 
 def test_every_ci_flag_is_documented():
     """docs/ci.md's option table cannot fall behind the flags `testfleet ci` accepts."""
-    commands = _Parser(prog="testfleet").add_subparsers(dest="command", parser_class=_Parser)
-    ci.add_ci_parser(commands)
+    parser = build_parser("ci")
+    (commands,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     (systems,) = (
         action
         for action in commands.choices["ci"]._actions

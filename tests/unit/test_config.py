@@ -318,7 +318,7 @@ def test_bad_env_value_says_what_is_accepted(variable: str, text: str, rule: str
         (["run", "--timeout", "soon"], "--timeout", "must be a positive number of seconds"),
         (["run", "--test-timeout", "-1"], "--test-timeout", "must be a positive number"),
         (["run", "--coverage-fail-under", "x"], "--coverage-fail-under", "must be a percentage"),
-        (["up", "--group-by", "bogus"], "--group-by", "must be one of module, class, test"),
+        (["plan", "--group-by", "bogus"], "--group-by", "must be one of module, class, test"),
     ],
 )
 def test_bad_flag_value_names_the_flag_and_the_rule(argv: list[str], flag: str, rule: str):
@@ -326,7 +326,7 @@ def test_bad_flag_value_names_the_flag_and_the_rule(argv: list[str], flag: str, 
     from testfleet.cli import build_parser
 
     with pytest.raises(ConfigError) as info:
-        build_parser().parse_args(argv)
+        build_parser(argv[0]).parse_args(argv)
     assert info.value.message.startswith(f"argument {flag}: {rule}")
     assert repr(argv[-1]) in info.value.message
 

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from testfleet import early_lanes
-from testfleet.cli import read_dotenv, write_dotenv
-from testfleet.lanes import lanes_for_selection, recheck_args
+from testfleet.lanes import early as early_lanes
+from testfleet.lanes.count import lanes_for_selection
 from testfleet.plan import work_source
-from testfleet.shared_stack import differences, identity, not_shareable
+from testfleet.recheck.lanes import recheck_args
+from testfleet.up.dotenv import read_dotenv, write_dotenv
+from testfleet.up.identity import differences, identity, not_shareable
 from tests.helpers import project
 
 
@@ -92,18 +93,19 @@ def test_auto_lanes_for_the_last_failures(tmp_path: Path):
         (["-C", "x", "run", "-n", "2"], "run"),
         (["--project=x", "run"], "run"),
         (["run", "--", "-h"], "run"),
-        (["run", "--help"], None),
+        (["run", "--help"], "run"),
         (["up"], "up"),
         (["--version"], None),
         ([], None),
     ],
 )
 def test_the_command_is_found_without_parsing_everything(argv: list[str], command: str | None):
-    assert early_lanes._command(argv) == command
+    assert early_lanes.subcommand(argv) == command
 
 
 def test_no_lane_is_started_early_for_other_commands_or_when_switched_off(monkeypatch):
     assert early_lanes.speculate(["up"]) is None
+    assert early_lanes.speculate(["run", "--help"]) is None
     monkeypatch.setenv(early_lanes.SWITCH_VARIABLE, "0")
     assert early_lanes.speculate(["run"]) is None
 

@@ -85,7 +85,9 @@ def run_lane(
     coordinator = FakeCoordinator(path, units)
     monkeypatch.setenv("TESTFLEET_QUEUE", str(path))
     monkeypatch.setenv("TESTFLEET_LANE", "3")
-    result = pytester.runpytest_subprocess("-p", "testfleet.lane", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess(
+        "-p", "testfleet.worker.plugin", "-p", "no:cacheprovider"
+    )
     coordinator.thread.join(10)
     return result, coordinator
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from testfleet.recheck import apply, recheck, rerun, shared_server_hint
+from testfleet.recheck.culprit import apply, recheck, rerun, shared_server_hint
 from testfleet.results import TestResult
 
 BEFORE = [f"t.py::test_{i}" for i in range(10)]
@@ -87,7 +87,7 @@ def test_no_flaky_pass_for_a_run_cut_short():
 
 def test_recheck_keeps_options_but_not_what_selects_tests(tmp_path):
     from testfleet.config import Project, validate
-    from testfleet.lanes import recheck_args
+    from testfleet.recheck.lanes import recheck_args
 
     (tmp_path / "tests").mkdir()
     project = Project(tmp_path, validate({}))
@@ -108,7 +108,7 @@ def test_recheck_keeps_options_but_not_what_selects_tests(tmp_path):
 def test_a_module_that_imports_only_after_another_is_named():
     """Alone its module does not import; after its lane's earlier tests it does: the test
     whose module must come first is named."""
-    from testfleet.recheck import CollectionFailed
+    from testfleet.recheck.culprit import CollectionFailed
 
     def run(nodeids: Sequence[str]) -> bool:
         if "t.py::test_3" not in nodeids[:-1]:

@@ -20,7 +20,7 @@ from typing import Any
 from testfleet import plan
 from testfleet.config import Project
 from testfleet.errors import ConfigError
-from testfleet.options import MAX_SHARDS, is_version
+from testfleet.values import MAX_SHARDS, is_version
 
 if sys.version_info >= (3, 11):
     import tomllib

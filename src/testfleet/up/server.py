@@ -38,8 +38,8 @@ from testfleet.errors import TestfleetError
 from testfleet.files import private_dir, write_private
 from testfleet.protocol import LineReader, Message, send
 from testfleet.rundir import process_start_ticks
-from testfleet.shared_stack import PROTOCOL_VERSION, descriptor_path, differences, identity
-from testfleet.stack import LaneEnv, Stack, problem_of
+from testfleet.stack import LaneSetup, Stack, problem_of
+from testfleet.up.identity import PROTOCOL_VERSION, descriptor_path, differences, identity
 
 DEV_LANE = 1  # the lane whose env `up` prints: the developer's, never leased
 WORKERS = 4
@@ -61,7 +61,7 @@ class Client:
             send(self.conn, message)
 
 
-def lane_message(lane: LaneEnv, theirs: int) -> Message:
+def lane_message(lane: LaneSetup, theirs: int) -> Message:
     """`for`: the run's number of the lane, so a late answer is never taken for another's."""
     return {
         "type": "lane",
@@ -83,7 +83,7 @@ class UpServer:
         self.shareable = shareable
         self.identity = identity(project)
         self.lock = threading.Lock()  # guards the lane sets and the clients' lanes
-        self.free: dict[int, LaneEnv] = {}  # warm lanes nobody holds
+        self.free: dict[int, LaneSetup] = {}  # warm lanes nobody holds
         self.busy: set[int] = set()  # lane numbers being provisioned or recycled
         self.providing: set[int] = set()  # busy: being made for a run (_provide owns them)
         self.dirty: set[int] = set()  # busy, and a server of theirs died meanwhile

@@ -1,4 +1,4 @@
-"""Loaded (`-p testfleet.recheck_plugin`) into the pytest of a recheck lane: writes each
+"""Loaded (`-p testfleet.worker.recheck`) into the pytest of a recheck lane: writes each
 test's outcome to TESTFLEET_RECHECK_FILE, so the recheck knows how the test it is about did,
 whatever the tests before it did."""
 

@@ -39,7 +39,7 @@ MAX_RUNS_PER_TEST = 24
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Diagnosis:
     kind: Kind
     culprit: str | None = None
     runs: int = 0
@@ -68,7 +68,7 @@ class Verdict:
         return "fails alone too: not caused by other tests"
 
 
-def recheck(target: str, before: Sequence[str], run: Runner) -> Verdict:
+def recheck(target: str, before: Sequence[str], run: Runner) -> Diagnosis:
     """Why `target` failed after `before` (its lane's earlier tests, in order)."""
     runs = 1
     try:
@@ -76,17 +76,17 @@ def recheck(target: str, before: Sequence[str], run: Runner) -> Verdict:
     except CollectionFailed as exc:
         return _collection_culprit(target, before, run, str(exc))
     if alone is None:
-        return Verdict("inconclusive", runs=runs)
+        return Diagnosis("inconclusive", runs=runs)
     if not alone:
-        return Verdict("fails alone", runs=runs)
+        return Diagnosis("fails alone", runs=runs)
     if not before:
-        return Verdict("flaky", runs=runs)
+        return Diagnosis("flaky", runs=runs)
     runs += 1
     after_all = run([*before, target])
     if after_all is None:
-        return Verdict("inconclusive", runs=runs)
+        return Diagnosis("inconclusive", runs=runs)
     if after_all:
-        return Verdict("flaky", runs=runs)
+        return Diagnosis("flaky", runs=runs)
     # Bisect for one test that makes it fail, keeping the order they ran in. A failure that
     # needs two earlier tests together is named by the whole set instead.
     suspects = list(before)
@@ -105,19 +105,21 @@ def recheck(target: str, before: Sequence[str], run: Runner) -> Verdict:
         if with_second is None:
             break
         if with_second:
-            return Verdict("order dependent", runs=runs)
+            return Diagnosis("order dependent", runs=runs)
         suspects = second
     if len(suspects) == 1:
-        return Verdict("order dependent", culprit=suspects[0], runs=runs)
-    return Verdict("order dependent", runs=runs)
+        return Diagnosis("order dependent", culprit=suspects[0], runs=runs)
+    return Diagnosis("order dependent", runs=runs)
 
 
-def recheck_collection(module: str, candidates: Sequence[str], run: Runner, error: str) -> Verdict:
+def recheck_collection(
+    module: str, candidates: Sequence[str], run: Runner, error: str
+) -> Diagnosis:
     """A module that did not import in the run: the earlier module it needs, if any."""
     return _collection_culprit(module, [c for c in candidates if c != module], run, error)
 
 
-def _collection_culprit(target: str, before: Sequence[str], run: Runner, error: str) -> Verdict:
+def _collection_culprit(target: str, before: Sequence[str], run: Runner, error: str) -> Diagnosis:
     """Its module imports only when another was imported first: find the one predecessor
     whose module makes it import (the opposite search of a polluter)."""
 
@@ -130,21 +132,21 @@ def _collection_culprit(target: str, before: Sequence[str], run: Runner, error: 
 
     runs = 2
     if not before or not collects([*before, target]):
-        return Verdict("collection order", runs=runs, error=error)
+        return Diagnosis("collection order", runs=runs, error=error)
     suspects = list(before)
     while len(suspects) > 1 and runs < MAX_RUNS_PER_TEST:
         half = len(suspects) // 2
         runs += 1
         suspects = suspects[:half] if collects([*suspects[:half], target]) else suspects[half:]
-    return Verdict("collection order", culprit=suspects[0], runs=runs, error=error)
+    return Diagnosis("collection order", culprit=suspects[0], runs=runs, error=error)
 
 
-def rerun(target: str, times: int, run: Runner) -> Verdict | None:
+def rerun(target: str, times: int, run: Runner) -> Diagnosis | None:
     """`--rerun-flaky N`: the target alone, up to N times; a pass makes it flaky."""
     for attempt in range(1, times + 1):
         with contextlib.suppress(CollectionFailed):
             if run([target]) is True:
-                return Verdict("passed on rerun", runs=attempt)
+                return Diagnosis("passed on rerun", runs=attempt)
     return None
 
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
+import os
 import subprocess
+from pathlib import Path
 
-from testfleet.config import Project
+from testfleet.commands import Call
+from testfleet.config import Project, load_project
 from testfleet.errors import ConfigError, TestfleetError
 from testfleet.kinds import KINDS
 from testfleet.processes import unprivileged_user
@@ -52,6 +56,19 @@ def _uv() -> str:
     except ConfigError:
         return "not found (pip install uv); needed for python = [versions]"
     return f"{_run([str(found), '--version']) or 'unusable'}  {found}"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """No options: it looks at this machine (and the project's services, when it has a valid
+    config)."""
+
+
+def main(call: Call) -> int:
+    try:
+        project: Project | None = load_project(Path(call.args.project), environ=os.environ)
+    except ConfigError:
+        project = None
+    return doctor(project)
 
 
 def doctor(project: Project | None) -> int:

@@ -1,5 +1,5 @@
 """Lanes started before their services: the interpreter start, pytest's import and its
-plugins' overlap with loading the config and starting the stack (see lane_boot.py).
+plugins' overlap with loading the config and starting the stack (see worker/boot.py).
 
 An early lane is handed its arguments, env and output descriptors once its services are
 provisioned; a lane that is never handed over (fewer lanes needed, another interpreter, a
@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# Run by path, not as `testfleet.lane_boot`: pytest rewrites the asserts of the testfleet
+# Run by path, not as `testfleet.worker.boot`: pytest rewrites the asserts of the testfleet
 # plugin package as it imports it, which it cannot do for a package already imported.
-BOOT_SCRIPT = Path(__file__).with_name("lane_boot.py")
+BOOT_SCRIPT = Path(__file__).parent.parent / "worker" / "boot.py"
 # '' (the current directory) leaves sys.path before anything is imported from it.
 _BOOT = (
     "import sys; sys.path.pop(0); import runpy; runpy.run_path(sys.argv[1], run_name='__main__')"
@@ -118,7 +118,8 @@ def start(python: str, env: Mapping[str, str]) -> EarlyLane:
 def speculate(argv: Sequence[str]) -> EarlyLane | None:
     """Lane 1 for `testfleet run`, started before the rest of testfleet is imported: most
     runs use the running interpreter; when the config says otherwise it is discarded."""
-    if not enabled() or _command(argv) != "run":
+    options = argv[: list(argv).index("--")] if "--" in argv else argv
+    if not enabled() or subcommand(argv) != "run" or {"-h", "--help"} & set(options):
         return None
     from testfleet.credentials import child_environ
 
@@ -128,8 +129,9 @@ def speculate(argv: Sequence[str]) -> EarlyLane | None:
         return None
 
 
-def _command(argv: Sequence[str]) -> str | None:
-    """The subcommand, skipping -C DIR; None when help or the version is asked for."""
+def subcommand(argv: Sequence[str]) -> str | None:
+    """The command word (`run`), skipping -C DIR; None before any other option (testfleet's
+    own --help or --version)."""
     rest = list(argv)
     while rest:
         word = rest.pop(0)
@@ -139,10 +141,7 @@ def _command(argv: Sequence[str]) -> str | None:
             continue
         if word.startswith(("-C", "--project=")):
             continue
-        if word.startswith("-"):
-            return None
-        options = rest[: rest.index("--")] if "--" in rest else rest
-        return None if {"-h", "--help"} & set(options) else word
+        return None if word.startswith("-") else word
     return None
 
 

@@ -1,10 +1,6 @@
-"""`testfleet run` using a running `testfleet up`'s services (see up_server.py).
-
-`SharedStack` stands where a run's own `Stack` would: lanes are leased from the up instead
-of provisioned here, and released to it. Everything else is the run's own: its run directory,
-lanes, reports. If the up goes away or a service of it dies, the run is told like it would be
-of its own stack's.
-"""
+"""A run's connection to a running `testfleet up` (see up/server.py): finding the up of the
+project, saying hello with the run's stack identity, and asking for lanes (up/shared_stack.py
+is the stack a run sees through it)."""
 
 from __future__ import annotations
 
@@ -13,17 +9,13 @@ import os
 import socket
 import stat
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 
 from testfleet.config import Project
 from testfleet.coordinator import ServiceProblem
 from testfleet.errors import ServiceError
 from testfleet.protocol import LineReader, Message, send
-from testfleet.rundir import process_start_ticks
-from testfleet.runtime import Run
-from testfleet.service import ServiceView
-from testfleet.shared_stack import (
+from testfleet.up.identity import (
     PROTOCOL_VERSION,
     descriptor_path,
     differences,
@@ -31,7 +23,6 @@ from testfleet.shared_stack import (
     not_shareable,
     read_descriptor,
 )
-from testfleet.stack import LaneEnv, expand_lane_args, lane_environment
 
 HELLO_TIMEOUT_SECONDS = 5.0
 # A lane is a few servers and a database clone; an up that takes longer is stuck (stopped in
@@ -120,64 +111,6 @@ class Connection:
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
-
-
-class SharedStack:
-    """The run's lanes, leased from a running `testfleet up`."""
-
-    def __init__(self, project: Project, run: Run, connection: Connection, lanes: int) -> None:
-        self.project = project
-        self.run = run
-        self.connection = connection
-        self.lanes = lanes
-        self.timings: dict[str, float] = {}
-
-    def start(self) -> None:
-        """The up started the services."""
-
-    def provision(self, lane: int) -> LaneEnv:
-        answer = self.connection.ask(
-            {"type": "lease", "lane": lane}, timeout=LEASE_TIMEOUT_SECONDS, lane=lane
-        )
-        if answer["type"] != "lane":
-            raise ServiceError(f"the running `testfleet up` gave no lane: {answer.get('message')}")
-        views = {
-            name: ServiceView(name, view["kind"], view["values"])
-            for name, view in answer["views"].items()
-        }
-        # Its services are the up's lane's; everything else in its env (the `env` table's
-        # placeholders, TESTFLEET_*) is this run's, as with a stack of its own.
-        env = lane_environment(self.project, views, self.common_values(lane), lanes=self.lanes)
-        return LaneEnv(lane, views, env)
-
-    def release(self, lane: int) -> None:
-        self.connection.tell({"type": "release", "lane": lane})
-
-    def note_process(self, pid: int) -> None:
-        """A lane process of this run: if the run is killed, the up stops it before the lane
-        goes to another run."""
-        ticks = process_start_ticks(pid)
-        if ticks is not None:
-            self.connection.tell({"type": "pids", "pids": [[pid, ticks]]})
-
-    def expand_args(self, args: Sequence[str], lane: LaneEnv) -> list[str]:
-        return expand_lane_args(args, lane, self.common_values(lane.lane))
-
-    def common_values(self, lane: int) -> dict[str, str]:
-        return {
-            "lane": str(lane),
-            "lanes": str(self.lanes),
-            "run_id": self.run.run_dir.run_id,
-            "run_dir": str(self.run.run_dir.path),
-            "project_dir": str(self.project.root),
-        }
-
-    def problem(self) -> ServiceProblem | None:
-        return self.connection.poll()
-
-    def stop(self) -> None:
-        """The up recycles every lane this run held when the connection closes."""
-        self.connection.close()
 
 
 def find_up(project: Project, lanes: int) -> tuple[Connection | None, str | None]:

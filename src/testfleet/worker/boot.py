@@ -1,4 +1,4 @@
-"""An early lane (`lane_boot.py FD`, run by path), started before its services exist.
+"""An early lane (`worker/boot.py FD`, run by path), started before its services exist.
 
 It imports pytest while testfleet loads the config and the
 stack starts, then waits on its socket (FD) for the hand-over: pytest's arguments, the

@@ -1,4 +1,4 @@
-"""The lane plugin (`pytest -p testfleet.lane`): runs inside each lane's pytest process.
+"""The lane plugin (`pytest -p testfleet.worker.plugin`): runs inside each lane's pytest process.
 
 It reports the collection to the coordinator, then runs units as the coordinator hands them
 out, streaming each test's result as soon as its teardown ends, so nothing already finished

@@ -1,0 +1,211 @@
+"""`testfleet ci github|gitlab`: write the CI files that run the suite as a matrix of Python
+versions x shards (`testfleet run --shard I/M`) and merge the shards (`testfleet merge`).
+
+The generated files call the same commands a developer runs on a laptop; the CI system's own
+matrix spreads them over machines. Every file starts with a header naming the command that
+regenerates it, and a file without that header is never overwritten unless asked to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from testfleet.ci.files import (
+    GITHUB_REUSABLE,
+    GITHUB_WORKFLOW,
+    GITLAB_PIPELINE,
+    check_writable,
+    render,
+    shown,
+    write_atomically,
+)
+from testfleet.ci.model import (
+    DEFAULT_SHARD_TARGET,
+    DEFAULT_SHARDS,
+    DEFAULT_SPEC,
+    INDEX_NAME,
+    number,
+)
+from testfleet.commands import Call
+from testfleet.config import Project, load_project
+from testfleet.console import say
+from testfleet.values import MAX_SHARDS, argument_type, seconds
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`ci github` and `ci gitlab`. Sub-subcommands use the same parser class as `parser`,
+    so errors stay one line."""
+    parser.description = (
+        "Write GitHub Actions or GitLab CI files. Paths are relative to the project."
+    )
+    systems = parser.add_subparsers(
+        dest="ci_system", required=True, metavar="{github,gitlab}", parser_class=type(parser)
+    )
+    github_parser = systems.add_parser(
+        "github",
+        help=f"write {GITHUB_WORKFLOW} (with --reusable: {GITHUB_REUSABLE} and a caller)",
+    )
+    _add_common(github_parser, f"{GITHUB_WORKFLOW}, or {GITHUB_REUSABLE} with --reusable")
+    github_parser.add_argument(
+        "--reusable",
+        dest="ci_reusable",
+        action="store_true",
+        help="a workflow_call workflow with inputs (python-versions, shards, pytest-args,"
+        " test-timeout, enable-* toggles) and index secrets, plus an example caller",
+    )
+    github_parser.add_argument(
+        "--caller",
+        dest="ci_caller",
+        metavar="PATH",
+        help=f"with --reusable: where the example caller goes (default: {GITHUB_WORKFLOW})",
+    )
+    gitlab_parser = systems.add_parser("gitlab", help=f"write {GITLAB_PIPELINE}")
+    _add_common(gitlab_parser, GITLAB_PIPELINE)
+
+
+def main(call: Call) -> int:
+    return ci_command(call.args, load_project(Path(call.args.project), environ={}))
+
+
+def _shards(text: str) -> int | str:
+    if text == "auto":
+        return "auto"
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= MAX_SHARDS:
+        raise ValueError(f'must be a whole number of shards from 1 to {MAX_SHARDS}, or "auto"')
+    return count
+
+
+def _versions(text: str) -> tuple[str, ...]:
+    parts = tuple(part.strip() for part in text.split(","))
+    if not all(parts) or len(set(parts)) != len(parts):
+        raise ValueError(
+            "must be Python versions separated by commas, each once, such as 3.11,3.12"
+        )
+    return parts
+
+
+def _one_line(what: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if "\n" in text or "\r" in text:
+            raise ValueError(f"{what} must be one line")
+        return text
+
+    return parse
+
+
+def _pytest_args(text: str) -> str:
+    _one_line("pytest arguments")(text)
+    try:
+        shlex.split(text)
+    except ValueError as exc:  # "No closing quotation"
+        raise ValueError(f"must be shell-quoted arguments ({exc})") from None
+    return text
+
+
+def _index(text: str) -> str:
+    if not INDEX_NAME.fullmatch(text):
+        raise ValueError(
+            "an index name uses letters, digits, '.', '_' and '-', as in [[tool.uv.index]]"
+            " name = ...; pass the name, not its URL"
+        )
+    return text
+
+
+def _add_common(parser: argparse.ArgumentParser, default_output: str) -> None:
+    parser.add_argument(
+        "-o",
+        "--output",
+        dest="ci_output",
+        metavar="PATH",
+        help=f"the file to write, relative to the project (default: {default_output})",
+    )
+    parser.add_argument(
+        "--stdout", dest="ci_stdout", action="store_true", help="print instead of writing files"
+    )
+    parser.add_argument(
+        "--force",
+        dest="ci_force",
+        action="store_true",
+        help="overwrite a file that `testfleet ci` did not write",
+    )
+    parser.add_argument(
+        "--python",
+        dest="ci_python",
+        metavar="VERSIONS",
+        type=argument_type(_versions),
+        help="Python versions of the matrix, such as 3.11,3.12,3.13 (default: python in"
+        " [tool.testfleet] when it lists versions, else the running interpreter's)",
+    )
+    parser.add_argument(
+        "--shards",
+        dest="ci_shards",
+        metavar="N|auto",
+        type=argument_type(_shards),
+        default=DEFAULT_SHARDS,
+        help="machines per Python version; 'auto': enough to keep each under --shard-target"
+        f" seconds by measured durations (default: {DEFAULT_SHARDS})",
+    )
+    parser.add_argument(
+        "--shard-target",
+        dest="ci_shard_target",
+        metavar="SECONDS",
+        type=argument_type(seconds),
+        help=f"with --shards auto: the most test time a shard should get (default:"
+        f" {number(DEFAULT_SHARD_TARGET)})",
+    )
+    parser.add_argument(
+        "--pytest-args",
+        dest="ci_pytest_args",
+        metavar="ARGS",
+        type=argument_type(_pytest_args),
+        help="pass --pytest-args ARGS to every `testfleet run` (one shell-quoted string)",
+    )
+    parser.add_argument(
+        "--test-timeout",
+        dest="ci_test_timeout",
+        metavar="SECONDS",
+        type=argument_type(seconds),
+        help="pass --test-timeout SECONDS to every `testfleet run`",
+    )
+    parser.add_argument(
+        "--index",
+        dest="ci_index",
+        metavar="NAME",
+        action="append",
+        type=argument_type(_index),
+        default=[],
+        help="a private package index uv needs (repeatable): its credentials come from the"
+        " secrets UV_INDEX_<NAME>_USERNAME and UV_INDEX_<NAME>_PASSWORD",
+    )
+    parser.add_argument(
+        "--testfleet-spec",
+        dest="ci_spec",
+        metavar="SPEC",
+        type=argument_type(_one_line("the spec")),
+        default=DEFAULT_SPEC,
+        help=f"what `uv tool install` installs in CI (default: {DEFAULT_SPEC})",
+    )
+
+
+def ci_command(args: argparse.Namespace, project: Project) -> int:
+    """Write (or print) the CI files; 0 on success, user errors raised as ConfigError."""
+    files = render(args, project)
+    if args.ci_stdout:
+        # Several files print as one YAML stream, a document each.
+        sys.stdout.write("---\n".join(text for _, text in files))
+        sys.stdout.flush()
+        return 0
+    for path, _ in files:  # check every file before writing any
+        check_writable(path, args.ci_force)
+    for path, text in files:
+        write_atomically(path, text)
+        say(f"wrote {shown(path, project.root)}")
+    return 0

@@ -1,0 +1,386 @@
+"""`testfleet run`: find a running up -> plan -> open the stack -> run the lanes -> recheck ->
+write the reports -> conclude. Each step takes and returns plain values; the stack lives for
+the steps between opening it and writing the reports, whatever happens in them."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from rich.console import Console
+
+from testfleet import netns, shards
+from testfleet.binaries import Binary
+from testfleet.commands import Call
+from testfleet.commands.common import logs_dir, project_for, run_base, start_stack
+from testfleet.config import Project, check_lanes
+from testfleet.console import error, say
+from testfleet.coordinator import Coordinator, Progress, RunOutcome
+from testfleet.errors import Interrupted, TestfleetError
+from testfleet.files import private_dir
+from testfleet.lanes import early
+from testfleet.lanes.count import lanes_for_selection, resolve_lanes
+from testfleet.lanes.early import EarlyLanes
+from testfleet.lanes.launch import early_environ, launch
+from testfleet.options import RUN, add_options
+from testfleet.preflight import check_paths
+from testfleet.processes import note_spawned
+from testfleet.progress import LiveProgress, NullProgress, PlainProgress
+from testfleet.recheck.culprit import shared_server_hint
+from testfleet.recheck.lanes import recheck_outcome
+from testfleet.reports import coverage as coverage_report
+from testfleet.reports.summary import RunFacts, print_summary
+from testfleet.reports.write import collection_errors, write_reports
+from testfleet.run_plan import RunPlan, plan_run
+from testfleet.runtime import Run
+from testfleet.stack import LaneProvider, Stack, resolve_binaries
+from testfleet.up.client import Connection, find_up
+from testfleet.up.shared_stack import SharedStack
+from testfleet.values import is_version
+from testfleet.verdict import Facts, verdict
+
+# pytest's own selection options, spelled as pytest spells them: (flags, dest, help).
+SELECTION = (
+    (("--lf", "--last-failed"), "last_failed", "run only the tests that failed last time"),
+    (("--ff", "--failed-first"), "failed_first", "run the tests that failed last time first"),
+    (("-x", "--exitfirst"), "exitfirst", "stop handing out tests after the first failure"),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = "Arguments after -- go to pytest."
+    add_options(parser, RUN)
+    parser.add_argument(
+        "selection", nargs="*", metavar="PATH", help="test files, directories or node ids to run"
+    )
+    for flags, dest, help_text in SELECTION:
+        parser.add_argument(*flags, dest=dest, action="store_true", help=f"{help_text} (pytest's)")
+    parser.add_argument("-k", dest="keyword", metavar="EXPRESSION", help="pytest's -k")
+    parser.add_argument("-m", dest="markexpr", metavar="MARKEXPR", help="pytest's -m")
+
+
+def main(call: Call) -> int:
+    project, lanes, note = configure(call)
+    lanes_early = EarlyLanes(call.early)
+    if project.config.network == "namespace":
+        lanes_early.close()  # lanes start in their namespaces, once those exist
+        into_own_user_namespace(call.argv)
+    connection = None if project.config.own_stack else find_running_up(project, lanes)
+    if note is not None:
+        say(note)
+    binaries = {} if connection is not None else resolve_binaries(project)
+    plan = plan_run(project, lanes)
+    timeout = project.config.timeout
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with Run(run_base(project), keep_logs=logs_dir(project)) as run:
+        stack = open_stack(project, plan, run, connection, binaries)
+        try:
+            if project.config.network != "namespace":
+                start_early(lanes_early, plan, run)
+            ran = run_lanes(project, plan, run, stack, lanes_early, deadline=deadline)
+            ran = recheck(project, plan, run, stack, ran, deadline=deadline)
+            written = write(project, plan, ran)
+        finally:
+            lanes_early.close()
+            stack.stop()
+    return conclude(project, plan, ran, written, started=call.started)
+
+
+def configure(call: Call) -> tuple[Project, int, str | None]:
+    """The project, and its lanes: `-n`, `auto` resolved for the machine and the selection.
+    Everything a user can get wrong is found here, before anything starts. Returns what to
+    say about the lanes, if anything (said after the first line)."""
+    args = call.args
+    project = project_for(call, RUN, {"extra_pytest_args": [*selection(args), *call.pytest_args]})
+    check_paths(project, RUN)
+    lanes = resolve_lanes(project.config)
+    chosen = lanes_for_selection(project, lanes, args.selection, last_failed=args.last_failed)
+    note = None
+    if chosen != lanes:
+        note = f'lanes = "auto": {chosen} lane(s) for the selected tests\' measured time'
+    config = project.config
+    # Every Python version of the matrix runs its own lanes on the one stack.
+    versions = len(config.python) if config.python and is_version(config.python[0]) else 1
+    check_lanes(config, chosen * versions)
+    return project, chosen, note
+
+
+def selection(args: argparse.Namespace) -> list[str]:
+    """The selection options as pytest arguments."""
+    out = [flags[0] for flags, dest, _ in SELECTION if getattr(args, dest)]
+    out += ["-k", args.keyword] if args.keyword else []
+    out += ["-m", args.markexpr] if args.markexpr else []
+    return out + list(args.selection)
+
+
+def into_own_user_namespace(argv: Sequence[str]) -> None:
+    """A user other than root runs namespaced lanes from a user namespace of its own: this
+    command starts again there (same pid, same uid; nothing has started yet)."""
+    if not netns.needs_user_namespace():
+        return
+    environ = {**os.environ, netns.USERNS_VARIABLE: "1"}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvpe("unshare", netns.reexec_argv(argv), environ)
+
+
+def find_running_up(project: Project, lanes: int) -> Connection | None:
+    """The `testfleet up` of this project whose stack the run uses, said on the first line;
+    or why a running one is not used."""
+    config = project.config
+    versions = len(config.python) if config.python and is_version(config.python[0]) else 1
+    connection, why_not = find_up(project, lanes * versions)
+    if why_not is not None:
+        say(why_not)
+    if connection is not None:
+        welcome = connection.welcome
+        say(
+            f"using the stack of the running `testfleet up` (pid {welcome.get('pid')},"
+            f" run {welcome.get('run_id')}); --own-stack starts one for this run"
+        )
+    return connection
+
+
+def open_stack(
+    project: Project,
+    plan: RunPlan,
+    run: Run,
+    connection: Connection | None,
+    binaries: Mapping[str, Binary],
+) -> LaneProvider:
+    """The run's lanes come from a running up, or from a stack of its own (whose setup
+    commands and command services use the first version's interpreter)."""
+    if connection is not None:
+        return SharedStack(project, run, connection, plan.total_lanes)
+    config = project.config.model_copy(update={"python": (plan.targets[0].python,)})
+    own = dataclasses.replace(project, config=config)
+    return Stack(own, run, binaries, lanes=plan.total_lanes)
+
+
+def start_early(lanes: EarlyLanes, plan: RunPlan, run: Run) -> None:
+    """Interpreters and pytest load while the services start (not in lane namespaces, which
+    exist only once the lanes are provisioned)."""
+    if early.enabled():
+        for n in range(1, plan.total_lanes + 1):
+            python = plan.target_of(n).python
+            lanes.start(n, python, early_environ(run.run_dir.path, python))
+    lanes.drop_spare()
+
+
+@dataclass(frozen=True)
+class Ran:
+    """What the lanes did, and whether an interrupt cut them short (raised after the reports
+    are written)."""
+
+    outcome: RunOutcome
+    wall: float  # seconds from the lanes' start to the last one's end
+    coverage_dir: Path | None
+    interruption: BaseException | None
+
+
+def run_lanes(
+    project: Project,
+    plan: RunPlan,
+    run: Run,
+    stack: LaneProvider,
+    lanes_early: EarlyLanes,
+    *,
+    deadline: float | None,
+) -> Ran:
+    config = project.config
+    setups = start_stack(project, run, stack, plan.total_lanes)
+    coverage_dir = private_dir(run.run_dir.path / "coverage") if config.coverage else None
+    socket_path = private_dir(run.run_dir.path / "queue") / "queue.sock"
+    rcfile = coverage_report.config_file(project.root) if coverage_dir else True
+    launch_spec = launch(
+        project,
+        stack,
+        {setup.lane: setup for setup in setups},
+        run.run_dir.path,
+        socket_path=socket_path,
+        coverage_dir=coverage_dir,
+        interactive=sys.stderr.isatty(),
+        mark=run.run_dir.mark,
+        on_spawn=partial(_spawned, run, stack),
+        python_of=lambda n: plan.target_of(n).python,
+        group_of=plan.group_of,
+        coverage_rcfile=rcfile if isinstance(rcfile, str) else "",
+        early=lanes_early.take,
+    )
+    coordinator = Coordinator(
+        launch_spec,
+        plan.total_lanes,
+        socket_path,
+        work=plan.work,
+        test_timeout=config.test_timeout,
+        deadline=deadline,
+        progress=progress(launch_spec.log_path(1) is None),
+        watch=stack.problem,
+    )
+    began = time.perf_counter()
+    interruption: BaseException | None = None
+    try:
+        coordinator.run()
+    except (KeyboardInterrupt, Interrupted) as exc:
+        interruption = exc
+    return Ran(coordinator.outcome(), time.perf_counter() - began, coverage_dir, interruption)
+
+
+def _spawned(run: Run, stack: LaneProvider, pid: int) -> None:
+    """Every lane process is recorded (the reaper stops it if testfleet is killed); a
+    running up whose lanes it uses is told too."""
+    run.run_dir.record(pid)
+    note_spawned(pid)
+    if isinstance(stack, SharedStack):
+        stack.note_process(pid)
+
+
+def progress(lanes_on_terminal: bool) -> Progress:
+    """None when one lane prints to the terminal itself; live on a terminal; else lines."""
+    if lanes_on_terminal:
+        return NullProgress()
+    if sys.stderr.isatty():
+        return LiveProgress(Console(stderr=True, soft_wrap=True))
+    return PlainProgress()
+
+
+def recheck(
+    project: Project,
+    plan: RunPlan,
+    run: Run,
+    stack: LaneProvider,
+    ran: Ran,
+    *,
+    deadline: float | None,
+) -> Ran:
+    """Failed tests again, in fresh lanes (see recheck/); not after an interrupt, a fault or
+    the run's timeout. An interrupt here keeps the run's own results: reports are written."""
+    outcome = ran.outcome
+    if ran.interruption is not None or outcome.fatal is not None or outcome.timed_out:
+        return ran
+    try:
+        outcome = recheck_outcome(
+            project,
+            stack,
+            run,
+            outcome,
+            lanes=plan.total_lanes,
+            python_of=plan.python_of,
+            deadline=deadline,
+        )
+    except (KeyboardInterrupt, Interrupted) as exc:
+        say("rechecks stopped by an interrupt")
+        return dataclasses.replace(ran, interruption=exc)
+    return dataclasses.replace(ran, outcome=outcome)
+
+
+@dataclass(frozen=True)
+class Written:
+    problems: list[str]  # reports that could not be written
+    coverage: coverage_report.CoverageOutcome | None
+
+
+def write(project: Project, plan: RunPlan, ran: Ran) -> Written:
+    """The reports, and a shard's directory. Stopped before anything was collected, the last
+    run's reports stay as they are rather than being replaced by empty ones. A shard leaves
+    the durations file as it found it (every shard must plan from the same one); merge brings
+    its times home."""
+    outcome = ran.outcome
+    if plan.shard is not None:
+        outcome = shards.label(outcome, plan.shard)
+    problems = []
+    if outcome.collected:
+        problems = write_reports(
+            project,
+            outcome.results,
+            [
+                error
+                for group in outcome.groups
+                for error in collection_errors(group.collect_errors, group.label)
+            ],
+            plan.versions,
+            measured={}
+            if plan.shard is not None
+            else {r.nodeid: r.duration for r in outcome.results if r.timed},
+            lastfailed=True,
+        )
+    coverage = coverage_report.combine(project, ran.coverage_dir) if ran.coverage_dir else None
+    if plan.shard is not None and outcome.collected:
+        shards.write_shard(
+            project,
+            plan.shard,
+            outcome,
+            plan.versions,
+            measured=plan.measured,
+            keep_order=plan.keep_order,
+            coverage_dir=ran.coverage_dir,
+        )
+    return Written(problems, coverage)
+
+
+def conclude(project: Project, plan: RunPlan, ran: Ran, written: Written, *, started: float) -> int:
+    """Say what happened (notices, summary, where the reports are), then the exit code; an
+    interrupt is raised again once all of that is said."""
+    config, outcome, cov = project.config, ran.outcome, written.coverage
+    for notice in outcome.notices:
+        say(notice)
+    hint = shared_server_hint(
+        [f"{r.message}\n{r.text}" for r in outcome.results if r.failing],
+        [name for name, spec in config.services.items() if spec.isolation_mode == "database"],
+    )
+    if hint is not None:
+        say(hint)
+    first = outcome.first_result_at
+    print_summary(
+        Console(stderr=True, soft_wrap=True),
+        outcome.results,
+        RunFacts(
+            wall=ran.wall,
+            total=time.monotonic() - started,
+            lanes=outcome.lanes,
+            unknown_durations=sum(g.unknown_durations for g in outcome.groups),
+            per_unknown=max((g.per_unknown for g in outcome.groups), default=0.0),
+            coverage=cov,
+            versions={k: v for k, v in plan.versions.items() if k},
+            first_result=None if first is None else first - started,
+        ),
+    )
+    if not outcome.collected and ran.interruption is not None:
+        say("stopped before the suite was collected; the previous reports were left as they were")
+    elif outcome.collected and not written.problems:
+        where = f"JUnit XML: {project.path(config.junit_xml)}"
+        if cov and cov.total is not None:
+            where += f"; coverage XML: {cov.xml}"
+        if plan.shard:
+            where += f"; shard: {shards.shard_dir(project, plan.shard, list(plan.versions))}"
+        say(where)
+    result = verdict(
+        Facts(
+            results=outcome.results,
+            collect_errors=outcome.collect_errors,
+            collected=any(group.collected for group in outcome.groups),
+            coverage=cov,
+            report_problems=written.problems,
+            fatal=(outcome.fatal, outcome.fatal_details, outcome.fatal_code)
+            if outcome.fatal
+            else None,
+            timed_out=(config.timeout or 0.0) if outcome.timed_out else None,
+        )
+    )
+    if ran.interruption is not None:
+        for problem in written.problems:
+            error(problem)
+        raise ran.interruption
+    for message, details in result.errors:
+        error(message, details)
+    if result.fatal is not None:
+        message, details, code = result.fatal
+        raise TestfleetError(message, details=details, exit_code=code)
+    return result.code

@@ -1,0 +1,68 @@
+"""What a run is made of before anything starts: its Python targets (environments made or
+reused), their lanes, and the work source each group's lanes take their units from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from testfleet import durations, pytest_cache
+from testfleet.config import Project
+from testfleet.console import say
+from testfleet.envs import PythonTarget, prepare_targets
+from testfleet.plan import WorkSource, keeps_order, work_source
+from testfleet.values import is_version
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    targets: list[PythonTarget]
+    label_of: dict[str, str]  # target label -> group label ("" without a matrix)
+    versions: dict[str, str]  # group label -> full Python version
+    lanes: int  # per target
+    work: WorkSource
+    measured: dict[str, float]
+    shard: tuple[int, int] | None
+    keep_order: bool
+
+    @property
+    def total_lanes(self) -> int:
+        return self.lanes * len(self.targets)
+
+    def target_of(self, lane: int) -> PythonTarget:
+        return self.targets[(lane - 1) // self.lanes]
+
+    def group_of(self, lane: int) -> str:
+        return self.label_of[self.target_of(lane).label]
+
+    def python_of(self, group: str) -> str:
+        """The interpreter of a group (a Python version of the matrix, or "")."""
+        return next(t.python for t in self.targets if self.label_of[t.label] == group)
+
+
+def shard_of(text: str | None) -> tuple[int, int] | None:
+    """`--shard 2/4` as (2, 4); the option's parser has checked it."""
+    if text is None:
+        return None
+    index, _, count = text.partition("/")
+    return int(index), int(count)
+
+
+def plan_run(project: Project, lanes: int) -> RunPlan:
+    config = project.config
+    targets = prepare_targets(project, say=say)
+    matrix = config.python is not None and is_version(config.python[0])
+    label_of = {t.label: (t.label if matrix else "") for t in targets}
+    measured = durations.load(project.path(config.durations), project.root)
+    shard = shard_of(config.shard)
+    keep_order = keeps_order(config.order, lanes=lanes, sharded=shard is not None)
+    failed_first = {"--ff", "--failed-first"} & set(config.pytest_args)
+    work = work_source(
+        measured,
+        config.group_by,
+        keep_order=keep_order,
+        lanes=lanes,
+        shard=shard,
+        first=frozenset(pytest_cache.lastfailed(project) if failed_first else ()),
+    )
+    versions = {label_of[t.label]: t.version for t in targets}
+    return RunPlan(targets, label_of, versions, lanes, work, measured, shard, keep_order)
