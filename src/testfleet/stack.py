@@ -14,10 +14,10 @@ from typing import Protocol, TypeVar
 from testfleet.backends.base import Handle
 from testfleet.binaries import Binary
 from testfleet.config import Project, start_order
-from testfleet.coordinator import ServiceProblem
 from testfleet.envvars import placeholder_values
 from testfleet.files import private_dir
 from testfleet.kinds import KINDS
+from testfleet.lanes.outcome import ServiceProblem
 from testfleet.netns import LaneNamespace, start_namespace
 from testfleet.placeholders import expand
 from testfleet.processes import describe_exit, unprivileged_user

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from testfleet.coordinator import Coordinator, LaneLaunch, RunOutcome
+from testfleet.lanes.coordinator import Coordinator, LaneLaunch
+from testfleet.lanes.outcome import RunOutcome
 from testfleet.plan import Work, work_source
 
 FAKE_LANE = r"""

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from testfleet import shards
-from testfleet.coordinator import GroupOutcome, RunOutcome
 from testfleet.errors import ConfigError
+from testfleet.lanes.outcome import GroupOutcome, RunOutcome
 from testfleet.plan import estimate, make_units, shard_units
 from testfleet.results import TestResult
 from testfleet.verdict import Facts, verdict

@@ -22,17 +22,18 @@ from testfleet.commands import Call
 from testfleet.commands.common import logs_dir, project_for, run_base, start_stack
 from testfleet.config import Project, check_lanes
 from testfleet.console import error, say
-from testfleet.coordinator import Coordinator, Progress, RunOutcome
 from testfleet.errors import Interrupted, TestfleetError
 from testfleet.files import private_dir
 from testfleet.lanes import early
+from testfleet.lanes.coordinator import Coordinator, Progress
 from testfleet.lanes.count import lanes_for_selection, resolve_lanes
 from testfleet.lanes.early import EarlyLanes
 from testfleet.lanes.launch import early_environ, launch
+from testfleet.lanes.outcome import RunOutcome
+from testfleet.lanes.progress import LiveProgress, NullProgress, PlainProgress
 from testfleet.options import RUN, add_options
 from testfleet.preflight import check_paths
 from testfleet.processes import note_spawned
-from testfleet.progress import LiveProgress, NullProgress, PlainProgress
 from testfleet.recheck.culprit import shared_server_hint
 from testfleet.recheck.lanes import recheck_outcome
 from testfleet.reports import coverage as coverage_report

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from testfleet import pytest_cache
 from testfleet.config import Project
-from testfleet.coordinator import LaneLaunch
 from testfleet.envvars import process_environ
 from testfleet.files import private_dir
+from testfleet.lanes.coordinator import LaneLaunch
 from testfleet.lanes.early import EarlyLane
 from testfleet.rundir import MARK_VARIABLE
 from testfleet.stack import LaneProvider, LaneSetup

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from rich.console import Console
 from rich.markup import escape
 
-from testfleet.coordinator import LaneFacts
+from testfleet.lanes.outcome import LaneFacts
 from testfleet.plan import ideal_bound
 from testfleet.reports.coverage import CoverageOutcome
 from testfleet.results import Outcome, TestResult

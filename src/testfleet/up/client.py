@@ -12,8 +12,8 @@ import threading
 from pathlib import Path
 
 from testfleet.config import Project
-from testfleet.coordinator import ServiceProblem
 from testfleet.errors import ServiceError
+from testfleet.lanes.outcome import ServiceProblem
 from testfleet.protocol import LineReader, Message, send
 from testfleet.up.identity import (
     PROTOCOL_VERSION,

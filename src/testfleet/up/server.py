@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 
 from testfleet.config import Project, check_lanes
 from testfleet.console import say
-from testfleet.coordinator import ServiceProblem
 from testfleet.errors import TestfleetError
 from testfleet.files import private_dir, write_private
+from testfleet.lanes.outcome import ServiceProblem
 from testfleet.protocol import LineReader, Message, send
 from testfleet.rundir import process_start_ticks
 from testfleet.stack import LaneSetup, Stack, problem_of

@@ -6,7 +6,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, TextIO
 
-from testfleet.coordinator import Coordinator
+from testfleet.lanes.coordinator import Coordinator
 
 if TYPE_CHECKING:  # rich only for the live display: CI logs start sooner without it
     from rich.console import Console
