@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from testfleet.config import Project, validate
+from testfleet.project import Project, validate
 from testfleet.runtime import Run
 from testfleet.stack import Stack, resolve_binaries
 
@@ -84,7 +84,7 @@ def main() -> None:
                 rows.setdefault(kind, {})[backend] = [
                     statistics.median(s[i] for s in samples) for i in range(3)
                 ]
-    from testfleet.backends.docker import prune_reused
+    from testfleet.backends.docker_engine import prune_reused
 
     prune_reused()
     lines = [

@@ -32,7 +32,7 @@ sys.path.insert(0, str(HERE))
 from run import machine  # noqa: E402
 from suite import generate  # noqa: E402
 
-from testfleet.envs import installed_pythons  # noqa: E402
+from testfleet.venvs import installed_pythons  # noqa: E402
 
 BEGIN, END = "<!-- fleet -->", "<!-- /fleet -->"
 

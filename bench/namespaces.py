@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from testfleet.config import Project, validate
+from testfleet.project import Project, validate
 from testfleet.runtime import Run
 from testfleet.stack import Stack, resolve_binaries
 

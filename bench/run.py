@@ -142,7 +142,7 @@ def run_testfleet(root: Path, lanes: int, junit: Path) -> tuple[float, set[str]]
 
 def rss_per_lane(root: Path, lanes: int) -> float:
     """Resident memory of the whole stack (servers and their children) per lane, in MiB."""
-    from testfleet.config import load_project
+    from testfleet.project import load_project
     from testfleet.runtime import Run
     from testfleet.stack import Stack, resolve_binaries
 
@@ -320,7 +320,7 @@ def compare(root: Path, lane_counts: list[int], out: Path) -> dict[str, object]:
 
 def per_service(rounds: int) -> dict[str, dict[str, float]]:
     """Each service alone: start to ready for lane 1, and one more lane."""
-    from testfleet.config import Project, validate
+    from testfleet.project import Project, validate
     from testfleet.runtime import Run
     from testfleet.stack import Stack, resolve_binaries
 

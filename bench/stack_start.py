@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from testfleet.config import Project, validate
+from testfleet.project import Project, validate
 from testfleet.runtime import Run
 from testfleet.stack import Stack, resolve_binaries
 

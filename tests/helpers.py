@@ -12,7 +12,7 @@ from typing import Any
 
 import psutil
 
-from testfleet.config import Project, validate
+from testfleet.project import Project, validate
 from testfleet.rundir import PIDS_NAME, process_start_ticks
 
 REPO = Path(__file__).resolve().parent.parent

@@ -19,6 +19,7 @@ from testfleet.commands import Call
 from testfleet.console import error, say
 from testfleet.errors import ConfigError, ExitCode, Interrupted, TestfleetError
 from testfleet.lanes.early import EarlyLane, subcommand
+from testfleet.options import OPTIONS
 from testfleet.runtime import signals_as_exceptions
 
 # The commands, in the order `testfleet --help` lists them: name -> what it does.
@@ -73,6 +74,17 @@ def build_parser(command: str | None = None) -> Parser:
     return parser
 
 
+def not_taken(command: str, words: Sequence[str]) -> str:
+    """What to say of arguments `command` does not take, naming the commands that do."""
+    said = f"`testfleet {command}` does not take {' '.join(words)}"
+    for word in words:
+        flag = word.split("=", 1)[0]
+        takers = [o.commands for o in OPTIONS if flag in (o.flag, o.short)]
+        if takers:
+            said += f"; {flag} is for {', '.join(takers[0])}"
+    return f"{said} (see testfleet {command} --help)"
+
+
 def main(
     argv: Sequence[str] | None = None,
     *,
@@ -90,7 +102,11 @@ def main(
     try:
         with signals_as_exceptions():
             name = subcommand(options)
-            args = build_parser(name if name in COMMANDS else None).parse_args(options)
+            args, unknown = build_parser(name if name in COMMANDS else None).parse_known_args(
+                options
+            )
+            if unknown:
+                raise ConfigError(not_taken(args.command, unknown))
             if pytest_args and args.command != "run":
                 raise ConfigError(
                     f"arguments after -- go to pytest, which only 'run' starts: {pytest_args}"

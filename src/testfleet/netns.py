@@ -28,6 +28,7 @@ from typing import TypeVar
 from testfleet.backends.base import Handle
 from testfleet.errors import ConfigError, ServiceError
 from testfleet.processes import ManagedProcess, Supervisor
+from testfleet.threads import SLICE
 
 T = TypeVar("T")
 
@@ -180,7 +181,8 @@ class LaneNamespace:
 
         thread = threading.Thread(target=inside, name=f"lane {self.lane} network", daemon=True)
         thread.start()
-        thread.join()
+        while thread.is_alive():  # in slices: a Ctrl-C meanwhile is handled at once
+            thread.join(SLICE)
         if failure:
             raise failure[0]
         return outcome[0]

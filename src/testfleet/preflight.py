@@ -8,15 +8,17 @@ value came from (flag, env var or pyproject.toml), and why it cannot work.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from testfleet.config import Project
 from testfleet.envvars import external_url, process_environ
 from testfleet.errors import ConfigError
+from testfleet.kinds import KINDS
+from testfleet.project import Project
 from testfleet.specs import TABLE, ServerSpec
 from testfleet.values import is_version
 
@@ -57,6 +59,7 @@ def check_paths(project: Project, command: str | None = None) -> None:
     if uses_run_dir and config.run_dir is not None:
         _check_run_dir(project, config.run_dir)
     if uses_run_dir:
+        check_drivers(project)
         check_external(project)
     if uses_run_dir and config.network == "namespace":
         from testfleet.netns import check_available
@@ -67,6 +70,23 @@ def check_paths(project: Project, command: str | None = None) -> None:
                 " cannot reach; run up with --network shared (or TESTFLEET_NETWORK=shared)"
             )
         check_available(f"{TABLE}.network")
+
+
+def check_drivers(project: Project) -> None:
+    """Every service's driver is installed next to testfleet (its readiness checks and lanes
+    use it), found before anything starts."""
+    for name, spec in project.config.services.items():
+        kind = KINDS[spec.kind]
+        for driver in kind.drivers:
+            try:
+                found = importlib.util.find_spec(driver) is not None
+            except (ImportError, ValueError):  # a module set to None, a broken package
+                found = False
+            if not found:
+                raise ConfigError(
+                    f"{TABLE}.services.{name}: {kind.label} needs the {driver} driver next to"
+                    f" testfleet; pip install 'testfleet[{kind.extra}]'"
+                )
 
 
 def check_external(project: Project) -> None:

@@ -14,8 +14,8 @@ import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from testfleet.config import Project
 from testfleet.files import write_atomic
+from testfleet.project import Project
 from testfleet.results import TestResult
 
 if sys.version_info >= (3, 11):

@@ -108,7 +108,7 @@ def remove_containers(path: Path) -> int:
     only asked about runs that used it."""
     if not owned_file(path / CONTAINERS_MARKER):
         return 0
-    from testfleet.backends.docker import remove_for_run_dir
+    from testfleet.backends.docker_engine import remove_for_run_dir
 
     return remove_for_run_dir(path)
 

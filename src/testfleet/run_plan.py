@@ -6,11 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from testfleet import durations, pytest_cache
-from testfleet.config import Project
 from testfleet.console import say
-from testfleet.envs import PythonTarget, prepare_targets
 from testfleet.plan import WorkSource, keeps_order, work_source
+from testfleet.project import Project
 from testfleet.values import is_version
+from testfleet.venvs import PythonTarget, prepare_targets
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from testfleet.backends.native import NativeBackend
 from testfleet.binaries import Binary
 from testfleet.errors import ServiceError
 from testfleet.files import PRIVATE_DIR, TRAVERSABLE_DIR, private_dir, write_private
-from testfleet.kinds.base import HOST
+from testfleet.ports import HOST
 from testfleet.processes import ManagedProcess, RunAs, Supervisor
 from testfleet.rundir import RunDir
 from testfleet.specs import ServerSpec, ServiceSpec
@@ -157,7 +157,7 @@ class StackContext:
         stays the same from run to run."""
         if not (isinstance(spec, ServerSpec) and spec.reuse and spec.backend_name == "docker"):
             return self.secret()
-        from testfleet.backends.docker import reuse_dir
+        from testfleet.backends.docker_engine import reuse_dir
 
         key = hashlib.sha256(f"{self.root}|{name}|{spec.kind}".encode()).hexdigest()
         path = reuse_dir() / f"secret-{key[:16]}"

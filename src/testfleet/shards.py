@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from testfleet import __version__
-from testfleet.config import Project
 from testfleet.errors import ConfigError
 from testfleet.files import write_atomic
 from testfleet.lanes.outcome import RunOutcome
+from testfleet.project import Project
 from testfleet.reports.junit import write_junit
 from testfleet.reports.results_file import read_results, write_results
 from testfleet.results import TestResult

@@ -13,7 +13,7 @@ from typing import Protocol, TypeVar
 
 from testfleet.backends.base import Handle
 from testfleet.binaries import Binary
-from testfleet.config import Project, start_order
+from testfleet.config_rules import start_order
 from testfleet.envvars import placeholder_values
 from testfleet.files import private_dir
 from testfleet.kinds import KINDS
@@ -21,9 +21,11 @@ from testfleet.lanes.outcome import ServiceProblem
 from testfleet.netns import LaneNamespace, start_namespace
 from testfleet.placeholders import expand
 from testfleet.processes import describe_exit, unprivileged_user
+from testfleet.project import Project
 from testfleet.runtime import Run
 from testfleet.service import Service, ServiceView, StackContext
 from testfleet.specs import TABLE, ServerSpec, ServiceSpec
+from testfleet.threads import wait_all
 
 T = TypeVar("T")
 
@@ -69,20 +71,22 @@ def resolve_binaries(project: Project) -> dict[str, Binary]:
 def in_parallel(tasks: Sequence[Callable[[], T]]) -> list[T]:
     """Run tasks on threads; after all have ended, raise the first error if any failed.
 
-    On Ctrl-C or SIGTERM it returns at once instead of waiting for the threads: teardown then
-    stops the processes they wait on (a setup command, a server starting), which ends them.
+    On Ctrl-C or SIGTERM it raises at once (whichever thread the signal went to) instead of
+    waiting for the threads: teardown then stops the processes they wait on (a setup command, a
+    server starting), which ends them.
     """
     if len(tasks) == 1:
         return [tasks[0]()]
     pool = ThreadPoolExecutor(max_workers=len(tasks))
     try:
         futures = [pool.submit(task) for task in tasks]
-        errors = [f.exception() for f in futures]
+        # In slices: a Ctrl-C the kernel gave a worker thread is handled here within one.
+        wait_all(futures)
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown()
-    for error in errors:
+    for error in (f.exception() for f in futures):
         if error is not None:
             raise error
     return [f.result() for f in futures]

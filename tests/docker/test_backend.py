@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from testfleet.backends.docker import host_key
+from testfleet.backends.docker_engine import host_key
 from tests.docker.conftest import run_containers
 from tests.helpers import EXAMPLE, run_cli, start_cli, wait_for, wait_until_up, write_pyproject
 

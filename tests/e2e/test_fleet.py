@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from testfleet.envs import installed_pythons
+from testfleet.venvs import installed_pythons
 from tests.helpers import EXAMPLE, run_cli
 
 pytestmark = pytest.mark.e2e

@@ -6,16 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from testfleet.config import (
-    PostgresSpec,
-    check_lanes,
-    default_exports,
-    layer,
-    load_project,
-    start_order,
-    validate,
-)
+from testfleet.config_rules import check_lanes, default_exports, start_order
 from testfleet.errors import ConfigError
+from testfleet.kinds.postgres.spec import PostgresSpec
+from testfleet.project import layer, load_project, validate
 from testfleet.stack import service_exports
 from tests.helpers import write_pyproject
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
-from testfleet.lanes.coordinator import Coordinator, LaneLaunch
+from testfleet.lanes.coordinator import Coordinator, Snapshot
 from testfleet.lanes.outcome import RunOutcome
+from testfleet.lanes.spawn import LaneLaunch
 from testfleet.plan import Work, work_source
 
 FAKE_LANE = r"""
@@ -57,10 +58,10 @@ sock.close()
 
 
 class NoProgress:
-    def update(self, coordinator: Coordinator) -> None:
+    def update(self, snapshot: Callable[[], Snapshot]) -> None:
         pass
 
-    def close(self, coordinator: Coordinator) -> None:
+    def close(self) -> None:
         pass
 
 
@@ -94,8 +95,7 @@ def run_fake(
         progress=NoProgress(),
         max_restarts=max_restarts,
     )
-    coordinator.run()
-    return coordinator.outcome()
+    return coordinator.run()
 
 
 IDS = [f"t.py::test_{i}" for i in range(6)]

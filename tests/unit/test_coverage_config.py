@@ -8,8 +8,8 @@ import coverage
 import pytest
 from coverage import CoverageData
 
-from testfleet.config import Project, validate
 from testfleet.errors import ConfigError
+from testfleet.project import Project, validate
 from testfleet.reports.coverage import combine, config_file
 
 FLAKE8_ONLY = "[flake8]\nmax-line-length = 100\n"

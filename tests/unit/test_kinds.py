@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from testfleet.config import validate
 from testfleet.errors import ConfigError
 from testfleet.kinds import KINDS
+from testfleet.project import validate
 from tests.helpers import REPO
 
 if sys.version_info >= (3, 11):

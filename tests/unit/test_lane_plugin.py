@@ -47,16 +47,24 @@ class FakeCoordinator:
 def suite(pytester: pytest.Pytester) -> pytest.Pytester:
     pytester.makepyfile(
         test_one="""
+        import pathlib
         import pytest
+
+        EVENTS = pathlib.Path(__file__).with_name("events.txt")
+
+        def event(what):
+            with EVENTS.open("a") as file:
+                file.write(what + "\\n")
 
         @pytest.fixture(scope="module")
         def resource():
-            print("module setup")
+            event("module setup")
             yield
-            print("module teardown")
+            event("module teardown")
 
-        def test_pass(resource): pass
+        def test_pass(resource): event("test_pass")
         def test_fail(resource):
+            event("test_fail")
             print("about to fail")
             assert 1 == 2, "one is not two"
         @pytest.mark.skip(reason="not today")
@@ -128,4 +136,10 @@ def test_module_fixture_spans_units_of_one_module(suite, tmp_path, monkeypatch):
     result, _ = run_lane(
         suite, tmp_path, [["test_one.py::test_pass"], ["test_one.py::test_fail"]], monkeypatch
     )
-    assert result.stdout.str().count("module setup") <= 1
+    result.assert_outcomes(passed=1, failed=1)
+    assert (suite.path / "events.txt").read_text().splitlines() == [
+        "module setup",
+        "test_pass",
+        "test_fail",
+        "module teardown",
+    ]

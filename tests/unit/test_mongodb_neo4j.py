@@ -20,13 +20,13 @@ from pymongo.errors import OperationFailure
 from testfleet.backends.base import Server, Started
 from testfleet.backends.external import ExternalBackend
 from testfleet.binaries import Binary
-from testfleet.config import validate
 from testfleet.errors import ConfigError, ServiceError
 from testfleet.kinds import KINDS
 from testfleet.kinds.mongodb import service as mongo_service
 from testfleet.kinds.mongodb.service import MongoService, lane_url
 from testfleet.kinds.neo4j import service as neo4j_service
 from testfleet.kinds.neo4j.service import Neo4jService, native_conf
+from testfleet.project import validate
 from testfleet.readiness import NotReady
 
 RUN_ID = "20250102-030405-a1b2c3"

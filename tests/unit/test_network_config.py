@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from testfleet.config import check_lanes, validate
+from testfleet.config_rules import check_lanes
 from testfleet.errors import ConfigError
+from testfleet.project import validate
 
 
 def test_default_port_is_the_kinds_own():

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from testfleet.config import Project, validate
 from testfleet.errors import ConfigError
 from testfleet.preflight import check_paths
+from testfleet.project import Project, validate
 
 
 def project(root: Path, table: dict[str, Any], sources: dict[str, str] | None = None) -> Project:

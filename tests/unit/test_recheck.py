@@ -86,7 +86,7 @@ def test_no_flaky_pass_for_a_run_cut_short():
 
 
 def test_recheck_keeps_options_but_not_what_selects_tests(tmp_path):
-    from testfleet.config import Project, validate
+    from testfleet.project import Project, validate
     from testfleet.recheck.lanes import recheck_args
 
     (tmp_path / "tests").mkdir()

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from testfleet import plan
-from testfleet.config import Project
 from testfleet.errors import ConfigError
+from testfleet.project import Project
 from testfleet.values import MAX_SHARDS, is_version
 
 if sys.version_info >= (3, 11):

@@ -31,8 +31,8 @@ from testfleet.ci.model import (
     number,
 )
 from testfleet.commands import Call
-from testfleet.config import Project, load_project
 from testfleet.console import say
+from testfleet.project import Project, load_project
 from testfleet.values import MAX_SHARDS, argument_type, seconds
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from testfleet.commands import Call
-from testfleet.config import Project, load_project
 from testfleet.console import say
 from testfleet.options import options_of
+from testfleet.project import Project, load_project
 from testfleet.runtime import Run
 from testfleet.stack import LaneProvider, LaneSetup, in_parallel
 from testfleet.up.shared_stack import SharedStack

@@ -8,10 +8,10 @@ import subprocess
 from pathlib import Path
 
 from testfleet.commands import Call
-from testfleet.config import Project, load_project
 from testfleet.errors import ConfigError, TestfleetError
 from testfleet.kinds import KINDS
 from testfleet.processes import unprivileged_user
+from testfleet.project import Project, load_project
 from testfleet.rundir import default_base
 from testfleet.specs import ServerSpec
 
@@ -28,7 +28,7 @@ def _docker() -> str:
     """Whether the docker backend works here: asked the way runs ask (testcontainers' choice
     of engine), not through the docker CLI, which may be set to another context."""
     try:
-        from testfleet.backends.docker import engine_version
+        from testfleet.backends.docker_engine import engine_version
     except ImportError:
         return "backend not installed (pip install 'testfleet[docker]')"
     try:
@@ -43,13 +43,13 @@ def _docker() -> str:
 
 def _interpreters() -> list[str]:
     """The interpreters a `python = [...]` matrix can use, found the way runs find them."""
-    from testfleet.envs import installed_pythons
+    from testfleet.venvs import installed_pythons
 
     return [f"{version} ({path})" for version, path in installed_pythons().items()]
 
 
 def _uv() -> str:
-    from testfleet.envs import find_uv
+    from testfleet.venvs import find_uv
 
     try:
         found = find_uv()

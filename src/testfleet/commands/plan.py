@@ -8,17 +8,18 @@ import argparse
 from testfleet import durations
 from testfleet.commands import Call
 from testfleet.commands.common import project_for
-from testfleet.config import Project, check_lanes
+from testfleet.config_rules import check_lanes
 from testfleet.console import say
-from testfleet.envs import prepare_targets
 from testfleet.errors import ExitCode
 from testfleet.lanes.collection import collect
 from testfleet.lanes.count import resolve_lanes
 from testfleet.options import PLAN, add_options
 from testfleet.plan import Plan, ideal_bound, keeps_order, plan
 from testfleet.preflight import check_paths
+from testfleet.project import Project
 from testfleet.run_plan import shard_of
 from testfleet.values import is_version
+from testfleet.venvs import prepare_targets
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

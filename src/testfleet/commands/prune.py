@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from testfleet.backends.docker import prune_reused
+from testfleet.backends.docker_engine import prune_reused
 from testfleet.commands import Call
 from testfleet.errors import ExitCode
 

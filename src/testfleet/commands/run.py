@@ -20,7 +20,7 @@ from testfleet import netns, shards
 from testfleet.binaries import Binary
 from testfleet.commands import Call
 from testfleet.commands.common import logs_dir, project_for, run_base, start_stack
-from testfleet.config import Project, check_lanes
+from testfleet.config_rules import check_lanes
 from testfleet.console import error, say
 from testfleet.errors import Interrupted, TestfleetError
 from testfleet.files import private_dir
@@ -34,6 +34,7 @@ from testfleet.lanes.progress import LiveProgress, NullProgress, PlainProgress
 from testfleet.options import RUN, add_options
 from testfleet.preflight import check_paths
 from testfleet.processes import note_spawned
+from testfleet.project import Project
 from testfleet.recheck.culprit import shared_server_hint
 from testfleet.recheck.lanes import recheck_outcome
 from testfleet.reports import coverage as coverage_report
@@ -226,12 +227,8 @@ def run_lanes(
         watch=stack.problem,
     )
     began = time.perf_counter()
-    interruption: BaseException | None = None
-    try:
-        coordinator.run()
-    except (KeyboardInterrupt, Interrupted) as exc:
-        interruption = exc
-    return Ran(coordinator.outcome(), time.perf_counter() - began, coverage_dir, interruption)
+    outcome = coordinator.run()
+    return Ran(outcome, time.perf_counter() - began, coverage_dir, outcome.interruption)
 
 
 def _spawned(run: Run, stack: LaneProvider, pid: int) -> None:

@@ -9,12 +9,13 @@ import sys
 
 from testfleet.commands import Call
 from testfleet.commands.common import logs_dir, project_for, run_base, start_stack
-from testfleet.config import Project, check_lanes
+from testfleet.config_rules import check_lanes
 from testfleet.console import say
 from testfleet.errors import ConfigError
 from testfleet.lanes.count import resolve_lanes
 from testfleet.options import UP, add_options
 from testfleet.preflight import check_paths
+from testfleet.project import Project
 from testfleet.reaper import remove_if_ours
 from testfleet.runtime import Run, teardown_shield
 from testfleet.stack import Stack, resolve_binaries

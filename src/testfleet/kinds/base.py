@@ -15,8 +15,6 @@ from testfleet.specs import Backend, ServiceSpec
 if TYPE_CHECKING:
     from testfleet.service import Service, StackContext
 
-HOST = "127.0.0.1"
-
 # Makes the kind's runtime for one service of a run: (name, spec, the run's context, the
 # kind's record). Kinds import their runtime module inside it, when a run needs it.
 Runtime = Callable[[str, Any, "StackContext", "Kind"], "Service"]

@@ -10,12 +10,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from testfleet.config import Project
 from testfleet.envvars import placeholder_values, process_environ
 from testfleet.errors import ConfigError
 from testfleet.kinds import KINDS
 from testfleet.lanes.launch import link_package, on_pythonpath
 from testfleet.placeholders import expand
+from testfleet.project import Project
 from testfleet.specs import TABLE
 
 

@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from testfleet import durations, pytest_cache
-from testfleet.config import Config, Project
+from testfleet.config import Config
 from testfleet.kinds import KINDS
+from testfleet.project import Project
 from testfleet.values import MAX_LANES, is_version
 
 

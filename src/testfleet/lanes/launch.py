@@ -13,11 +13,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from testfleet import pytest_cache
-from testfleet.config import Project
 from testfleet.envvars import process_environ
 from testfleet.files import private_dir
-from testfleet.lanes.coordinator import LaneLaunch
 from testfleet.lanes.early import EarlyLane
+from testfleet.lanes.spawn import LaneLaunch
+from testfleet.project import Project
 from testfleet.rundir import MARK_VARIABLE
 from testfleet.stack import LaneProvider, LaneSetup
 

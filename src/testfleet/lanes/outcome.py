@@ -62,6 +62,8 @@ class RunOutcome:
     # For each failed test (group, node id): the tests its lane's process ran before it.
     predecessors: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
     first_result_at: float | None = None  # time.monotonic() of the first test's result
+    # The interrupt (Ctrl-C, SIGTERM) that stopped the run, raised again once it is reported.
+    interruption: BaseException | None = field(default=None, compare=False, repr=False)
 
     @property
     def results(self) -> list[TestResult]:

@@ -1,12 +1,14 @@
-"""Progress while lanes run: a live display on a terminal, plain periodic lines elsewhere."""
+"""Progress while lanes run: a live display on a terminal, plain periodic lines elsewhere. It
+reads snapshots of the coordinator (taken only when it is time to show one)."""
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
-from testfleet.lanes.coordinator import Coordinator
+from testfleet.lanes.coordinator import Snapshot
 
 if TYPE_CHECKING:  # rich only for the live display: CI logs start sooner without it
     from rich.console import Console
@@ -14,30 +16,16 @@ if TYPE_CHECKING:  # rich only for the live display: CI logs start sooner withou
     from rich.table import Table
 
 PLAIN_INTERVAL_SECONDS = 10.0
-
-
-def _current(c: Coordinator, now: float) -> list[tuple[int, str]]:
-    rows = []
-    for state in c.lanes.values():
-        if state.process is None:
-            what = "finished"
-        elif state.current is not None:
-            what = f"{state.current} ({now - state.started_at:.1f} s)"
-        elif not state.collected:
-            what = "collecting"
-        else:
-            what = "between tests"
-        rows.append((state.lane, what))
-    return rows
+LIVE_INTERVAL_SECONDS = 0.1
 
 
 class NullProgress:
     """One interactive lane prints pytest's own progress."""
 
-    def update(self, coordinator: Coordinator) -> None:
+    def update(self, snapshot: Callable[[], Snapshot]) -> None:
         pass
 
-    def close(self, coordinator: Coordinator) -> None:
+    def close(self) -> None:
         pass
 
 
@@ -49,20 +37,20 @@ class PlainProgress:
         self.interval = interval
         self.last = time.monotonic()
 
-    def update(self, coordinator: Coordinator) -> None:
+    def update(self, snapshot: Callable[[], Snapshot]) -> None:
         now = time.monotonic()
         if now - self.last < self.interval:
             return
         self.last = now
-        done, total, failed = coordinator.counts()
-        lanes = "; ".join(f"lane {n}: {what}" for n, what in _current(coordinator, now))
-        elapsed = now - coordinator.began
+        seen = snapshot()
+        lanes = "; ".join(f"lane {n}: {what}" for n, what in seen.lanes)
         self.stream.write(
-            f"testfleet: {done}/{total} tests done, {failed} failed, {elapsed:.0f} s; {lanes}\n"
+            f"testfleet: {seen.done}/{seen.total} tests done, {seen.failed} failed,"
+            f" {seen.elapsed:.0f} s; {lanes}\n"
         )
         self.stream.flush()
 
-    def close(self, coordinator: Coordinator) -> None:
+    def close(self) -> None:
         pass
 
 
@@ -74,25 +62,23 @@ class LiveProgress:
         self.live: Live | None = None
         self.last = 0.0
 
-    def _render(self, coordinator: Coordinator) -> Table:
-        now = time.monotonic()
-        done, total, failed = coordinator.counts()
+    def _render(self, seen: Snapshot) -> Table:
         from rich.table import Table
 
         table = Table.grid(padding=(0, 2))
-        style = "red" if failed else "green"
+        style = "red" if seen.failed else "green"
         table.add_row(
-            f"[bold]{done}/{total}[/] tests",
-            f"[{style}]{failed} failed[/]",
-            f"{now - coordinator.began:.0f} s",
+            f"[bold]{seen.done}/{seen.total}[/] tests",
+            f"[{style}]{seen.failed} failed[/]",
+            f"{seen.elapsed:.0f} s",
         )
-        for lane, what in _current(coordinator, now):
+        for lane, what in seen.lanes:
             table.add_row(f"lane {lane}", what, "")
         return table
 
-    def update(self, coordinator: Coordinator) -> None:
+    def update(self, snapshot: Callable[[], Snapshot]) -> None:
         now = time.monotonic()
-        if now - self.last < 0.1:
+        if now - self.last < LIVE_INTERVAL_SECONDS:
             return
         self.last = now
         if self.live is None:
@@ -100,9 +86,9 @@ class LiveProgress:
 
             self.live = Live(console=self.console, transient=True, auto_refresh=False)
             self.live.start()
-        self.live.update(self._render(coordinator), refresh=True)
+        self.live.update(self._render(snapshot()), refresh=True)
 
-    def close(self, coordinator: Coordinator) -> None:
+    def close(self) -> None:
         if self.live is not None:
             self.live.stop()
             self.live = None

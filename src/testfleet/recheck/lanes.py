@@ -14,13 +14,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from testfleet.config import Project
 from testfleet.console import say
 from testfleet.errors import ServiceError, TestfleetError
 from testfleet.kinds import KINDS
 from testfleet.lanes.collection import collected, planning_args
 from testfleet.lanes.launch import lane_dir, lane_environ, own_dirs, pytest_argv
 from testfleet.lanes.outcome import RunOutcome
+from testfleet.project import Project
 from testfleet.recheck import culprit
 from testfleet.recheck.culprit import CollectionFailed
 from testfleet.runtime import Run

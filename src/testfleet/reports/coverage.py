@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from testfleet.config import Project
 from testfleet.errors import ConfigError
+from testfleet.project import Project
 
 
 @dataclass(frozen=True)

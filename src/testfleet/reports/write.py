@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from testfleet import durations, pytest_cache
-from testfleet.config import Project
+from testfleet.project import Project
 from testfleet.reports.junit import write_junit
 from testfleet.reports.results_file import write_results
 from testfleet.results import TestResult

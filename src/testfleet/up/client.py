@@ -11,9 +11,9 @@ import stat
 import threading
 from pathlib import Path
 
-from testfleet.config import Project
 from testfleet.errors import ServiceError
 from testfleet.lanes.outcome import ServiceProblem
+from testfleet.project import Project
 from testfleet.protocol import LineReader, Message, send
 from testfleet.up.identity import (
     PROTOCOL_VERSION,

@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from testfleet.config import Project
 from testfleet.kinds import KINDS
+from testfleet.project import Project
 
 # What `up` and `run` speak over the up's socket (up_server.py); a run of another version is
 # refused rather than misunderstood.

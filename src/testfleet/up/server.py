@@ -31,11 +31,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from testfleet.config import Project, check_lanes
+from testfleet.config_rules import check_lanes
 from testfleet.console import say
 from testfleet.errors import TestfleetError
 from testfleet.files import private_dir, write_private
 from testfleet.lanes.outcome import ServiceProblem
+from testfleet.project import Project
 from testfleet.protocol import LineReader, Message, send
 from testfleet.rundir import process_start_ticks
 from testfleet.stack import LaneSetup, Stack, problem_of

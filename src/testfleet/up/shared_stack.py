@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from testfleet.config import Project
 from testfleet.errors import ServiceError
 from testfleet.lanes.outcome import ServiceProblem
+from testfleet.project import Project
 from testfleet.rundir import process_start_ticks
 from testfleet.runtime import Run
 from testfleet.service import ServiceView

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from testfleet.kinds.base import HOST, Kind
+from testfleet.kinds.base import Kind
 from testfleet.kinds.command.spec import CommandSpec
+from testfleet.ports import HOST
 
 if TYPE_CHECKING:
     from testfleet.service import Service, StackContext

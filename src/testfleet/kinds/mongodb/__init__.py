@@ -7,8 +7,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from testfleet.binaries import Lookup
-from testfleet.kinds.base import HOST, Kind
+from testfleet.kinds.base import Kind
 from testfleet.kinds.mongodb.spec import MongoSpec
+from testfleet.ports import HOST
 
 if TYPE_CHECKING:
     from testfleet.service import Service, StackContext

@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from testfleet.binaries import Lookup
-from testfleet.kinds.base import HOST, Kind, Slots, env_prefix
+from testfleet.kinds.base import Kind, Slots, env_prefix
 from testfleet.kinds.valkey.spec import DB_NUMBERS, ValkeySpec
+from testfleet.ports import HOST
 from testfleet.specs import Backend
 
 if TYPE_CHECKING:

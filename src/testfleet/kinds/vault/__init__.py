@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from testfleet.binaries import Lookup
-from testfleet.kinds.base import HOST, Kind, env_prefix
+from testfleet.kinds.base import Kind, env_prefix
 from testfleet.kinds.vault.spec import VaultSpec
+from testfleet.ports import HOST
 
 if TYPE_CHECKING:
     from testfleet.service import Service, StackContext

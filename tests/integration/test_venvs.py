@@ -1,4 +1,4 @@
-"""Real environments made with uv for a tiny project: pytest runs in them, testfleet is not in
+"""Real venvs made with uv for a tiny project: pytest runs in them, testfleet is not in
 them, a second run reuses them, and an edited pyproject.toml rebuilds them.
 
 Network use is small: hatchling (the tiny project's build backend) and pytest from PyPI, once
@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from testfleet import envs
-from testfleet.config import Project, validate
+from testfleet import venvs
+from testfleet.project import Project, validate
+from testfleet.venvs.fingerprint import FINGERPRINT_NAME
+from testfleet.venvs.uv import UvOutput, UvRunner, find_uv
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +52,7 @@ def test_runs_on_the_asked_version():
 
 def other_version() -> str:
     """An installed CPython X.Y (3.10 or newer) other than the running one."""
-    for version in envs.installed_pythons():
+    for version in venvs.installed_pythons():
         x_y = ".".join(version.split(".")[:2])
         if x_y != RUNNING and int(x_y.split(".")[1]) >= 10:
             return x_y
@@ -76,16 +78,16 @@ class UvCalls:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls: list[list[str]] = []
-        original = envs._Uv.run
+        original = UvRunner.run
 
-        def spy(uv: envs._Uv, args: Sequence[str], **kwargs: object) -> envs._Output:
+        def spy(uv: UvRunner, args: Sequence[str], **kwargs: object) -> UvOutput:
             self.calls.append(list(args))
             return original(uv, args, **kwargs)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(envs._Uv, "run", spy)
+        monkeypatch.setattr(UvRunner, "run", spy)
 
 
-def test_an_environment_per_version_runs_pytest_without_testfleet_and_is_reused(
+def test_a_venv_per_version_runs_pytest_without_testfleet_and_is_reused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two versions built side by side: pytest runs the project's tests on each, testfleet
@@ -95,14 +97,14 @@ def test_an_environment_per_version_runs_pytest_without_testfleet_and_is_reused(
     project = tiny_project(tmp_path / "proj", python=[RUNNING, second])
     uv = UvCalls(monkeypatch)
     said: list[str] = []
-    targets = envs.prepare_targets(project, say=said.append)
+    targets = venvs.prepare_targets(project, say=said.append)
 
     assert [t.label for t in targets] == [RUNNING, second]
     for target in targets:
         assert not target.reused
-        assert target.env_dir == project.root / ".testfleet" / "envs" / target.label
+        assert target.venv_dir == project.root / ".testfleet" / "envs" / target.label
         assert target.version.startswith(target.label + ".")
-        assert target.python == str(target.env_dir / "bin" / "python")
+        assert target.python == str(target.venv_dir / "bin" / "python")
         (project.root / "tests" / "test_tiny.py").write_text(
             TEST_FILE.format(version=target.version)
         )
@@ -111,20 +113,20 @@ def test_an_environment_per_version_runs_pytest_without_testfleet_and_is_reused(
         assert "1 passed" in tests.stdout
         for module in ("testfleet", "psycopg", "pydantic", "rich"):
             probe = run(target.python, "-c", f"import {module}", cwd=tmp_path)
-            assert probe.returncode != 0, f"{module} is importable in the {target.label} env"
+            assert probe.returncode != 0, f"{module} is importable in the {target.label} venv"
             assert "ModuleNotFoundError" in probe.stderr
     assert any(f"python {second}: environment" in line and "made in" in line for line in said)
     # pytest came from the project's own `test` group: nothing was added.
     assert not [line for line in said if line.startswith("pytest is not among")]
 
-    fingerprints = {t.label: t.env_dir / envs.FINGERPRINT_NAME for t in targets if t.env_dir}
+    fingerprints = {t.label: t.venv_dir / FINGERPRINT_NAME for t in targets if t.venv_dir}
     stamps = {label: path.stat().st_mtime_ns for label, path in fingerprints.items()}
     uv.calls.clear()
     said.clear()
-    again = envs.prepare_targets(project, say=said.append)
+    again = venvs.prepare_targets(project, say=said.append)
     assert [t.reused for t in again] == [True, True]
     assert [t.python for t in again] == [t.python for t in targets]
-    assert uv.calls == [["--version"]], "a reused environment runs no uv build step"
+    assert uv.calls == [["--version"]], "a reused venv runs no uv build step"
     assert {label: path.stat().st_mtime_ns for label, path in fingerprints.items()} == stamps
     assert sorted(said) == sorted(
         f"python {label}: environment .testfleet/envs/{label} is up to date (reused)"
@@ -134,7 +136,7 @@ def test_an_environment_per_version_runs_pytest_without_testfleet_and_is_reused(
     before = {label: path.read_text() for label, path in fingerprints.items()}
     pyproject = project.root / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace('version = "0.1"', 'version = "0.2"'))
-    rebuilt = envs.prepare_targets(project, say=lambda _: None)
+    rebuilt = venvs.prepare_targets(project, say=lambda _: None)
     assert [t.reused for t in rebuilt] == [False, False]
     for label, path in fingerprints.items():
         assert path.read_text() != before[label]
@@ -148,11 +150,11 @@ def test_an_environment_per_version_runs_pytest_without_testfleet_and_is_reused(
 
 
 def test_a_locked_project_is_synced_and_gets_coverage_for_coverage_runs(tmp_path: Path) -> None:
-    """With uv.lock the env is synced from the lock (its `test` group brings pytest); with
+    """With uv.lock the venv is synced from the lock (its `test` group brings pytest); with
     --coverage, coverage is added; testfleet is still absent."""
     project = tiny_project(tmp_path / "proj", python=[RUNNING], coverage=True)
     locked = subprocess.run(
-        [str(envs.find_uv()), "lock", "--project", str(project.root)],
+        [str(find_uv()), "lock", "--project", str(project.root)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -160,9 +162,9 @@ def test_a_locked_project_is_synced_and_gets_coverage_for_coverage_runs(tmp_path
     )
     assert locked.returncode == 0, locked.stderr
     said: list[str] = []
-    (target,) = envs.prepare_targets(project, say=said.append)
-    assert target.env_dir is not None
-    assert (target.env_dir / envs.FINGERPRINT_NAME).is_file()
+    (target,) = venvs.prepare_targets(project, say=said.append)
+    assert target.venv_dir is not None
+    assert (target.venv_dir / FINGERPRINT_NAME).is_file()
     listed = run(
         target.python,
         "-c",

@@ -1,21 +1,31 @@
-"""Python matrix environments: interpreter search, fingerprints, credentials, and the build
-steps, against fake interpreters and a fake uv (tiny shell scripts; nothing is downloaded)."""
+"""Python matrix venvs: interpreter search, fingerprints, credentials, and the build steps,
+against fake interpreters and a fake uv (tiny shell scripts; nothing is downloaded)."""
 
 from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import stat
+import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from testfleet import credentials, envs
-from testfleet.config import Project, validate
+from testfleet import credentials, venvs
 from testfleet.errors import ConfigError, ServiceError
+from testfleet.project import Project, validate
+from testfleet.venvs.build import VENVS_DIR
+from testfleet.venvs.fingerprint import FINGERPRINT_NAME, fingerprint, is_up_to_date
+from testfleet.venvs.interpreters import find_interpreter, probe, running_interpreter
+from testfleet.venvs.names import check_names
+from testfleet.venvs.uv import UvRunner
 
 RUNNING = f"{sys.version_info[0]}.{sys.version_info[1]}"
 
@@ -55,8 +65,8 @@ class Machine:
 @pytest.fixture
 def machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Machine:
     monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "pyenv"))
-    monkeypatch.setattr(envs, "SYSTEM_BIN_DIRS", (tmp_path / "usr-bin",))
-    monkeypatch.setattr(envs, "_find_uv_or_none", lambda: None)
+    monkeypatch.setattr("testfleet.venvs.interpreters.SYSTEM_BIN_DIRS", (tmp_path / "usr-bin",))
+    monkeypatch.setattr("testfleet.venvs.uv.find_uv_or_none", lambda: None)
     fake = Machine(tmp_path, monkeypatch)
     fake.path()
     return fake
@@ -71,7 +81,7 @@ def test_the_newest_pyenv_patch_release_is_found_first(machine: Machine) -> None
         fake_python(
             machine.pyenv / "versions" / f"3.99.{patch}" / "bin" / "python3.99", f"3.99.{patch}"
         )
-    found = envs.find_interpreter("3.99")
+    found = find_interpreter("3.99")
     assert found == machine.pyenv / "versions" / "3.99.10" / "bin" / "python3.99"
 
 
@@ -81,7 +91,7 @@ def test_a_patch_version_must_match_exactly(machine: Machine) -> None:
         fake_python(
             machine.pyenv / "versions" / f"3.99.{patch}" / "bin" / "python3.99", f"3.99.{patch}"
         )
-    assert envs.find_interpreter("3.99.2").parent.parent.name == "3.99.2"
+    assert find_interpreter("3.99.2").parent.parent.name == "3.99.2"
 
 
 def test_pyenv_root_is_honoured_and_home_pyenv_is_the_default(
@@ -92,9 +102,9 @@ def test_pyenv_root_is_honoured_and_home_pyenv_is_the_default(
     fake_python(home / ".pyenv" / "versions" / "3.99.1" / "bin" / "python3.99", "3.99.1")
     fake_python(machine.pyenv / "versions" / "3.99.5" / "bin" / "python3.99", "3.99.5")
     monkeypatch.setenv("HOME", str(home))
-    assert "3.99.5" in str(envs.find_interpreter("3.99"))
+    assert "3.99.5" in str(find_interpreter("3.99"))
     monkeypatch.delenv("PYENV_ROOT")
-    assert "3.99.1" in str(envs.find_interpreter("3.99"))
+    assert "3.99.1" in str(find_interpreter("3.99"))
 
 
 def test_shims_and_interpreters_that_do_not_run_are_passed_over(machine: Machine) -> None:
@@ -109,7 +119,7 @@ def test_shims_and_interpreters_that_do_not_run_are_passed_over(machine: Machine
     pypy = fake_python(machine.root / "pypy" / "python3.99", "3.99.0", implementation="pypy")
     good = fake_python(machine.root / "good" / "python3.99", "3.99.0")
     machine.path(shims, broken.parent, other.parent, pypy.parent, good.parent)
-    assert envs.find_interpreter("3.99") == good
+    assert find_interpreter("3.99") == good
 
 
 def test_system_directories_come_before_path(machine: Machine) -> None:
@@ -117,7 +127,7 @@ def test_system_directories_come_before_path(machine: Machine) -> None:
     system = fake_python(machine.system / "python3.99", "3.99.0")
     on_path = fake_python(machine.root / "bin" / "python3.99", "3.99.0")
     machine.path(on_path.parent)
-    assert envs.find_interpreter("3.99") == system
+    assert find_interpreter("3.99") == system
 
 
 def test_uvs_own_pythons_are_the_last_resort(
@@ -127,12 +137,12 @@ def test_uvs_own_pythons_are_the_last_resort(
     managed = fake_python(
         machine.root / "uv-pythons" / "cpython-3.99.4" / "bin" / "python3.99", "3.99.4"
     )
-    uv = script(
+    uv_binary = script(
         machine.root / "uv",
         f'[ "$1 $2" = "python find" ] && [ "$3" = "--managed-python" ] && echo {managed}\n',
     )
-    monkeypatch.setattr(envs, "_find_uv_or_none", lambda: uv)
-    assert envs.find_interpreter("3.99") == managed
+    monkeypatch.setattr("testfleet.venvs.uv.find_uv_or_none", lambda: uv_binary)
+    assert find_interpreter("3.99") == managed
 
 
 def test_the_running_interpreter_comes_first(machine: Machine) -> None:
@@ -140,19 +150,19 @@ def test_the_running_interpreter_comes_first(machine: Machine) -> None:
     fake_python(machine.pyenv / "versions" / "9.9" / "bin" / f"python{RUNNING}", "9.9.9")
     if sys.implementation.name != "cpython":
         pytest.skip("the running interpreter counts only when it is CPython")
-    found = envs.find_interpreter(RUNNING)
-    assert found == envs.running_interpreter()
+    found = find_interpreter(RUNNING)
+    assert found == running_interpreter()
     # Not testfleet's own venv (which may move): the interpreter that venv was made from.
     if sys.prefix != sys.base_prefix:
         assert not found.is_relative_to(sys.prefix)
-    assert envs._probe(found) == tuple(sys.version_info[:3])
+    assert probe(found) == tuple(sys.version_info[:3])
 
 
 def test_a_missing_version_names_it_what_was_found_and_the_fix(machine: Machine) -> None:
     """The error is one line: the version, the versions found here, how to install it."""
     fake_python(machine.pyenv / "versions" / "3.99.1" / "bin" / "python3.99", "3.99.1")
     with pytest.raises(ConfigError) as caught:
-        envs.find_interpreter("3.98")
+        find_interpreter("3.98")
     message = caught.value.message
     assert "\n" not in message
     assert message.startswith("python 3.98: no CPython 3.98 found on this machine")
@@ -174,10 +184,10 @@ def _fingerprint(root: Path, **changes: object) -> str:
         "uv_version": "uv 0.13.9",
     }
     arguments.update(changes)
-    return envs.fingerprint(root, **arguments)  # type: ignore[arg-type]
+    return fingerprint(root, **arguments)  # type: ignore[arg-type]
 
 
-def test_the_fingerprint_changes_with_what_the_env_is_built_from(tmp_path: Path) -> None:
+def test_the_fingerprint_changes_with_what_the_venv_is_built_from(tmp_path: Path) -> None:
     """pyproject, uv.lock, requirements files, extras, groups, interpreter, its version and uv's
     version each change the fingerprint; the same inputs give the same one."""
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "p"\n')
@@ -210,19 +220,19 @@ def test_the_order_of_extras_and_groups_does_not_matter(tmp_path: Path) -> None:
     assert _fingerprint(tmp_path, extras=("a", "b")) == _fingerprint(tmp_path, extras=("b", "a"))
 
 
-def test_an_env_without_its_fingerprint_is_not_up_to_date(tmp_path: Path) -> None:
+def test_a_venv_without_its_fingerprint_is_not_up_to_date(tmp_path: Path) -> None:
     """A build that stopped before its fingerprint was written (last) is rebuilt; so is one
     whose interpreter link is gone."""
-    env = tmp_path / "env"
-    (env / "bin").mkdir(parents=True)
-    (env / "bin" / "python").symlink_to(sys.executable)
-    assert not envs.is_up_to_date(env, "abc")
-    (env / envs.FINGERPRINT_NAME).write_text("abc\n")
-    assert envs.is_up_to_date(env, "abc")
-    assert not envs.is_up_to_date(env, "abd")
-    (env / "bin" / "python").unlink()
-    (env / "bin" / "python").symlink_to(tmp_path / "gone")
-    assert not envs.is_up_to_date(env, "abc")
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(sys.executable)
+    assert not is_up_to_date(venv, "abc")
+    (venv / FINGERPRINT_NAME).write_text("abc\n")
+    assert is_up_to_date(venv, "abc")
+    assert not is_up_to_date(venv, "abd")
+    (venv / "bin" / "python").unlink()
+    (venv / "bin" / "python").symlink_to(tmp_path / "gone")
+    assert not is_up_to_date(venv, "abc")
 
 
 # -- credentials -------------------------------------------------------------------------------
@@ -305,16 +315,16 @@ lint = []
 def test_unknown_extras_and_groups_are_refused_before_uv_runs(tmp_path: Path) -> None:
     """uv only warns about an unknown extra; testfleet refuses it naming the fix."""
     (tmp_path / "pyproject.toml").write_text(PYPROJECT)
-    envs.check_names(tmp_path, ("test", "postgres-driver"), ("lint",))
+    check_names(tmp_path, ("test", "postgres-driver"), ("lint",))
     with pytest.raises(ConfigError) as caught:
-        envs.check_names(tmp_path, ("tset",), ())
+        check_names(tmp_path, ("tset",), ())
     assert caught.value.message == (
         "extras: the project defines no extra 'tset'; did you mean 'test'? (its extras:"
         " Postgres_Driver, test); fix the name in extras, or add it to"
         " [project.optional-dependencies] in pyproject.toml"
     )
     with pytest.raises(ConfigError, match=r"no dependency group 'test'.*\[dependency-groups\]"):
-        envs.check_names(tmp_path, (), ("test",))
+        check_names(tmp_path, (), ("test",))
 
 
 def test_dynamic_extras_and_uv_dev_dependencies_are_accepted(tmp_path: Path) -> None:
@@ -323,7 +333,7 @@ def test_dynamic_extras_and_uv_dev_dependencies_are_accepted(tmp_path: Path) -> 
         '[project]\nname = "p"\ndynamic = ["optional-dependencies"]\n'
         '[tool.uv]\ndev-dependencies = ["pytest"]\n'
     )
-    envs.check_names(tmp_path, ("anything",), ("dev",))
+    check_names(tmp_path, ("anything",), ("dev",))
 
 
 # -- one interpreter as it is ------------------------------------------------------------------
@@ -334,15 +344,15 @@ def test_an_interpreter_path_or_nothing_configured_makes_no_environment(
 ) -> None:
     """python unset: the running interpreter, labelled X.Y; a path: that interpreter, labelled
     as configured. uv is not needed for either."""
-    monkeypatch.setattr(envs, "_find_uv_or_none", lambda: None)
-    (target,) = envs.prepare_targets(Project(tmp_path, validate({})), say=print)
-    assert target == envs.PythonTarget(
+    monkeypatch.setattr("testfleet.venvs.uv.find_uv_or_none", lambda: None)
+    (target,) = venvs.prepare_targets(Project(tmp_path, validate({})), say=print)
+    assert target == venvs.PythonTarget(
         RUNNING, sys.executable, ".".join(map(str, sys.version_info[:3])), None, False
     )
     fake = fake_python(tmp_path / "bin" / "py", "3.99.7", implementation="pypy")
     project = Project(tmp_path, validate({"python": "bin/py"}))
-    (target,) = envs.prepare_targets(project, say=print)
-    assert target == envs.PythonTarget("bin/py", str(fake), "3.99.7", None, False)
+    (target,) = venvs.prepare_targets(project, say=print)
+    assert target == venvs.PythonTarget("bin/py", str(fake), "3.99.7", None, False)
 
 
 # -- building, with a fake uv ------------------------------------------------------------------
@@ -355,7 +365,6 @@ case "$1" in
   venv)
     if [ -n "${FAKE_UV_HANG:-}" ]; then
       echo $$ > "$FAKE_UV_PID"
-      if [ -n "${FAKE_UV_SIGINT:-}" ]; then kill -INT $PPID; fi
       exec sleep 60
     fi
     mkdir -p "$last/bin" "$last/lib/python3.99/site-packages"
@@ -382,8 +391,8 @@ class FakeUv:
 
 @pytest.fixture
 def fake_uv(machine: Machine, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeUv]:
-    uv = script(machine.root / "fake-uv" / "uv", FAKE_UV)
-    monkeypatch.setattr(envs, "_find_uv_or_none", lambda: uv)
+    uv_binary = script(machine.root / "fake-uv" / "uv", FAKE_UV)
+    monkeypatch.setattr("testfleet.venvs.uv.find_uv_or_none", lambda: uv_binary)
     fake = FakeUv(machine.root / "uv.log", machine.root / "uv.pid")
     monkeypatch.setenv("FAKE_UV_LOG", str(fake.log))
     monkeypatch.setenv("FAKE_UV_PID", str(fake.pid))
@@ -410,14 +419,14 @@ def test_builds_install_the_project_as_configured_then_are_reused(
     the extras and groups; the second run only asks uv its version."""
     project = matrix(tmp_path / "p", extras="test,postgres-driver", **{"dependency-groups": "lint"})
     said: list[str] = []
-    targets = envs.prepare_targets(project, say=said.append)
+    targets = venvs.prepare_targets(project, say=said.append)
     root = project.root
     assert [(t.label, t.version, t.reused) for t in targets] == [
         ("3.98", "3.98.1", False),
         ("3.99", "3.99.2", False),
     ]
     assert targets[1].python == str(root / ".testfleet/envs/3.99/bin/python")
-    assert targets[1].env_dir == root / ".testfleet/envs/3.99"
+    assert targets[1].venv_dir == root / ".testfleet/envs/3.99"
     calls = fake_uv.calls()
     assert calls[0] == "--version | env="
     interpreter = tmp_path / "pyenv/versions/3.99.2/bin/python3.99"
@@ -437,7 +446,7 @@ def test_builds_install_the_project_as_configured_then_are_reused(
 
     fake_uv.log.unlink()
     said.clear()
-    again = envs.prepare_targets(project, say=said.append)
+    again = venvs.prepare_targets(project, say=said.append)
     assert [t.reused for t in again] == [True, True]
     assert fake_uv.calls() == ["--version | env="]
     assert sorted(said) == [
@@ -447,7 +456,7 @@ def test_builds_install_the_project_as_configured_then_are_reused(
 
     (root / "pyproject.toml").write_text(PYPROJECT + "# edited\n")
     (root / ".testfleet/envs/3.99/stale").write_text("from the old build")
-    rebuilt = envs.prepare_targets(project, say=said.append)
+    rebuilt = venvs.prepare_targets(project, say=said.append)
     assert [t.reused for t in rebuilt] == [False, False]
     assert not (root / ".testfleet/envs/3.99/stale").exists(), "a rebuild starts from scratch"
 
@@ -455,27 +464,27 @@ def test_builds_install_the_project_as_configured_then_are_reused(
 def test_a_locked_project_is_synced_frozen_with_exactly_its_groups(
     tmp_path: Path, fake_uv: FakeUv
 ) -> None:
-    """With uv.lock: `uv sync --frozen` into the env (UV_PROJECT_ENVIRONMENT), the extras, and
+    """With uv.lock: `uv sync --frozen` into the venv (UV_PROJECT_ENVIRONMENT), the extras, and
     only the groups asked for."""
     project = matrix(tmp_path / "p", extras="test", **{"dependency-groups": "lint"})
     (project.root / "uv.lock").write_text("version = 1\n")
-    envs.prepare_targets(project, say=lambda _: None)
-    env = project.root / ".testfleet/envs/3.98"
+    venvs.prepare_targets(project, say=lambda _: None)
+    venv = project.root / ".testfleet/envs/3.98"
     assert (
-        f"sync --project {project.root} --frozen --python {env}/bin/python --no-default-groups"
-        f" --extra test --group lint | env={env}"
+        f"sync --project {project.root} --frozen --python {venv}/bin/python --no-default-groups"
+        f" --extra test --group lint | env={venv}"
     ) in fake_uv.calls()
 
 
 def test_pytest_and_coverage_are_added_when_missing_and_said_once(
     tmp_path: Path, fake_uv: FakeUv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An env without pytest (or coverage, with --coverage) gets them, constrained to what is
+    """A venv without pytest (or coverage, with --coverage) gets them, constrained to what is
     installed so the project's own packages stay as they are; the run says so once."""
     monkeypatch.setenv("FAKE_UV_NO_PYTEST", "1")
     project = matrix(tmp_path / "p", coverage=True)
     said: list[str] = []
-    envs.prepare_targets(project, say=said.append)
+    venvs.prepare_targets(project, say=said.append)
     installs = [c for c in fake_uv.calls() if c.startswith("pip install") and "--constraint" in c]
     assert len(installs) == 2
     assert all(call.endswith(" pytest coverage | env=") for call in installs)
@@ -488,7 +497,7 @@ def test_a_failed_build_is_masked_and_not_reused(
     tmp_path: Path, fake_uv: FakeUv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """uv's failure is a ServiceError with its last lines as details, credentials masked; the
-    half-built env has no fingerprint, so the next run builds it again."""
+    half-built venv has no fingerprint, so the next run builds it again."""
     monkeypatch.setenv("UV_INDEX_CORP_USERNAME", "alice")
     monkeypatch.setenv("UV_INDEX_CORP_PASSWORD", "pw-9f8e7d")
     monkeypatch.setenv(
@@ -498,19 +507,19 @@ def test_a_failed_build_is_masked_and_not_reused(
     )
     project = matrix(tmp_path / "p")
     with pytest.raises(ServiceError) as caught:
-        envs.prepare_targets(project, say=lambda _: None)
+        venvs.prepare_targets(project, say=lambda _: None)
     error = caught.value
     assert error.message.startswith("python 3.98: uv pip install failed (exit 2);")
     assert "401 Unauthorized" in error.details
     assert "alice" not in error.details
     assert "pw-9f8e7d" not in error.details
     assert "https://***@corp.example" in error.details
-    env = project.root / ".testfleet/envs/3.98"
-    assert env.exists()
-    assert not (env / envs.FINGERPRINT_NAME).exists()
+    venv = project.root / ".testfleet/envs/3.98"
+    assert venv.exists()
+    assert not (venv / FINGERPRINT_NAME).exists()
 
     monkeypatch.delenv("FAKE_UV_FAIL")
-    targets = envs.prepare_targets(project, say=lambda _: None)
+    targets = venvs.prepare_targets(project, say=lambda _: None)
     assert [t.reused for t in targets] == [False, False]
 
 
@@ -524,7 +533,7 @@ def test_uvs_word_on_the_users_mistake_is_a_config_error(
         " requirement: `>=3.99`",
     )
     with pytest.raises(ConfigError) as caught:
-        envs.prepare_targets(matrix(tmp_path / "p"), say=lambda _: None)
+        venvs.prepare_targets(matrix(tmp_path / "p"), say=lambda _: None)
     assert caught.value.message == (
         "python 3.98: uv: The current Python version (3.98.1) is not compatible with the locked"
         " Python requirement: `>=3.99`; drop this version from python, or widen the project's"
@@ -536,24 +545,41 @@ def test_a_uv_that_hangs_is_stopped_at_the_timeout(
     tmp_path: Path, fake_uv: FakeUv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """uv runs are bounded: past the timeout uv is killed and the error says so."""
-    monkeypatch.setattr(envs, "UV_TIMEOUT", 0.5)
+    monkeypatch.setattr(venvs, "UV_TIMEOUT", 0.5)
     monkeypatch.setenv("FAKE_UV_HANG", "1")
     with pytest.raises(ServiceError, match=r"uv venv did not finish in 0.5 s and was stopped"):
-        envs.prepare_targets(matrix(tmp_path / "p"), say=lambda _: None)
+        venvs.prepare_targets(matrix(tmp_path / "p"), say=lambda _: None)
 
 
 def test_ctrl_c_stops_every_uv(
     tmp_path: Path, fake_uv: FakeUv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Ctrl-C while uv builds raises KeyboardInterrupt only after uv is gone (the fixture
-    checks the process is no more)."""
-    monkeypatch.setenv("FAKE_UV_HANG", "1")
-    monkeypatch.setenv("FAKE_UV_SIGINT", "1")  # the fake uv presses Ctrl-C once it runs
+    """Ctrl-C while uv builds raises KeyboardInterrupt within seconds, even when the kernel gave
+    it to the build's thread, and only after uv is gone (the fixture checks it is no more)."""
+    monkeypatch.setenv("FAKE_UV_HANG", "1")  # uv writes its pid, then sleeps 60 s
+    start = UvRunner._start
+    pressed: list[float] = []
+
+    def start_then_ctrl_c(runner: UvRunner, *args: Any) -> subprocess.Popen[str]:
+        proc = start(runner, *args)
+        if args[0][0] == "venv":
+            deadline = time.monotonic() + 10
+            while not fake_uv.pid.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            # To this build thread: the main thread, waiting on it, hears of it only by waiting
+            # in slices (else only when the build ends, 60 s later).
+            pressed.append(time.monotonic())
+            signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+        return proc
+
+    monkeypatch.setattr(UvRunner, "_start", start_then_ctrl_c)
     project = matrix(tmp_path / "p", python="3.99")
     with pytest.raises(KeyboardInterrupt):
-        envs.prepare_targets(project, say=lambda _: None)
+        venvs.prepare_targets(project, say=lambda _: None)
+    took = time.monotonic() - pressed[0]
+    assert took < 3, f"stopping took {took:.1f} s after Ctrl-C"
     assert fake_uv.pid.exists()
-    assert not (project.root / ".testfleet/envs/3.99" / envs.FINGERPRINT_NAME).exists()
+    assert not (project.root / ".testfleet/envs/3.99" / FINGERPRINT_NAME).exists()
 
 
 def test_a_second_run_waits_for_the_one_building_the_same_environment(
@@ -562,9 +588,9 @@ def test_a_second_run_waits_for_the_one_building_the_same_environment(
     """Two runs in one project never build one environment at once: the second says it waits,
     and goes on when the first is done."""
     project = matrix(tmp_path / "p", python="3.99")
-    envs_dir = project.root / envs.ENVS_DIR
-    envs_dir.mkdir(parents=True)
-    other_run = os.open(envs_dir / ".3.99.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    venvs_dir = project.root / VENVS_DIR
+    venvs_dir.mkdir(parents=True)
+    other_run = os.open(venvs_dir / ".3.99.lock", os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(other_run, fcntl.LOCK_EX)
     said: list[str] = []
 
@@ -573,6 +599,6 @@ def test_a_second_run_waits_for_the_one_building_the_same_environment(
         if "waiting for another testfleet" in line:
             os.close(other_run)  # the other run finishes
 
-    (target,) = envs.prepare_targets(project, say=say)
+    (target,) = venvs.prepare_targets(project, say=say)
     assert said[0] == "python 3.99: waiting for another testfleet making .testfleet/envs/3.99"
     assert not target.reused

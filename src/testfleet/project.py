@@ -1,0 +1,233 @@
+"""A project: its root and its validated `Config`, read from pyproject.toml with the env vars
+and flags layered on it (pyproject.toml < TESTFLEET_* env vars < command-line flags). Every
+value remembers its source, so an error can name where to fix it, and every problem is one
+line."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from testfleet import config_rules
+from testfleet.config import SPEC_BY_KIND, Config
+from testfleet.errors import ConfigError, did_you_mean
+from testfleet.kinds.command.spec import ReadyCheck
+from testfleet.options import OPTIONS, Option
+from testfleet.specs import TABLE, ServiceSpec
+from testfleet.values import is_version
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
+
+
+@dataclass(frozen=True)
+class Project:
+    """A loaded project: where it lives and its validated configuration."""
+
+    root: Path
+    config: Config
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def python(self) -> str:
+        """The interpreter that runs pytest when one is named: a path relative to the project,
+        a name on PATH, or (unset, or versions for uv) the one running testfleet."""
+        configured = self.config.python
+        if configured is None or is_version(configured[0]):
+            return sys.executable
+        if "/" not in configured[0]:
+            return configured[0]
+        # Not resolved: a venv's bin/python is a link to its base interpreter, and following
+        # it would leave the venv behind.
+        return os.path.abspath(self.root / configured[0])
+
+    def path(self, relative: str) -> Path:
+        """A path from the config, relative to the project root."""
+        return (self.root / relative).resolve()
+
+
+def find_pyproject(start: Path) -> Path:
+    for folder in (start, *start.parents):
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"no pyproject.toml in {start} or above; run from your project or pass -C DIR"
+    )
+
+
+def load_project(
+    start: Path,
+    cli: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    options: Sequence[Option] = OPTIONS,
+) -> Project:
+    """Read pyproject.toml, apply the env and CLI layers of `options` (those a command reads),
+    validate once."""
+    pyproject = find_pyproject(start.resolve())
+    try:
+        document = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{pyproject}: not UTF-8 (byte {exc.object[exc.start]:#04x} at offset {exc.start});"
+            " TOML files must be UTF-8, so save it as UTF-8"
+        ) from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{pyproject}: cannot read it as TOML: {exc}") from None
+    table = document.get("tool", {}).get("testfleet")
+    if table is None:
+        raise ConfigError(f"{pyproject} has no [{TABLE}] table; add one (see the README's example)")
+    if not isinstance(table, dict):
+        raise ConfigError(f"{pyproject}: {TABLE} must be a table")
+    raw, sources = layer(table, cli or {}, environ if environ is not None else {}, options)
+    config = validate(raw, sources)
+    return Project(root=pyproject.parent, config=config, sources=sources)
+
+
+def layer(
+    table: Mapping[str, Any],
+    cli: Mapping[str, Any],
+    environ: Mapping[str, str],
+    options: Sequence[Option] = OPTIONS,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Merge file < env < CLI for `options` (declared in `testfleet.options`)."""
+    raw = dict(table)
+    sources = {key: "pyproject.toml" for key in raw}
+    for option in options:
+        if option.env in environ:
+            raw[option.key] = _parse_option(option, environ[option.env], option.env)
+            sources[option.key] = option.env
+        if cli.get(option.key) is not None:
+            raw[option.key] = cli[option.key]
+            sources[option.key] = option.flag
+    extra_args = cli.get("extra_pytest_args")
+    if extra_args:
+        raw["pytest-args"] = [*raw.get("pytest-args", []), *extra_args]
+    return raw, sources
+
+
+def _parse_option(option: Option, text: str, source: str) -> Any:
+    try:
+        return option.parse(text)
+    except ValueError as exc:
+        raise ConfigError(f"{source}={text!r}: {exc}") from None
+
+
+def validate(raw: Mapping[str, Any], sources: Mapping[str, str] | None = None) -> Config:
+    """Validate a raw `[tool.testfleet]` table; every problem becomes one ConfigError line."""
+    sources = sources or {}
+    services = raw.get("services", {})
+    if not isinstance(services, dict):
+        raise ConfigError(f"{TABLE}.services must be a table of services")
+    prepared = dict(raw)
+    prepared["services"] = {name: _with_kind(name, spec) for name, spec in services.items()}
+    try:
+        config = Config.model_validate(prepared)
+    except ValidationError as exc:
+        # One line: the first problem, and how many wait behind it. A union reports every
+        # member's complaint about one key; the user made one mistake there, so count keys.
+        lines = list(dict.fromkeys(_describe(error, prepared, sources) for error in exc.errors()))
+        keys = {line.split(":", 1)[0] for line in lines}
+        more = len(keys) - 1
+        suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+        raise ConfigError(lines[0] + suffix) from None
+    config_rules.check(config)
+    return config
+
+
+def _with_kind(name: str, spec: Any) -> Any:
+    where = f"{TABLE}.services.{name}"
+    if not NAME_RE.match(name):
+        raise ConfigError(
+            f"{where}: service names use lowercase letters, digits, '-' and '_'; rename it"
+        )
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where} must be a table (write [{where}])")
+    kind = spec.get("kind", name)
+    if kind not in SPEC_BY_KIND:
+        kinds = ", ".join(SPEC_BY_KIND)
+        if "kind" in spec:
+            raise ConfigError(
+                f"{where}.kind: unknown service kind '{kind}'{did_you_mean(kind, SPEC_BY_KIND)}"
+                f" (kinds: {kinds})"
+            )
+        raise ConfigError(
+            f"{where}: '{name}' is not a service kind; add kind = one of {kinds}"
+            f"{did_you_mean(name, SPEC_BY_KIND)}"
+        )
+    return {**spec, "kind": kind}
+
+
+def _model_at(loc: Sequence[str | int], raw: Mapping[str, Any]) -> type[BaseModel] | None:
+    """The model whose keys apply at `loc`, for did-you-mean suggestions."""
+    if len(loc) <= 1:
+        return Config
+    if loc[0] == "services" and len(loc) >= 2:
+        spec = raw.get("services", {}).get(loc[1], {})
+        model: type[BaseModel] = SPEC_BY_KIND.get(spec.get("kind", ""), ServiceSpec)
+        if len(loc) == 3:
+            return model
+        if len(loc) == 4 and loc[2] == "ready":
+            return ReadyCheck
+    return None
+
+
+def _user_loc(error: Any, raw: Mapping[str, Any]) -> list[str | int]:
+    """The error's key path as the user wrote it. Unions add tags to pydantic's path (the
+    service kind, 'str', "literal['auto']") that are no key: keep only the parts found in
+    the input, and a missing key's own name."""
+    loc: list[str | int] = []
+    node: Any = raw
+    parts = list(error["loc"])
+    # The services' discriminated union names the kind after the service: `command` would
+    # pass for a key of a command service.
+    if len(parts) >= 3 and parts[0] == "services" and parts[2] in SPEC_BY_KIND:
+        del parts[2]
+    for index, part in enumerate(parts):
+        found = (isinstance(node, Mapping) and part in node) or (
+            isinstance(node, list | tuple) and isinstance(part, int) and part < len(node)
+        )
+        if found:
+            node = node[part]
+        elif error["type"] != "missing" or index < len(parts) - 1:
+            continue
+        loc.append(part)
+    return loc
+
+
+def _key_path(loc: Sequence[str | int]) -> str:
+    return TABLE + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
+
+
+def _describe(error: Any, raw: Mapping[str, Any], sources: Mapping[str, str]) -> str:
+    user_loc = _user_loc(error, raw)
+    loc = [str(part) for part in user_loc]
+    path = _key_path(user_loc)
+    source = sources.get(loc[0]) if loc else None
+    where = f" (from {source})" if source and source != "pyproject.toml" else ""
+    if error["type"] == "extra_forbidden":
+        model = _model_at(loc, raw)
+        names = [f.alias or n for n, f in model.model_fields.items()] if model else []
+        hint = did_you_mean(loc[-1], names) or (
+            f"; known keys: {', '.join(sorted(names))}" if names else ""
+        )
+        return f"unknown key {path}{hint}"
+    message = error["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    message = re.sub(r" or instance of \w+", "", message)  # our class names mean nothing to users
+    got = error.get("input")
+    shown = "" if isinstance(got, dict) else f" (got {got!r})"
+    return f"{path}: {message}{shown}{where}"
