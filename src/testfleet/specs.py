@@ -15,7 +15,6 @@ from testfleet.values import seconds
 
 TABLE = "tool.testfleet"
 IDENT_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
-BACKENDS = ("native", "docker", "external")
 Backend = Literal["native", "docker", "external"]
 # Docker's own syntax for memory sizes: a number with an optional b/k/m/g unit.
 MEMORY_RE = re.compile(r"^\d+(\.\d+)?[bkmg]?$", re.IGNORECASE)

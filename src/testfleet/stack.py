@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -114,21 +113,11 @@ class Stack:
             name: KINDS[spec.kind].runtime(name, spec, self.ctx, KINDS[spec.kind])
             for name, spec in config.services.items()
         }
-        self.timings: dict[str, float] = {}
         self.namespaces: list[LaneNamespace] = []
 
     def start(self) -> None:
         for level in self.levels:
-            in_parallel([self._timed(name, self.services[name].start) for name in level])
-
-    def _timed(self, label: str, task: Callable[[], T]) -> Callable[[], T]:
-        def run() -> T:
-            began = time.perf_counter()
-            result = task()
-            self.timings[label] = time.perf_counter() - began
-            return result
-
-        return run
+            in_parallel([self.services[name].start for name in level])
 
     def provision(self, lane: int) -> LaneSetup:
         views: dict[str, ServiceView] = {}
@@ -148,7 +137,7 @@ class Stack:
                     # their readiness checks and its own connections live there.
                     return work() if namespace is None else namespace.call(work)
 
-                return self._timed(f"{name} lane {lane}", provision)
+                return provision
 
             for view in in_parallel([task(name) for name in level]):
                 views[view.name] = view
@@ -173,11 +162,9 @@ class Stack:
                 self.services[name].forget(lane)
 
     def _namespace(self, lane: int) -> LaneNamespace:
-        began = time.perf_counter()
         folder = private_dir(private_dir(self.run.run_dir.path / "namespaces") / str(lane))
         namespace = start_namespace(self.run.supervisor, folder, lane)
         self.namespaces.append(namespace)
-        self.timings[f"namespace lane {lane}"] = time.perf_counter() - began
         return namespace
 
     def _lane_env(self, lane: int, views: Mapping[str, ServiceView]) -> dict[str, str]:

@@ -79,8 +79,11 @@ def test_summary_time_covers_the_whole_run(tmp_path: Path):
     (tmp_path / "test_x.py").write_text("def test_x(): pass\n")
     result = run_cli("run", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    stack = float(re.search(r"stack ready in ([\d.]+) s", result.stderr).group(1))
-    total = float(re.search(r"1 passed in ([\d.]+) s", result.stderr).group(1))
+    ready = re.search(r"stack ready in ([\d.]+) s", result.stderr)
+    passed = re.search(r"1 passed in ([\d.]+) s", result.stderr)
+    assert ready is not None, result.stderr
+    assert passed is not None, result.stderr
+    stack, total = float(ready.group(1)), float(passed.group(1))
     assert stack >= 1.0
     assert total >= stack
 

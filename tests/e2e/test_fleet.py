@@ -47,7 +47,14 @@ def junit_cases(path: Path) -> list[tuple[str, str, str, str]]:
         props = {p.get("name"): p.get("value") for p in suite.iter("property")}
         for case in suite.iter("testcase"):
             outcome = next((child.tag for child in case), "passed")
-            cases.append((props["python"], case.get("classname"), case.get("name"), outcome))
+            cases.append(
+                (
+                    props["python"] or "",
+                    case.get("classname", ""),
+                    case.get("name", ""),
+                    outcome,
+                )
+            )
     return cases
 
 

@@ -126,7 +126,8 @@ def test_timeout_and_crash_are_reported_and_the_rest_runs(tmp_path: Path):
         assert cases[name].is_passed, name
     assert "one is not two" in cases["tests.test_b::test_fail"].result[0].message
     hung = int((project / "hung.pid").read_text())
-    assert process_start_ticks(hung) is None or alive([(hung, process_start_ticks(hung))]) == []
+    ticks = process_start_ticks(hung)
+    assert ticks is None or alive([(hung, ticks)]) == []
     assert "FAILED tests/test_b.py::test_hang (lane" in result.stderr
     assert "1 restart(s)" in result.stderr
 

@@ -44,7 +44,7 @@ class Up:
         )
         assert self.process.stderr is not None
         assert self.process.stdout is not None
-        self.log = []
+        self.log: list[str] = []
         while True:
             line = self.process.stderr.readline()
             assert line, "up ended early: " + "".join(self.log)

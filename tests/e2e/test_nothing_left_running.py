@@ -69,7 +69,7 @@ def test_sigterm_during_setup_stops_the_setup_command(tmp_path: Path):
     (project / "test_x.py").write_text("def test_x(): pass\n")
     process = start_cli(project, "run")
     pid_file = project / "setup.pid"
-    wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), what="setup to start")
+    wait_for(lambda: pid_file.exists() and bool(pid_file.read_text().strip()), what="setup")
     setup = pids_in(pid_file)
     assert len(alive(setup)) == 1
     process.send_signal(signal.SIGTERM)

@@ -81,8 +81,8 @@ def test_mongodb_lanes_do_not_see_each_others_writes(make_stack, isolation):
     one, two = stack.provision(1), stack.provision(2)
     first_url, second_url = one.env["MONGODB_URL"], two.env["MONGODB_URL"]
     with (
-        MongoClient(first_url, serverSelectionTimeoutMS=5000) as first,
-        MongoClient(second_url, serverSelectionTimeoutMS=5000) as second,
+        MongoClient[dict[str, Any]](first_url, serverSelectionTimeoutMS=5000) as first,
+        MongoClient[dict[str, Any]](second_url, serverSelectionTimeoutMS=5000) as second,
     ):
         assert first.admin.command("ping")["ok"] == 1
         first.get_default_database()["things"].insert_one({"lane": 1})
@@ -98,7 +98,9 @@ def test_mongodb_replica_set_runs_transactions(make_stack):
 
     service = {**backend_for("mongodb"), "replica-set": True}
     lane = make_stack({"services": {"mongodb": service}}).provision(1)
-    with MongoClient(lane.env["MONGODB_URL"], serverSelectionTimeoutMS=5000) as client:
+    with MongoClient[dict[str, Any]](
+        lane.env["MONGODB_URL"], serverSelectionTimeoutMS=5000
+    ) as client:
         assert client.admin.command("hello")["isWritablePrimary"] is True
         db = client.get_default_database()
         db.create_collection("orders")  # transactions cannot create collections before 4.4
@@ -116,7 +118,7 @@ def test_mongodb_gone_after_teardown(make_stack):
     url = stack.provision(1).env["MONGODB_URL"]
     stack.stop()
     with (
-        MongoClient(url, serverSelectionTimeoutMS=500) as client,
+        MongoClient[dict[str, Any]](url, serverSelectionTimeoutMS=500) as client,
         pytest.raises(ServerSelectionTimeoutError),
     ):
         client.admin.command("ping")

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from testfleet.config_rules import check_lanes, default_exports, start_order
 from testfleet.errors import ConfigError
+from testfleet.kinds.command.spec import CommandSpec
 from testfleet.kinds.postgres.spec import PostgresSpec
 from testfleet.project import layer, load_project, validate
 from testfleet.stack import service_exports
 from tests.helpers import write_pyproject
 
 
-def error_of(table: dict) -> str:
+def error_of(table: dict[str, Any]) -> str:
     with pytest.raises(ConfigError) as info:
         validate(table)
     assert "\n" not in info.value.message
@@ -240,7 +242,7 @@ def test_found_from_a_subdirectory(tmp_path: Path):
 def test_config_is_frozen():
     config = validate({"timeout": 3})
     with pytest.raises(ValueError, match="frozen"):
-        config.timeout = 4  # type: ignore[misc]
+        config.timeout = 4
 
 
 # -- values: one line each, naming the key and what is accepted ------------------------------
@@ -269,7 +271,7 @@ def test_lanes_word_is_one_line():
         ({"services": {"nats": {"export-defaults": "no"}}}, "services.nats.export-defaults"),
     ],
 )
-def test_booleans_and_numbers_are_not_interchangeable(table: dict, key: str):
+def test_booleans_and_numbers_are_not_interchangeable(table: dict[str, Any], key: str):
     """`lanes = true` is not one lane, nor `password = 1` a yes: pydantic's lax casts are off."""
     assert error_of(table).startswith(f"tool.testfleet.{key}: ")
 
@@ -381,7 +383,7 @@ CMD = {"kind": "command", "command": "serve {port}"}
         ({"services": {"postgres": {"setup": "migrate {url"}}}, "services.postgres.setup"),
     ],
 )
-def test_unclosed_brace_names_the_key(table: dict, key: str):
+def test_unclosed_brace_names_the_key(table: dict[str, Any], key: str):
     """`{lane` without its `}` is an error naming the key and `{{`, wherever placeholders go."""
     message = error_of(table)
     assert key in message.split(":", 1)[0]
@@ -480,7 +482,7 @@ def test_check_lanes_after_auto():
         ({"api": {"kind": "command", "command": "serve", "port": 8000}}, "{port}"),
     ],
 )
-def test_fixed_port_with_a_server_per_lane_needs_one_lane(service: dict, exported: str):
+def test_fixed_port_with_a_server_per_lane_needs_one_lane(service: dict[str, Any], exported: str):
     """A fixed port is fine for one lane; with two, each lane's own server would collide."""
     (name,) = service
     validate({"lanes": 1, "services": service})
@@ -510,7 +512,9 @@ def test_port_must_be_a_port_number(port: object):
 def test_command_with_fixed_port_needs_no_placeholder():
     """A command service with `port` gets the TCP check on it without `{port}` or `ready`."""
     config = validate({"services": {"api": {"kind": "command", "command": "serve", "port": 8000}}})
-    assert config.services["api"].uses_port()
+    api = config.services["api"]
+    assert isinstance(api, CommandSpec)
+    assert api.uses_port()
 
 
 def test_two_services_on_one_fixed_port():

@@ -26,7 +26,8 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_every_run_option_is_documented_with_its_flag_and_env_var():
-    """The reference table cannot fall behind the options the CLI accepts."""
+    """The reference table cannot fall behind the options the CLI accepts, nor the commands
+    that read each one."""
     from testfleet.options import OPTIONS
 
     reference = (REPO / "docs" / "configuration.md").read_text()
@@ -36,6 +37,8 @@ def test_every_run_option_is_documented_with_its_flag_and_env_var():
         assert row is not None, f"{option.key} is not in docs/configuration.md"
         assert option.flag in row, option.key
         assert option.env in row, option.key
+        read_by = row.split(" | ")[4]
+        assert read_by == ", ".join(f"`{c}`" for c in option.commands), option.key
 
 
 def test_exit_codes_in_the_readme_cover_the_signals_we_handle():

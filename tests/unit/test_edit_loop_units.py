@@ -24,7 +24,7 @@ def test_identity_names_settings_as_the_config_spells_them(tmp_path: Path):
 
 
 def test_run_only_settings_do_not_change_the_identity(tmp_path: Path):
-    services = {"postgres": {}}
+    services: dict[str, dict[str, object]] = {"postgres": {}}
     plain = identity(project(tmp_path, {"services": services}))
     busy = identity(
         project(

@@ -99,7 +99,7 @@ class FakeAdmin:
         answer = self.client.answers.get(name, {"ok": 1})
         if isinstance(answer, Exception):
             raise answer
-        return answer
+        return dict(answer)
 
 
 class FakeMongo:

@@ -3,6 +3,8 @@ what is refused before anything starts."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from testfleet.config_rules import check_lanes
@@ -64,7 +66,7 @@ def test_a_kernel_without_user_namespaces_is_named_in_one_line(monkeypatch: pyte
     """Not root, and the kernel refuses this user a user namespace: one line with the fix."""
     from testfleet import netns
 
-    monkeypatch.setattr(netns.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
     monkeypatch.setattr(netns, "_has_sys_admin", lambda: False)
     monkeypatch.setattr(netns, "_user_namespaces_work", lambda: "Operation not permitted")
     with pytest.raises(ConfigError, match=r"does not let user 1000 make a user namespace"):
@@ -74,7 +76,7 @@ def test_a_kernel_without_user_namespaces_is_named_in_one_line(monkeypatch: pyte
 def test_other_users_rerun_in_a_user_namespace_of_their_own(monkeypatch: pytest.MonkeyPatch):
     from testfleet import netns
 
-    monkeypatch.setattr(netns.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
     monkeypatch.setattr(netns, "_has_sys_admin", lambda: False)
     monkeypatch.setattr(netns, "_user_namespaces_work", lambda: None)
     monkeypatch.delenv(netns.USERNS_VARIABLE, raising=False)

@@ -26,7 +26,6 @@ class SharedStack:
         self.run = run
         self.connection = connection
         self.lanes = lanes
-        self.timings: dict[str, float] = {}
 
     def start(self) -> None:
         """The up started the services."""
