@@ -15,6 +15,7 @@ behind (`cleanup_stale`).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
@@ -23,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from testfleet import leftovers
 from testfleet.files import unsafe_reason
 from testfleet.rundir import (
     CONTAINERS_MARKER,
@@ -95,12 +97,22 @@ def cleanup_stale(base: Path) -> list[Path]:
 
 
 def drop_external(path: Path) -> int:
-    """What the run in `path` made on external servers and could not drop itself."""
-    if not owned_file(path / "external"):
+    """What the run in `path` made on external servers and could not drop itself, each by its
+    kind's `drop_leftover`; returns how many were tried. A server gone or a driver missing
+    does not stop the others."""
+    if not owned_file(path / leftovers.FILE_NAME):
         return 0
-    from testfleet import leftovers
+    from testfleet.kinds import KINDS
 
-    return leftovers.clean(path)
+    tried = 0
+    for entry in leftovers.entries(path):
+        kind = KINDS.get(str(entry.get("kind")))
+        if kind is None or kind.drop_leftover is None:
+            continue
+        tried += 1
+        with contextlib.suppress(Exception):
+            kind.drop_leftover(entry)
+    return tried
 
 
 def remove_containers(path: Path) -> int:

@@ -66,6 +66,9 @@ class Kind:
     # Isolation modes whose lanes a running `up` cannot hand out again: what they make on the
     # shared server (a database, a mount) is not undone per lane.
     unrecycled: frozenset[str] = frozenset()
+    # Drops what a run made on an external server and wrote down (leftovers.py), when the run
+    # could not itself (a SIGKILL): its reaper or the next run calls this with the record.
+    drop_leftover: Callable[[Mapping[str, Any]], None] | None = None
     # What an external server of this kind needs besides its url (Vault: its token).
     external_keys: tuple[str, ...] = ()
     # Its native server refuses to run as root: under root it runs as an unprivileged account.

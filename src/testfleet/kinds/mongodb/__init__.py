@@ -4,11 +4,13 @@ transactions and change streams need."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from testfleet.binaries import Lookup
 from testfleet.kinds.base import Kind
 from testfleet.kinds.mongodb.spec import MongoSpec
+from testfleet.leftovers import SECONDS
 from testfleet.ports import HOST
 
 if TYPE_CHECKING:
@@ -33,6 +35,16 @@ def runtime(name: str, spec: MongoSpec, ctx: StackContext, kind: Kind) -> Servic
     from testfleet.kinds.mongodb.service import MongoService
 
     return MongoService(name, spec, ctx, kind)
+
+
+def drop_leftover(entry: Mapping[str, Any]) -> None:
+    """A database a killed run handed out on an external server."""
+    from pymongo import MongoClient
+
+    ms = SECONDS * 1000
+    client: MongoClient[dict[str, Any]] = MongoClient(entry["url"], serverSelectionTimeoutMS=ms)
+    with client:
+        client.drop_database(entry["name"])
 
 
 KIND = Kind(
@@ -63,4 +75,5 @@ KIND = Kind(
     inner_port=27017,
     drivers=("pymongo",),
     unrecycled=frozenset(("database",)),
+    drop_leftover=drop_leftover,
 )

@@ -3,11 +3,13 @@ lane a database of one server, which needs Enterprise."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from testfleet.binaries import Lookup
 from testfleet.kinds.base import Kind, env_prefix
 from testfleet.kinds.neo4j.spec import Neo4jSpec
+from testfleet.leftovers import SECONDS
 from testfleet.ports import HOST
 
 if TYPE_CHECKING:
@@ -43,6 +45,18 @@ def runtime(name: str, spec: Neo4jSpec, ctx: StackContext, kind: Kind) -> Servic
     return Neo4jService(name, spec, ctx, kind)
 
 
+def drop_leftover(entry: Mapping[str, Any]) -> None:
+    """A database a killed run made on an external server."""
+    from neo4j import GraphDatabase
+
+    auth = (entry["user"], entry["password"]) if entry.get("password") else None
+    with (
+        GraphDatabase.driver(entry["url"], auth=auth, connection_timeout=SECONDS) as driver,
+        driver.session(database="system") as session,
+    ):
+        session.run(f"DROP DATABASE `{entry['name']}` IF EXISTS").consume()
+
+
 KIND = Kind(
     name="neo4j",
     label="Neo4j",
@@ -72,4 +86,5 @@ KIND = Kind(
     inner_port=7687,
     drivers=("neo4j",),
     unrecycled=frozenset(("database",)),
+    drop_leftover=drop_leftover,
 )

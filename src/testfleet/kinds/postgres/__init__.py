@@ -3,11 +3,13 @@ per lane (`"server"`); on an external server, a database per lane made from a te
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from testfleet.binaries import Lookup
 from testfleet.kinds.base import Kind, env_prefix
 from testfleet.kinds.postgres.spec import PostgresSpec
+from testfleet.leftovers import SECONDS
 from testfleet.ports import HOST
 
 if TYPE_CHECKING:
@@ -50,6 +52,19 @@ def runtime(name: str, spec: PostgresSpec, ctx: StackContext, kind: Kind) -> Ser
     return PostgresService(name, spec, ctx, kind)
 
 
+def drop_leftover(entry: Mapping[str, Any]) -> None:
+    """A database a killed run made on an external server."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(entry["url"], autocommit=True, connect_timeout=SECONDS) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+            (entry["name"],),
+        )
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(entry["name"])))
+
+
 KIND = Kind(
     name="postgres",
     label="PostgreSQL",
@@ -81,4 +96,5 @@ KIND = Kind(
     inner_port=5432,
     drivers=("psycopg",),
     unprivileged=True,
+    drop_leftover=drop_leftover,
 )

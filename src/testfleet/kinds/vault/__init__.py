@@ -3,11 +3,14 @@ token per run, a server per lane; on an external server, a KV mount per lane."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import urllib.request
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from testfleet.binaries import Lookup
 from testfleet.kinds.base import Kind, env_prefix
 from testfleet.kinds.vault.spec import VaultSpec
+from testfleet.leftovers import SECONDS
 from testfleet.ports import HOST
 
 if TYPE_CHECKING:
@@ -31,6 +34,17 @@ def runtime(name: str, spec: VaultSpec, ctx: StackContext, kind: Kind) -> Servic
     from testfleet.kinds.vault.service import VaultService
 
     return VaultService(name, spec, ctx, kind)
+
+
+def drop_leftover(entry: Mapping[str, Any]) -> None:
+    """A KV mount a killed run made on an external server."""
+    request = urllib.request.Request(
+        f"{entry['url']}/v1/sys/mounts/{entry['name']}",
+        method="DELETE",
+        headers={"X-Vault-Token": entry["token"]},
+    )
+    with urllib.request.urlopen(request, timeout=SECONDS):
+        pass
 
 
 KIND = Kind(
@@ -57,4 +71,5 @@ KIND = Kind(
     inner_port=8200,
     unrecycled=frozenset(("mount",)),
     external_keys=("token",),
+    drop_leftover=drop_leftover,
 )
