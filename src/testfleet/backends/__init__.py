@@ -1,1 +1,2 @@
-"""How a service runs: `native` processes on this machine (Docker and external come later)."""
+"""Where a service's servers run: `native` processes on this machine, `docker` containers, or
+`external` servers someone else runs; all behind the seam in `base`."""

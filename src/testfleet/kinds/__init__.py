@@ -1,7 +1,7 @@
-"""The registry of service kinds, built from each kind's own module.
-
-Adding a kind is one module with a `KIND` record (and its runtime under `services/`); the
-config schema, placeholders, default exports, binaries, images and `doctor` read it from here.
+"""The registry of service kinds, one folder each: `kinds/<kind>/spec.py` (the keys a service
+of the kind accepts), `service.py` (its runtime) and `__init__.py` (its record, `KIND`, which
+points to the runtime). The config schema, placeholders, default exports, binaries, images,
+lane limits, the up's recycling, the reaper and `doctor` read the records from here.
 """
 
 from __future__ import annotations
