@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 from testfleet.kinds import KINDS, AnyServiceSpec
 from testfleet.options import Options
 from testfleet.specs import ServerSpec, ServiceSpec
+from testfleet.values import is_version
 
 SPEC_BY_KIND: dict[str, type[ServiceSpec]] = {name: kind.spec for name, kind in KINDS.items()}
 
@@ -20,6 +21,17 @@ class Config(Options):
 
     services: dict[str, AnyServiceSpec] = Field(default_factory=dict)
     env: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def matrix(self) -> tuple[str, ...]:
+        """The Python versions of the matrix, each in a venv made with uv; () when `python`
+        names one interpreter or is unset."""
+        return self.python if self.python and is_version(self.python[0]) else ()
+
+    @property
+    def versions(self) -> int:
+        """How many Pythons the suite runs on at once (every one runs its own lanes)."""
+        return len(self.matrix) or 1
 
     @model_validator(mode="after")
     def _fill_backends(self) -> Config:

@@ -36,13 +36,6 @@ def check(config: Config) -> None:
 COMMON_PLACEHOLDERS = ("lane", "lanes", "run_id", "run_dir", "project_dir")
 
 
-def default_exports(name: str, kind: str, *, first_of_kind: bool = False) -> dict[str, str]:
-    """The env vars a service exports unless `export-defaults = false`. `first_of_kind`: the
-    first service of its kind in config order also exports the kind's well-known variables
-    (PGHOST, ... for postgres); only one service can own them."""
-    return KINDS[kind].exports_for(name, first_of_kind=first_of_kind)
-
-
 def check_lanes(config: Config, lanes: int) -> None:
     """Refuse a number of lanes the services cannot serve, before any of them starts.
 
@@ -73,7 +66,7 @@ def check_lanes(config: Config, lanes: int) -> None:
                 ' isolation = "shared" to let the lanes share it on purpose'
             )
         if spec.port_number is not None and lanes > 1 and spec.runs_per_lane() and not spaced:
-            exported = list(default_exports(name, spec.kind, first_of_kind=spec.first_of_kind))
+            exported = list(KINDS[spec.kind].exports_for(name, first_of_kind=spec.first_of_kind))
             picks = f"exports {exported[0]}" if exported else "fills {port} with it"
             shared = "database" in kind.isolation.get(spec.backend_name, ())
             raise ConfigError(
@@ -213,7 +206,7 @@ def _check_exports(config: Config) -> None:
     for name, spec in config.services.items():
         names = [(var, False) for var in spec.export]
         if spec.export_defaults:
-            defaults = default_exports(name, spec.kind, first_of_kind=spec.first_of_kind)
+            defaults = KINDS[spec.kind].exports_for(name, first_of_kind=spec.first_of_kind)
             names += [(var, True) for var in defaults]
         for var, by_default in names:
             other, other_by_default = seen.setdefault(var, (name, by_default))

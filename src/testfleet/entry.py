@@ -1,5 +1,5 @@
 """The `testfleet` command. `testfleet run` starts its first lane's interpreter here, before
-the rest of testfleet is imported (see early_lanes.py)."""
+the rest of testfleet is imported (see lanes/early.py)."""
 
 from __future__ import annotations
 

@@ -4,8 +4,9 @@ help, the commands that read it, its parser and its flag. Its `[tool.testfleet]`
 the env layer and the config's layering all derive from `OPTIONS`; `Config` (config.py) is
 `Options` plus the services and the `env` table.
 
-A command that does not read an option does not accept its flag (`testfleet up --shard 1/2`
-is a usage error); its env var and key are simply not read there.
+A command that does not read an option does not take its flag (`testfleet up --shard 1/2` is
+a usage error naming the commands that do); the env vars and keys make one configuration that
+every command sees.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ class Options(Model):
         Opt(
             "where services run unless they say otherwise: native processes, docker"
             " containers, or external servers already running",
-            (RUN, UP),
+            (RUN, PLAN, UP),
             metavar="BACKEND",
         ),
     ] = "native"
@@ -102,7 +103,7 @@ class Options(Model):
         Opt(
             "namespace gives each lane a network namespace (its own 127.0.0.1), so servers and"
             " a suite's fixed ports meet only their lane's; shared is one network for all",
-            (RUN, UP),
+            (RUN, PLAN, UP),
             metavar="MODE",
         ),
     ] = "shared"
@@ -302,7 +303,6 @@ def _derive() -> tuple[Option, ...]:
 
 
 OPTIONS: tuple[Option, ...] = _derive()
-OPTION_BY_KEY: dict[str, Option] = {option.key: option for option in OPTIONS}
 
 
 def options_of(command: str) -> tuple[Option, ...]:

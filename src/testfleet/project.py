@@ -71,11 +71,8 @@ def load_project(
     start: Path,
     cli: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
-    *,
-    options: Sequence[Option] = OPTIONS,
 ) -> Project:
-    """Read pyproject.toml, apply the env and CLI layers of `options` (those a command reads),
-    validate once."""
+    """Read pyproject.toml, apply the env and CLI layers, validate once."""
     pyproject = find_pyproject(start.resolve())
     try:
         document = tomllib.loads(pyproject.read_text(encoding="utf-8"))
@@ -91,21 +88,18 @@ def load_project(
         raise ConfigError(f"{pyproject} has no [{TABLE}] table; add one (see the README's example)")
     if not isinstance(table, dict):
         raise ConfigError(f"{pyproject}: {TABLE} must be a table")
-    raw, sources = layer(table, cli or {}, environ if environ is not None else {}, options)
+    raw, sources = layer(table, cli or {}, environ if environ is not None else {})
     config = validate(raw, sources)
     return Project(root=pyproject.parent, config=config, sources=sources)
 
 
 def layer(
-    table: Mapping[str, Any],
-    cli: Mapping[str, Any],
-    environ: Mapping[str, str],
-    options: Sequence[Option] = OPTIONS,
+    table: Mapping[str, Any], cli: Mapping[str, Any], environ: Mapping[str, str]
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """Merge file < env < CLI for `options` (declared in `testfleet.options`)."""
+    """Merge file < env < CLI for the options declared in `testfleet.options`."""
     raw = dict(table)
     sources = {key: "pyproject.toml" for key in raw}
-    for option in options:
+    for option in OPTIONS:
         if option.env in environ:
             raw[option.key] = _parse_option(option, environ[option.env], option.env)
             sources[option.key] = option.env

@@ -9,7 +9,6 @@ from testfleet import durations, pytest_cache
 from testfleet.console import say
 from testfleet.plan import WorkSource, keeps_order, work_source
 from testfleet.project import Project
-from testfleet.values import is_version
 from testfleet.venvs import PythonTarget, prepare_targets
 
 
@@ -50,7 +49,7 @@ def shard_of(text: str | None) -> tuple[int, int] | None:
 def plan_run(project: Project, lanes: int) -> RunPlan:
     config = project.config
     targets = prepare_targets(project, say=say)
-    matrix = config.python is not None and is_version(config.python[0])
+    matrix = bool(config.matrix)
     label_of = {t.label: (t.label if matrix else "") for t in targets}
     measured = durations.load(project.path(config.durations), project.root)
     shard = shard_of(config.shard)

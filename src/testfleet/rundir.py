@@ -77,9 +77,7 @@ class RunDir:
 
     @classmethod
     def create(cls, base: Path) -> RunDir:
-        if not base.parent.is_dir():
-            base.parent.mkdir(parents=True, exist_ok=True)
-        secure_dir(base, TRAVERSABLE_DIR, what="run directory base")
+        secure_base(base)
         run_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
         path = base / run_id
         # Others may enter (PostgreSQL's account walks through to its data) but not list it;
@@ -104,6 +102,13 @@ class RunDir:
         kill_marked(self.mark)
         shutil.rmtree(self.path, ignore_errors=True)
         os.close(self._lock_fd)
+
+
+def secure_base(base: Path) -> Path:
+    """The base of the run directories, made (or accepted) as this user's own."""
+    if not base.parent.is_dir():
+        base.parent.mkdir(parents=True, exist_ok=True)
+    return secure_dir(base, TRAVERSABLE_DIR, what="run directory base")
 
 
 def owned_file(path: Path) -> bool:

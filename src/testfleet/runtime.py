@@ -16,7 +16,14 @@ from types import FrameType, TracebackType
 from testfleet import reaper
 from testfleet.errors import Interrupted
 from testfleet.processes import Supervisor, note_spawned, spawned
-from testfleet.rundir import MARK_VARIABLE, RunDir, default_base, parent_pid, process_start_ticks
+from testfleet.rundir import (
+    MARK_VARIABLE,
+    RunDir,
+    default_base,
+    parent_pid,
+    process_start_ticks,
+    secure_base,
+)
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -65,9 +72,9 @@ class Run:
         owned_files: tuple[Path, ...] = (),
     ) -> None:
         self._began = _now_ticks()
-        base = base or default_base()
-        self.run_dir = RunDir.create(base)
-        reaper.cleanup_stale(base)
+        # What runs whose owner is gone left, before this run has anything to leave.
+        reaper.cleanup_stale(secure_base(base or default_base()))
+        self.run_dir = RunDir.create(base or default_base())
         self.supervisor = Supervisor(self.run_dir, keep_dir=keep_logs)
         self._subreaper = _set_child_subreaper(True)
         # The reaper outlives a SIGKILL of this process; it owns the cleanup then. It must not

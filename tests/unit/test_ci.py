@@ -188,6 +188,14 @@ def test_github_matrix_from_the_flag_and_shards(tiny: Path):
     assert {"name": "Merge the shards", "run": "testfleet merge"} in merge["steps"]
 
 
+def test_python_from_the_environment_fills_the_matrix(tiny: Path, monkeypatch: pytest.MonkeyPatch):
+    """TESTFLEET_PYTHON counts for `ci` as for every command: one shell, one configuration."""
+    monkeypatch.setenv("TESTFLEET_PYTHON", "3.11,3.12")
+    assert generate(tiny, "github") == 0
+    workflow = read(tiny, ".github/workflows/tests.yml")
+    assert workflow["jobs"]["test"]["strategy"]["matrix"]["python"] == ["3.11", "3.12"]
+
+
 def test_pythons_come_from_config_else_the_running_interpreter(tiny: Path, tmp_path: Path):
     """Versions in [tool.testfleet] python fill the matrix; without them, the running X.Y; and
     the header says where they came from."""

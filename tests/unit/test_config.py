@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from testfleet.config_rules import check_lanes, default_exports, start_order
+from testfleet.config_rules import check_lanes, start_order
 from testfleet.errors import ConfigError
+from testfleet.kinds import KINDS
 from testfleet.kinds.command.spec import CommandSpec
 from testfleet.kinds.postgres.spec import PostgresSpec
 from testfleet.project import layer, load_project, validate
@@ -156,14 +157,14 @@ def test_export_collision():
 
 
 def test_default_exports_follow_service_names():
-    assert default_exports("postgres", "postgres") == {"POSTGRES_URL": "{url}"}
-    assert default_exports("valkey", "valkey", first_of_kind=True) == {
+    assert KINDS["postgres"].exports_for("postgres") == {"POSTGRES_URL": "{url}"}
+    assert KINDS["valkey"].exports_for("valkey", first_of_kind=True) == {
         "VALKEY_URL": "{url}",
         "REDIS_URL": "{url}",
     }
-    assert default_exports("sessions", "valkey") == {"SESSIONS_URL": "{url}"}
-    assert default_exports("vault", "vault") == {"VAULT_ADDR": "{addr}", "VAULT_TOKEN": "{token}"}
-    assert set(default_exports("db", "postgres", first_of_kind=True)) == {
+    assert KINDS["valkey"].exports_for("sessions") == {"SESSIONS_URL": "{url}"}
+    assert KINDS["vault"].exports_for("vault") == {"VAULT_ADDR": "{addr}", "VAULT_TOKEN": "{token}"}
+    assert set(KINDS["postgres"].exports_for("db", first_of_kind=True)) == {
         "DB_URL",
         "PGHOST",
         "PGPORT",
@@ -580,9 +581,9 @@ def test_valkey_and_redis_side_by_side_each_export_their_own_url():
     """Comparing a suite on both: REDIS_URL is the Redis server's, VALKEY_URL Valkey's."""
     config = validate({"services": {"valkey": {}, "redis": {}}})
     valkey, redis = config.services["valkey"], config.services["redis"]
-    assert default_exports("valkey", "valkey", first_of_kind=valkey.first_of_kind) == {
+    assert KINDS["valkey"].exports_for("valkey", first_of_kind=valkey.first_of_kind) == {
         "VALKEY_URL": "{url}"
     }
-    assert default_exports("redis", "redis", first_of_kind=redis.first_of_kind) == {
+    assert KINDS["redis"].exports_for("redis", first_of_kind=redis.first_of_kind) == {
         "REDIS_URL": "{url}"
     }

@@ -92,6 +92,8 @@ def test_auto_lanes_for_the_last_failures(tmp_path: Path):
         (["run"], "run"),
         (["-C", "x", "run", "-n", "2"], "run"),
         (["--project=x", "run"], "run"),
+        (["--proj", "x", "plan"], "plan"),
+        (["--p=x", "up"], "up"),
         (["run", "--", "-h"], "run"),
         (["run", "--help"], "run"),
         (["up"], "up"),

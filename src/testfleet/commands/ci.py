@@ -12,7 +12,6 @@ import argparse
 import shlex
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from testfleet.ci.files import (
     GITHUB_REUSABLE,
@@ -31,8 +30,9 @@ from testfleet.ci.model import (
     number,
 )
 from testfleet.commands import Call
+from testfleet.commands.common import project_for
 from testfleet.console import say
-from testfleet.project import Project, load_project
+from testfleet.project import Project
 from testfleet.values import MAX_SHARDS, argument_type, seconds
 
 
@@ -68,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(call: Call) -> int:
-    return ci_command(call.args, load_project(Path(call.args.project), environ={}))
+    return ci_command(call.args, project_for(call, "ci"))
 
 
 def _shards(text: str) -> int | str:

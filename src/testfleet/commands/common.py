@@ -20,15 +20,11 @@ from testfleet.up.shared_stack import SharedStack
 
 
 def project_for(call: Call, command: str, extra: Mapping[str, Any] | None = None) -> Project:
-    """The project's config as `command` reads it: pyproject.toml < the TESTFLEET_* env vars
-    of its options < its flags (`extra`: more of the command line, pytest's arguments)."""
+    """The project's config as `command` sees it: pyproject.toml < the TESTFLEET_* env vars <
+    the flags it takes (`extra`: more of the command line, pytest's arguments). Every command
+    sees the env vars of every option: one shell, one configuration."""
     flags = {option.key: getattr(call.args, option.dest, None) for option in options_of(command)}
-    return load_project(
-        Path(call.args.project),
-        cli={**flags, **(extra or {})},
-        environ=os.environ,
-        options=options_of(command),
-    )
+    return load_project(Path(call.args.project), cli={**flags, **(extra or {})}, environ=os.environ)
 
 
 def run_base(project: Project) -> Path | None:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
-from pathlib import Path
 
 from testfleet.commands import Call
+from testfleet.commands.common import project_for
 from testfleet.errors import ConfigError, TestfleetError
 from testfleet.kinds import KINDS
 from testfleet.processes import unprivileged_user
-from testfleet.project import Project, load_project
+from testfleet.project import Project
 from testfleet.rundir import default_base
 from testfleet.specs import ServerSpec
 
@@ -65,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(call: Call) -> int:
     try:
-        project: Project | None = load_project(Path(call.args.project), environ=os.environ)
+        project: Project | None = project_for(call, "doctor")
     except ConfigError:
         project = None
     return doctor(project)

@@ -18,7 +18,6 @@ from testfleet.plan import Plan, ideal_bound, keeps_order, plan
 from testfleet.preflight import check_paths
 from testfleet.project import Project
 from testfleet.run_plan import shard_of
-from testfleet.values import is_version
 from testfleet.venvs import prepare_targets
 
 
@@ -30,7 +29,8 @@ def main(call: Call) -> int:
     project = project_for(call, PLAN)
     check_paths(project, PLAN)
     lanes = resolve_lanes(project.config)
-    check_lanes(project.config, lanes)
+    # Every Python version of the matrix runs its own lanes on the one stack.
+    check_lanes(project.config, lanes * project.config.versions)
     nodeids = collect_suite(project)
     show(project, nodeids, lanes, split(project, nodeids, lanes))
     return ExitCode.OK
@@ -38,8 +38,7 @@ def main(call: Call) -> int:
 
 def collect_suite(project: Project) -> list[str]:
     """With a matrix, the first version's environment collects (made or reused as for run)."""
-    config = project.config
-    matrix = config.python is not None and is_version(config.python[0])
+    matrix = bool(project.config.matrix)
     return collect(project, prepare_targets(project, say=say)[0].python if matrix else None)
 
 

@@ -45,7 +45,6 @@ from testfleet.runtime import Run
 from testfleet.stack import LaneProvider, Stack, resolve_binaries
 from testfleet.up.client import Connection, find_up
 from testfleet.up.shared_stack import SharedStack
-from testfleet.values import is_version
 from testfleet.verdict import Facts, verdict
 
 # pytest's own selection options, spelled as pytest spells them: (flags, dest, help).
@@ -107,10 +106,8 @@ def configure(call: Call) -> tuple[Project, int, str | None]:
     note = None
     if chosen != lanes:
         note = f'lanes = "auto": {chosen} lane(s) for the selected tests\' measured time'
-    config = project.config
     # Every Python version of the matrix runs its own lanes on the one stack.
-    versions = len(config.python) if config.python and is_version(config.python[0]) else 1
-    check_lanes(config, chosen * versions)
+    check_lanes(project.config, chosen * project.config.versions)
     return project, chosen, note
 
 
@@ -136,9 +133,7 @@ def into_own_user_namespace(argv: Sequence[str]) -> None:
 def find_running_up(project: Project, lanes: int) -> Connection | None:
     """The `testfleet up` of this project whose stack the run uses, said on the first line;
     or why a running one is not used."""
-    config = project.config
-    versions = len(config.python) if config.python and is_version(config.python[0]) else 1
-    connection, why_not = find_up(project, lanes * versions)
+    connection, why_not = find_up(project, lanes * project.config.versions)
     if why_not is not None:
         say(why_not)
     if connection is not None:
@@ -178,13 +173,12 @@ def start_early(lanes: EarlyLanes, plan: RunPlan, run: Run) -> None:
 
 @dataclass(frozen=True)
 class Ran:
-    """What the lanes did, and whether an interrupt cut them short (raised after the reports
-    are written)."""
+    """What the lanes did (an interrupt that cut them short is in the outcome, raised again
+    after the reports are written)."""
 
     outcome: RunOutcome
     wall: float  # seconds from the lanes' start to the last one's end
     coverage_dir: Path | None
-    interruption: BaseException | None
 
 
 def run_lanes(
@@ -200,7 +194,6 @@ def run_lanes(
     setups = start_stack(project, run, stack, plan.total_lanes)
     coverage_dir = private_dir(run.run_dir.path / "coverage") if config.coverage else None
     socket_path = private_dir(run.run_dir.path / "queue") / "queue.sock"
-    rcfile = coverage_report.config_file(project.root) if coverage_dir else True
     launch_spec = launch(
         project,
         stack,
@@ -213,7 +206,7 @@ def run_lanes(
         on_spawn=partial(_spawned, run, stack),
         python_of=lambda n: plan.target_of(n).python,
         group_of=plan.group_of,
-        coverage_rcfile=rcfile if isinstance(rcfile, str) else "",
+        coverage_rcfile=coverage_report.settings_path(project.root) if coverage_dir else "",
         early=lanes_early.take,
     )
     coordinator = Coordinator(
@@ -227,8 +220,11 @@ def run_lanes(
         watch=stack.problem,
     )
     began = time.perf_counter()
-    outcome = coordinator.run()
-    return Ran(outcome, time.perf_counter() - began, coverage_dir, outcome.interruption)
+    try:
+        outcome = coordinator.run()
+    except (KeyboardInterrupt, Interrupted) as exc:  # a second one, while lanes were stopped
+        outcome = dataclasses.replace(coordinator.outcome(), interrupted=True, interruption=exc)
+    return Ran(outcome, time.perf_counter() - began, coverage_dir)
 
 
 def _spawned(run: Run, stack: LaneProvider, pid: int) -> None:
@@ -261,7 +257,7 @@ def recheck(
     """Failed tests again, in fresh lanes (see recheck/); not after an interrupt, a fault or
     the run's timeout. An interrupt here keeps the run's own results: reports are written."""
     outcome = ran.outcome
-    if ran.interruption is not None or outcome.fatal is not None or outcome.timed_out:
+    if outcome.interruption is not None or outcome.fatal is not None or outcome.timed_out:
         return ran
     try:
         outcome = recheck_outcome(
@@ -275,7 +271,7 @@ def recheck(
         )
     except (KeyboardInterrupt, Interrupted) as exc:
         say("rechecks stopped by an interrupt")
-        return dataclasses.replace(ran, interruption=exc)
+        return dataclasses.replace(ran, outcome=dataclasses.replace(outcome, interruption=exc))
     return dataclasses.replace(ran, outcome=outcome)
 
 
@@ -350,7 +346,7 @@ def conclude(project: Project, plan: RunPlan, ran: Ran, written: Written, *, sta
             first_result=None if first is None else first - started,
         ),
     )
-    if not outcome.collected and ran.interruption is not None:
+    if not outcome.collected and outcome.interruption is not None:
         say("stopped before the suite was collected; the previous reports were left as they were")
     elif outcome.collected and not written.problems:
         where = f"JUnit XML: {project.path(config.junit_xml)}"
@@ -372,10 +368,10 @@ def conclude(project: Project, plan: RunPlan, ran: Ran, written: Written, *, sta
             timed_out=(config.timeout or 0.0) if outcome.timed_out else None,
         )
     )
-    if ran.interruption is not None:
+    if outcome.interruption is not None:
         for problem in written.problems:
             error(problem)
-        raise ran.interruption
+        raise outcome.interruption
     for message, details in result.errors:
         error(message, details)
     if result.fatal is not None:

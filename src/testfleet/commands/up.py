@@ -35,7 +35,7 @@ def main(call: Call) -> int:
     project = project_for(call, UP)
     # Everything a user can get wrong is found here, before anything starts.
     check_paths(project, UP)
-    check_lanes(project.config, 1)
+    check_lanes(project.config, project.config.versions)
     warm, refusal = warm_lanes(project)
     serve(project, warm, refusal)
     return 0  # serve returns only by an exception (Ctrl-C, SIGTERM, a dead server)

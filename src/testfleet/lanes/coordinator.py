@@ -245,11 +245,16 @@ class Coordinator:
         self._settle(state, result)
         state.history.append(result.nodeid)
 
-    def _settle(self, state: LaneState, result: TestResult) -> None:
+    def _settle(self, state: LaneState, result: TestResult, *, recheckable: bool = True) -> None:
         """A test of the lane has its result: from the lane, or ours when the lane could not
-        say (a timeout, a crash, an interrupt)."""
+        say (a timeout, a crash, an interrupt). A test the run stopped under is not
+        `recheckable`: what ran before it did not make it fail."""
         self.results[state.group][result.nodeid] = result
-        if result.outcome in FAILING and len(self.predecessors) < MAX_PREDECESSOR_LISTS:
+        if (
+            recheckable
+            and result.outcome in FAILING
+            and len(self.predecessors) < MAX_PREDECESSOR_LISTS
+        ):
             # What ran before it in its lane's process, for rechecks (which look at the
             # first few failures only: a suite that fails wholesale is not stored N times).
             self.predecessors[(state.group, result.nodeid)] = tuple(state.history)
@@ -333,6 +338,7 @@ class Coordinator:
                 text=f"{why} (after {took:.1f} s)\n\nlane output:\n" + state.log_tail(),
                 timed=False,
             ),
+            recheckable=False,
         )
 
     def _after_exit(self, state: LaneState, code: int) -> None:

@@ -14,7 +14,7 @@ from testfleet import durations, pytest_cache
 from testfleet.config import Config
 from testfleet.kinds import KINDS
 from testfleet.project import Project
-from testfleet.values import MAX_LANES, is_version
+from testfleet.values import MAX_LANES
 
 
 def resolve_lanes(config: Config, cpus: int | None = None) -> int:
@@ -26,7 +26,7 @@ def resolve_lanes(config: Config, cpus: int | None = None) -> int:
         return config.lanes
     cores = cpus or os.cpu_count() or 1
     # Per Python version: every version of a matrix runs this many lanes on the one stack.
-    versions = len(config.python) if config.python and is_version(config.python[0]) else 1
+    versions = config.versions
     lanes = max(min(cores * 2 if config.services else cores, MAX_LANES) // versions, 1)
     for spec in config.services.values():
         # A fixed port in every lane needs a namespace per lane; without, one lane.

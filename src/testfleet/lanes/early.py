@@ -135,11 +135,14 @@ def subcommand(argv: Sequence[str]) -> str | None:
     rest = list(argv)
     while rest:
         word = rest.pop(0)
-        if word in ("-C", "--project"):
+        flag, given, _ = word.partition("=")
+        # -C DIR, -CDIR, --project DIR, --project=DIR, and what argparse takes for --project
+        # (--proj, --p=DIR: any prefix).
+        if word == "-C" or (len(flag) > 2 and "--project".startswith(flag) and not given):
             if rest:
                 rest.pop(0)
             continue
-        if word.startswith(("-C", "--project=")):
+        if word.startswith("-C") or (len(flag) > 2 and "--project".startswith(flag)):
             continue
         return None if word.startswith("-") else word
     return None

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from testfleet.lanes.coordinator import Snapshot
 
-if TYPE_CHECKING:  # rich only for the live display: CI logs start sooner without it
+if TYPE_CHECKING:  # rich is imported when a live display is made (a terminal)
     from rich.console import Console
     from rich.live import Live
     from rich.table import Table

@@ -78,10 +78,6 @@ class LaneQueue:
         if nodeid in held:
             held.remove(nodeid)
 
-    def held(self, lane: int) -> tuple[str, ...]:
-        """What `lane` was handed and has no result for yet."""
-        return tuple(self._held[lane])
-
     def give_back(self, lane: int) -> None:
         """A lane that ended: its unfinished tests go back to the queue, first in line, since
         they are already late."""
@@ -101,9 +97,9 @@ class LaneQueue:
         return True
 
     def stop(self, reason: str) -> None:
-        """Hand out nothing more (pytest's -x or --maxfail in some lane); the first reason
-        stays."""
-        self.stopping = self.stopping or reason
+        """Hand out nothing more (pytest's -x or --maxfail in some lane), for this reason (the
+        latest lane's)."""
+        self.stopping = reason
         self._halted = True
 
     def halt(self) -> None:

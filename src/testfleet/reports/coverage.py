@@ -66,6 +66,12 @@ def config_file(root: Path) -> str | bool:
     return True
 
 
+def settings_path(root: Path) -> str:
+    """The settings file lanes measure with (see config_file), or "" for coverage's defaults."""
+    found = config_file(root)
+    return found if isinstance(found, str) else ""
+
+
 def combine(project: Project, lane_data: Path) -> CoverageOutcome:
     """Combine the lanes' data; the threshold is `coverage-fail-under`, else the project's own
     `[report] fail_under` from its coverage settings (the same file the lanes measured with)."""

@@ -17,7 +17,7 @@ from typing import Any
 from testfleet.kinds import KINDS
 from testfleet.project import Project
 
-# What `up` and `run` speak over the up's socket (up_server.py); a run of another version is
+# What `up` and `run` speak over the up's socket (up/server.py); a run of another version is
 # refused rather than misunderstood.
 PROTOCOL_VERSION = 1
 

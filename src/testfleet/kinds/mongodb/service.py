@@ -158,12 +158,12 @@ class MongoService:
         lane starts its own."""
         if self.spec.isolation_mode == "database":
             self._shared = self._start_server("shared", "shared")
-            if self._shared.address is not None:
-                self._use_external(self._shared.address)
 
-    def _use_external(self, address: Address) -> None:
-        """Names on a server testfleet does not own carry the run's id: other runs and the
-        server's own databases are never touched, and stop() drops what this run handed out."""
+    def _reach(self, url: str) -> Address:
+        """An external server's url, read before it is waited for. Names on a server testfleet
+        does not own carry the run's id: other runs and the server's own databases are never
+        touched, and stop() drops what this run handed out."""
+        address = _address(url)
         self.prefix = f"{self.spec.database}_{self.ctx.run_id.replace('-', '_')}"
         self._external = address.url
         if address.password:
@@ -176,6 +176,7 @@ class MongoService:
                 f"{self.where}.database: lane databases like {longest} would pass MongoDB's"
                 f" limit of {MAX_DATABASE_NAME} bytes; use a shorter database name"
             )
+        return address
 
     def _start_server(self, folder_name: str, label: str) -> Started:
         spec = self.spec
@@ -242,7 +243,7 @@ class MongoService:
                 limits=spec.limits,
                 reuse=spec.reuse,
             ),
-            external=ExternalLaunch(self.name, spec.url or "", self.where, _address),
+            external=ExternalLaunch(self.name, spec.url or "", self.where, self._reach),
             reset=_drop_user_databases,
         )
         return self.ctx.start(spec, server)

@@ -4,6 +4,7 @@ server is one server for every lane, so lanes share it only when `isolation = "s
 from __future__ import annotations
 
 import signal
+import urllib.parse
 from collections.abc import Mapping
 
 from testfleet import readiness
@@ -23,16 +24,16 @@ from testfleet.kinds.nats.spec import NatsSpec
 from testfleet.service import ServiceView, StackContext
 
 AUTH_IN_CONTAINER = "/etc/testfleet/auth.conf"
-URL_FORM = "nats://[token@]host:port"
+# The readiness check speaks plain NATS with a token: TLS and user/password would be waited for
+# in vain, so they are refused rather than timed out.
+URL_FORM = "nats://[token@]host:port (TLS and user/password: not yet)"
 
 
 def _address(url: str) -> Address:
-    """An external server's url, its token as the user part. The readiness check speaks
-    plain NATS with a token: TLS and user/password would be waited for in vain, so they are
-    refused rather than timed out."""
+    """An external server's url, its token as the user part."""
     address = parse_url(url, schemes=("nats",), default_port=4222, want=URL_FORM)
-    if address.password:
-        raise ValueError(f"want {URL_FORM} (TLS and user/password: not yet)")
+    if urllib.parse.urlsplit(url).password is not None:
+        raise ValueError(f"want {URL_FORM}")
     return address
 
 
@@ -100,13 +101,11 @@ class NatsService:
                 redact=self.ctx.secrets,
                 limits=spec.limits,
             ),
-            external=ExternalLaunch(self.name, spec.url or "", self.where, _address),
+            external=ExternalLaunch(self.name, spec.url or "", self.where, self._reach),
         )
         started = self.ctx.start(spec, server)
         if started.address is not None:  # used as it is, its token and all
             token = started.address.user
-            if token:
-                self.ctx.secrets.append(token)
             values = {
                 "url": started.address.url,
                 "host": started.host,
@@ -125,6 +124,13 @@ class NatsService:
                 "token": self.token or "",
             },
         )
+
+    def _reach(self, url: str) -> Address:
+        """An external server's url, read before it is waited for; its token is a secret."""
+        address = _address(url)
+        if address.user:
+            self.ctx.secrets.append(address.user)
+        return address
 
     def forget(self, lane: int) -> None:
         """Nothing of a lane's is left on a shared server: it has servers of its own."""

@@ -148,7 +148,7 @@ class PostgresService:
                 limits=self.spec.limits,
                 reuse=self.spec.reuse,
             ),
-            external=ExternalLaunch(self.name, self.spec.url or "", self.where, _address),
+            external=ExternalLaunch(self.name, self.spec.url or "", self.where, self._reach),
             reset=self._drop_earlier_databases,
         )
         started = self.ctx.start(self.spec, server)
@@ -168,8 +168,6 @@ class PostgresService:
         else:
             self.user = address.user or self.user
             self.password = address.password
-            if self.password:
-                self.ctx.secrets.append(self.password)
             # Names carry the run id's random part: other runs and the server's own
             # databases are never touched; it keeps them within PostgreSQL's 63 bytes
             # (41 + 9 + "_template").
@@ -183,6 +181,14 @@ class PostgresService:
         self._databases.create_template(
             lambda db: self._run_setup(folder, db), seal=True, mark=False
         )
+
+    def _reach(self, url: str) -> Address:
+        """An external server's url, read before it is waited for: its password is a
+        secret from then on (a command service's log may print it)."""
+        address = _address(url)
+        if address.password:
+            self.ctx.secrets.append(address.password)
+        return address
 
     def _creator(self, url: str) -> Connection:
         """The admin connection to an external server, as a user who may create databases."""

@@ -11,23 +11,23 @@ from collections.abc import Mapping
 from testfleet import readiness
 from testfleet.backends.base import Address, ContainerLaunch, ExternalLaunch, NativeLaunch, Server
 from testfleet.backends.external import parse_url
-from testfleet.errors import ServiceError
+from testfleet.errors import ConfigError
 from testfleet.files import write_private
 from testfleet.kinds.base import Kind
 from testfleet.kinds.valkey.spec import DB_NUMBERS, ValkeySpec
 from testfleet.service import ServiceView, StackContext
 
 CONFIG_IN_CONTAINER = "/etc/testfleet/server.conf"
-URL_FORM = "redis://[:password@]host:port[/db]"
+# TLS and ACL users would need a client of their own: refused rather than lost.
+URL_FORM = "redis://[:password@]host:port[/db] (TLS and ACL users: not yet)"
 
 
 def _address(url: str) -> Address:
-    """An external server's url. TLS and ACL users would need a client of their own:
-    refused rather than lost."""
+    """An external server's url, its DB number as its path."""
     address = parse_url(url, schemes=("redis",), default_port=6379, want=URL_FORM)
     if address.user:
-        raise ValueError(f"want {URL_FORM} (TLS and ACL users: not yet), got a user name")
-    if address.path and not address.path.isdigit():
+        raise ValueError(f"want {URL_FORM}, got a user name")
+    if not address.path.strip("/").isdigit() and address.path.strip("/"):
         raise ValueError(f"want {URL_FORM}, with a numeric port and DB")
     return address
 
@@ -93,29 +93,29 @@ class ValkeyService:
                 limits=spec.limits,
                 reuse=spec.reuse,
             ),
-            external=ExternalLaunch(name, spec.url or "", self.where, _address),
+            external=ExternalLaunch(name, spec.url or "", self.where, self._reach),
             # A kept container from an earlier run: its data is this project's own, emptied.
             reset=lambda host, port: readiness.resp_call(host, port, self.password, ("FLUSHALL",)),
         )
         started = self.ctx.start(spec, server)
-        if started.address is not None:
-            self._use_external(started.address)
         return started.host, started.port
 
-    def _use_external(self, address: Address) -> None:
-        """An external server's password and first DB number come with its url; lanes take
-        the DB numbers from that one on, which must exist on the server."""
+    def _reach(self, url: str) -> Address:
+        """An external server's url, read before it is waited for: its password and first DB
+        number. Lanes take the DB numbers from that one on, which must exist on the server."""
+        address = _address(url)
         self.password = address.password or None
         if self.password:
             self.ctx.secrets.append(self.password)
-        self._first_db = int(address.path or 0)
+        self._first_db = int(address.path.strip("/") or 0)
         lanes = self.ctx.lanes if self.spec.isolation_mode == "database" else 1
         if self._first_db + lanes > DB_NUMBERS:
-            raise ServiceError(
-                f"{self.where}: {self.ctx.lanes} lanes from DB {self._first_db} need DB numbers"
-                f" up to {self._first_db + self.ctx.lanes - 1}, and a default server has"
+            raise ConfigError(
+                f"{self.where}.url: {self.ctx.lanes} lanes from DB {self._first_db} need DB"
+                f" numbers up to {self._first_db + self.ctx.lanes - 1}, and a default server has"
                 f" {DB_NUMBERS}; use fewer lanes or a lower DB number in the url"
             )
+        return address
 
     def provision(self, lane: int, deps: Mapping[str, ServiceView]) -> ServiceView:
         if self._shared is not None:
