@@ -104,7 +104,8 @@ def test_up_refuses_namespaces(tmp_path: Path):
 @pytest.fixture(scope="module")
 def unprivileged_venv() -> Iterator[Path]:
     """A venv another user can run: the system's Python (pyenv's lives under /root), with
-    testfleet from this checkout and the example's needs."""
+    testfleet from this checkout and the example's needs. Installed, not editable: a checkout
+    under /root (mode 700, the CI container's case) is closed to the other user."""
     system_python = Path("/usr/bin/python3")
     if os.geteuid() != 0 or not system_python.exists() or shutil.which("runuser") is None:
         pytest.skip("needs root (to act as another user), runuser and /usr/bin/python3")
@@ -112,7 +113,7 @@ def unprivileged_venv() -> Iterator[Path]:
     venv = folder / "venv"
     subprocess.run([str(system_python), "-m", "venv", str(venv)], check=True)
     subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "-q", "-e", f"{REPO}[valkey]", "redis"],
+        [str(venv / "bin" / "pip"), "install", "-q", f"{REPO}[valkey]", "redis"],
         check=True,
         timeout=600,
     )
