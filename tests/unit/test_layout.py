@@ -4,6 +4,7 @@ a command per module, and lane code that needs nothing but the standard library 
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,3 +130,21 @@ def test_lane_code_imports_only_the_standard_library_pytest_and_the_protocol():
                 assert top in allowed, f"{name} imports {imported_name}"
                 if top == "testfleet":
                     assert imported_name in allowed_ours, f"{name} imports {imported_name}"
+
+
+def test_docs_layout_names_every_module() -> None:
+    """docs/layout.md is the newcomer's map: a module it does not name is a room nobody finds."""
+    text = (REPO / "docs" / "layout.md").read_text()
+    named = set(re.findall(r"`([^`]+)`", text))
+    unnamed = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE)
+        if path.name == "__init__.py" and relative.parent != Path("."):
+            # a package is named by its folder (`lanes/`) or, for a kind, the kinds' folder
+            folder = f"{relative.parent.as_posix()}/"
+            if folder not in named and not folder.startswith("kinds/"):
+                unnamed.append(folder)
+            continue
+        if not ({path.name, relative.as_posix()} & named):
+            unnamed.append(relative.as_posix())
+    assert not unnamed, f"docs/layout.md does not name: {', '.join(unnamed)}"
