@@ -125,6 +125,11 @@ def main(
         say(f"stopped by {signal.Signals(exc.signum).name}; everything started was stopped")
         return 128 + exc.signum
     except Exception as exc:  # a bug of ours: say so plainly, with the trace on request
+        from testfleet import space
+
+        if space.disk_full(exc):  # not a bug: a filesystem filled up, which the user can fix
+            error(space.FULL_SOMEWHERE, f"{type(exc).__name__}: {exc}")
+            return ExitCode.SERVICE
         error(
             f"internal error: {type(exc).__name__}: {exc} (set TESTFLEET_DEBUG=1 for the traceback)"
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
+from testfleet.ci.config import CiSettings
 from testfleet.kinds import KINDS, AnyServiceSpec
 from testfleet.options import Options
 from testfleet.specs import ServerSpec, ServiceSpec
@@ -21,6 +22,7 @@ class Config(Options):
 
     services: dict[str, AnyServiceSpec] = Field(default_factory=dict)
     env: dict[str, str] = Field(default_factory=dict)
+    ci: CiSettings = Field(default_factory=CiSettings)  # what `testfleet ci` writes
 
     @property
     def matrix(self) -> tuple[str, ...]:

@@ -18,11 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import GetCoreSchemaHandler
+from pydantic import Field, GetCoreSchemaHandler
 from pydantic_core import CoreSchema, core_schema
 
 from testfleet import values
-from testfleet.specs import Model
+from testfleet.kinds import ALIASES, SERVER_KINDS
+from testfleet.specs import TABLE, Model
 from testfleet.values import MAX_LANES, argument_type
 
 RUN, PLAN, UP, MERGE = "run", "plan", "up", "merge"
@@ -32,7 +33,8 @@ RUN, PLAN, UP, MERGE = "run", "plan", "up", "merge"
 class Opt:
     """An option's declaration, attached to its field. `parse` reads a flag's or env var's
     text as well as a TOML value (None: one of the field's `Literal` choices); `shown` is how
-    `--help` names the default when the field's own default says nothing (None)."""
+    `--help` names the default when the field's own default says nothing (None); `not_a_key`:
+    the option is a flag and an env var only, and this is what pyproject.toml says instead."""
 
     help: str
     commands: tuple[str, ...]
@@ -40,6 +42,7 @@ class Opt:
     metavar: str = "VALUE"
     short: str | None = None
     shown: str | None = None
+    not_a_key: str | None = None
 
     def __get_pydantic_core_schema__(
         self, source: Any, handler: GetCoreSchemaHandler
@@ -107,6 +110,29 @@ class Options(Model):
             metavar="MODE",
         ),
     ] = "shared"
+    with_: Annotated[
+        tuple[str, ...],
+        Field(alias="with"),
+        Opt(
+            "start these service kinds too, each with its defaults and its usual env vars"
+            f" (POSTGRES_URL, ...), besides the services of [{TABLE}]: a kind declared there"
+            f" is not added again ({', '.join(SERVER_KINDS)}; postgresql for postgres)",
+            (RUN, PLAN, UP),
+            values.kinds(
+                SERVER_KINDS,
+                ALIASES,
+                {
+                    "command": "a command service needs its command: declare it in"
+                    f' pyproject.toml as [{TABLE}.services.NAME] with kind = "command"'
+                },
+            ),
+            "KINDS",
+            # A file's list would be replaced by the flag's or the env var's, dropping the
+            # file's services with it; a declared service is never overridden.
+            not_a_key=f"declare each service instead: [{TABLE}.services.postgres] (an empty"
+            " table starts it with its defaults)",
+        ),
+    ] = ()
     recheck: Annotated[
         Literal["auto", "on", "off"],
         Opt(
@@ -168,7 +194,8 @@ class Options(Model):
             (RUN, UP),
             values.path,
             "DIR",
-            shown="/dev/shm/testfleet-UID when /dev/shm is writable",
+            shown="/dev/shm/testfleet-UID when /dev/shm is writable and has room, else"
+            " $TMPDIR/testfleet-UID",
         ),
     ] = None
     python: Annotated[
@@ -250,6 +277,7 @@ class Option:
     switch: bool  # a flag without a value: --coverage
     choices: tuple[str, ...]
     shown: str | None
+    not_a_key: str | None  # set: a flag and an env var only, refused in pyproject.toml
 
     @property
     def flag(self) -> str:
@@ -297,6 +325,7 @@ def _derive() -> tuple[Option, ...]:
                 switch=field.annotation is bool,
                 choices=choices,
                 shown=opt.shown,
+                not_a_key=opt.not_a_key,
             )
         )
     return tuple(options)

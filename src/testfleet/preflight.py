@@ -84,9 +84,18 @@ def check_drivers(project: Project) -> None:
                 found = False
             if not found:
                 raise ConfigError(
-                    f"{TABLE}.services.{name}: {kind.label} needs the {driver} driver next to"
-                    f" testfleet; pip install 'testfleet[{kind.extra}]'"
+                    f"{service_label(project, name)}: {kind.label} needs the {driver} driver"
+                    f" next to testfleet; pip install 'testfleet[{kind.extra}]'"
                 )
+
+
+def service_label(project: Project, name: str) -> str:
+    """How the user asked for a service: its table, or `--with postgres` (TESTFLEET_WITH)
+    for one added from outside the file."""
+    source = project.sources.get(f"services.{name}")
+    if source is None:
+        return f"{TABLE}.services.{name}"
+    return f"{source} {name}" if source.startswith("-") else f"{source} ({name})"
 
 
 def check_external(project: Project) -> None:

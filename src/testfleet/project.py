@@ -1,7 +1,7 @@
 """A project: its root and its validated `Config`, read from pyproject.toml with the env vars
-and flags layered on it (pyproject.toml < TESTFLEET_* env vars < command-line flags). Every
-value remembers its source, so an error can name where to fix it, and every problem is one
-line."""
+and flags layered on it (pyproject.toml < TESTFLEET_* env vars < command-line flags), and the
+services of `--with` added to the declared ones. Every value remembers its source, so an
+error can name where to fix it, and every problem is one line."""
 
 from __future__ import annotations
 
@@ -16,8 +16,11 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from testfleet import config_rules
+from testfleet.ci.config import CiSettings
 from testfleet.config import SPEC_BY_KIND, Config
 from testfleet.errors import ConfigError, did_you_mean
+from testfleet.kinds import KINDS
+from testfleet.kinds.base import env_prefix
 from testfleet.kinds.command.spec import ReadyCheck
 from testfleet.options import OPTIONS, Option
 from testfleet.specs import TABLE, ServiceSpec
@@ -29,6 +32,9 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
+WITH = next(option for option in OPTIONS if option.key == "with")
+# Options that are no key of the table, so never suggested as one.
+FLAGS_ONLY = frozenset(option.key for option in OPTIONS if option.not_a_key is not None)
 
 
 @dataclass(frozen=True)
@@ -84,11 +90,15 @@ def load_project(
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{pyproject}: cannot read it as TOML: {exc}") from None
     table = document.get("tool", {}).get("testfleet")
-    if table is None:
-        raise ConfigError(f"{pyproject} has no [{TABLE}] table; add one (see the README's example)")
-    if not isinstance(table, dict):
+    if table is not None and not isinstance(table, dict):
         raise ConfigError(f"{pyproject}: {TABLE} must be a table")
-    raw, sources = layer(table, cli or {}, environ if environ is not None else {})
+    raw, sources = layer(table or {}, cli or {}, environ if environ is not None else {})
+    # --with alone makes a configuration: every other option has its default.
+    if table is None and not raw.get("with"):
+        raise ConfigError(
+            f"{pyproject} has no [{TABLE}] table; add one (see the README's example), or name"
+            " the services to start with --with postgres,valkey (or TESTFLEET_WITH)"
+        )
     config = validate(raw, sources)
     return Project(root=pyproject.parent, config=config, sources=sources)
 
@@ -96,10 +106,16 @@ def load_project(
 def layer(
     table: Mapping[str, Any], cli: Mapping[str, Any], environ: Mapping[str, str]
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """Merge file < env < CLI for the options declared in `testfleet.options`."""
+    """Merge file < env < CLI for the options declared in `testfleet.options`, then add the
+    services of `--with`."""
     raw = dict(table)
     sources = {key: "pyproject.toml" for key in raw}
     for option in OPTIONS:
+        if option.not_a_key is not None and option.key in table:
+            raise ConfigError(
+                f"{TABLE}.{option.key}: only {option.flag} and {option.env} set it, for a run"
+                f" that adds to the file; in pyproject.toml {option.not_a_key}"
+            )
         if option.env in environ:
             raw[option.key] = _parse_option(option, environ[option.env], option.env)
             sources[option.key] = option.env
@@ -109,10 +125,59 @@ def layer(
     extra_args = cli.get("extra_pytest_args")
     if extra_args:
         raw["pytest-args"] = [*raw.get("pytest-args", []), *extra_args]
+    if raw.get("with"):
+        raw["services"] = with_services(raw, sources)
     return raw, sources
 
 
-def _parse_option(option: Option, text: str, source: str) -> Any:
+def with_services(raw: Mapping[str, Any], sources: dict[str, str]) -> Any:
+    """The declared services and, after them, one of each kind `--with` names that none of
+    them is: named after its kind, with its defaults, so that it exports the kind's usual
+    variables (POSTGRES_URL, VALKEY_URL, ...). Each added service's source is noted as
+    `services.NAME`, for messages that would otherwise name a table the file does not have."""
+    services = raw.get("services", {})
+    if not isinstance(services, dict):
+        return services  # validate says what is wrong with it
+    source = sources.get("with", "--with")
+    kinds = _parse_option(WITH, raw["with"], source)
+    declared = {
+        name: spec.get("kind", name) if isinstance(spec, dict) else name
+        for name, spec in services.items()
+    }
+    added = dict(services)
+    for kind in kinds:
+        if kind in declared.values():
+            continue  # the declared one is used, with its settings and its variables
+        label = f"{source} {kind}" if source.startswith("-") else f"{source}={','.join(kinds)}"
+        if kind in declared:
+            raise ConfigError(
+                f"{label}: {TABLE}.services.{kind} is a {declared[kind]} service, and an added"
+                f" {KINDS[kind].label} service would take its name; rename that one, or"
+                f" declare the {KINDS[kind].label} service yourself under another name"
+            )
+        added[kind] = {"kind": kind, **_external_keys(kind, raw)}
+        sources[f"services.{kind}"] = source
+    return added
+
+
+def _external_keys(kind: str, raw: Mapping[str, Any]) -> dict[str, str]:
+    """On the external backend an added service reaches the server that the variables it
+    would export name (`--backend external --with postgres` reads $POSTGRES_URL, vault
+    $VAULT_ADDR and $VAULT_TOKEN): what a CI service container is usually given as."""
+    if raw.get("backend") != "external":
+        return {}
+    record = KINDS[kind]
+    variable: dict[str, str] = {}  # a field's placeholder -> the first variable exporting it
+    for name, template in record.exports_for(kind, first_of_kind=True).items():
+        variable.setdefault(template, name)
+    url = variable.get("{url}") or variable.get("{addr}") or f"{env_prefix(kind)}_URL"
+    keys = {"url": url}
+    for key in record.external_keys:
+        keys[key] = variable.get(f"{{{key}}}", f"{env_prefix(kind)}_{key.upper()}")
+    return {key: f"{{env.{name}}}" for key, name in keys.items()}
+
+
+def _parse_option(option: Option, text: Any, source: str) -> Any:
     try:
         return option.parse(text)
     except ValueError as exc:
@@ -175,6 +240,8 @@ def _model_at(loc: Sequence[str | int], raw: Mapping[str, Any]) -> type[BaseMode
             return model
         if len(loc) == 4 and loc[2] == "ready":
             return ReadyCheck
+    if loc[0] == "ci" and len(loc) == 2:
+        return CiSettings
     return None
 
 
@@ -214,6 +281,7 @@ def _describe(error: Any, raw: Mapping[str, Any], sources: Mapping[str, str]) ->
     if error["type"] == "extra_forbidden":
         model = _model_at(loc, raw)
         names = [f.alias or n for n, f in model.model_fields.items()] if model else []
+        names = [name for name in names if name not in FLAGS_ONLY]
         hint = did_you_mean(loc[-1], names) or (
             f"; known keys: {', '.join(sorted(names))}" if names else ""
         )

@@ -1,7 +1,8 @@
 """The lane <-> coordinator protocol: JSON objects, one per line, over a unix socket.
 
 lane -> coordinator: hello {lane, pid}; collected {nodeids}; collect_error {nodeid, text};
-next; start {nodeid}; result {TestResult fields}; stopping {reason}
+next; start {nodeid}; result {TestResult fields: nodeid, outcome, duration, message, text,
+output, and for a failing test file and line}; stopping {reason}
 coordinator -> lane: unit {nodeids}; done
 """
 

@@ -27,6 +27,10 @@ class TestResult:
     shard: str = ""  # "2-of-4" when it ran in a CI shard
     verdict: str = ""  # why it failed, when rechecked: "order dependent: ... fails after X"
     flaky: bool = False  # failed, then passed on a rerun (--rerun-flaky)
+    # Where a failing test failed: its file relative to the project's directory, and the line
+    # in that file (the deepest frame of the traceback there, else the test's own line).
+    file: str = ""
+    line: int | None = None
 
     @property
     def failing(self) -> bool:

@@ -35,10 +35,20 @@ MARK_VARIABLE = "_TESTFLEET_RUN"
 
 
 def default_base() -> Path:
-    """tmpfs when present: service data there is several times faster and steadier than disk."""
+    """tmpfs when present: service data there is several times faster and steadier than disk.
+    A run whose data does not fit there goes to `disk_base()` (see space.py)."""
     shm = Path("/dev/shm")
-    root = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
-    return root / f"testfleet-{os.getuid()}"
+    return shm / base_name() if shm.is_dir() and os.access(shm, os.W_OK) else disk_base()
+
+
+def disk_base() -> Path:
+    """The base on disk ($TMPDIR or /tmp): where runs go when /dev/shm is missing or small.
+    Like the tmpfs base, it is made and checked by this user (`secure_base`) before use."""
+    return Path(tempfile.gettempdir()) / base_name()
+
+
+def base_name() -> str:
+    return f"testfleet-{os.getuid()}"
 
 
 def _stat_fields(pid: int) -> list[str] | None:

@@ -23,6 +23,7 @@ from testfleet.errors import ConfigError
 from testfleet.files import write_atomic
 from testfleet.lanes.outcome import RunOutcome
 from testfleet.project import Project
+from testfleet.reports import coverage as coverage_report
 from testfleet.reports.junit import write_junit
 from testfleet.reports.results_file import read_results, write_results
 from testfleet.results import TestResult
@@ -35,6 +36,12 @@ SHARDS_DIR = Path(".testfleet") / "shards"
 
 def shard_name(shard: tuple[int, int]) -> str:
     return f"{shard[0]}-of-{shard[1]}"
+
+
+def coverage_file(folder: Path) -> Path:
+    """A shard's coverage data: every lane's and every measured server's, combined. Not a
+    dot-file: CI artifact uploads leave hidden files out by default (upload-artifact v4)."""
+    return folder / "coverage" / f"{folder.name}.coverage"
 
 
 def shard_dir(project: Project, shard: tuple[int, int], labels: Sequence[str] = ()) -> Path:
@@ -117,11 +124,9 @@ def write_shard(
     write_junit(folder / "junit.xml", results, versions=versions)
     ran = {r.nodeid: round(r.duration, 4) for r in results if r.timed}
     _write_json(folder / "durations.json", {"version": 1, "durations": ran})
-    if coverage_dir is not None and coverage_dir.is_dir():
-        pieces = folder / "coverage"
-        pieces.mkdir()
-        for piece in coverage_dir.glob(".coverage.*"):
-            shutil.copy2(piece, pieces / f"{piece.name}.{shard_name(shard)}")
+    if coverage_dir is not None:
+        # One data file, the paths as measured in this checkout: merge maps them to its own.
+        coverage_report.gather(project, coverage_dir, coverage_file(folder))
     _write_json(
         folder / MANIFEST,
         {
@@ -131,6 +136,8 @@ def write_shard(
             "shards": shard[1],
             "fingerprint": fingerprint(project, measured, keep_order=keep_order),
             "problems": unfinished(outcome),
+            "coverage": coverage_dir is not None,
+            "root": str(project.root),
             "groups": {
                 group.label: {
                     "python": versions.get(group.label, group.label),
@@ -154,6 +161,8 @@ class Shard:
     results: list[TestResult]
     collect_errors: dict[str, str]
     problems: list[str]
+    coverage: bool  # whether it measured coverage
+    root: str  # the checkout it ran in: its coverage data names files there
 
 
 def _read_shard(path: Path) -> Shard:
@@ -182,6 +191,8 @@ def _read_shard(path: Path) -> Shard:
         results,
         errors,
         [str(p) for p in data.get("problems", [])],
+        bool(data.get("coverage", (path / "coverage").is_dir())),
+        str(data.get("root", "")),
     )
 
 
@@ -209,6 +220,13 @@ def check_complete(shards: Sequence[Shard]) -> None:
         listing = ", ".join(f"{s.path.name} (of {s.count})" for s in shards)
         raise ConfigError(f"the shards were split different ways: {listing}; merge one split")
     count = counts.pop()
+    measured = [s for s in shards if s.coverage]
+    if measured and len(measured) != len(shards):
+        other = next(s for s in shards if not s.coverage)
+        raise ConfigError(
+            f"shard {measured[0].path.name} measured coverage and {other.path.name} did not:"
+            " the merged total would miss a share; run every shard with --coverage, or none"
+        )
     prints = {s.fingerprint for s in shards}
     if len(prints) != 1:
         first = shards[0]
@@ -270,10 +288,13 @@ class Merged:
     shards: int
     coverage_pieces: list[Path]
     problems: list[str]  # "shard 2-of-3: the run timed out"
+    coverage: bool = False  # the shards measured coverage
+    roots: tuple[str, ...] = ()  # the checkouts the shards ran in
 
 
 def merge_shards(project: Project, dirs: Iterable[Path], coverage_into: Path) -> Merged:
-    """Check the shards, then join their results (and gather their coverage data)."""
+    """Check the shards, then join their results (and gather their coverage data, which names
+    files in the checkouts the shards ran in: see `roots`)."""
     shards = [_read_shard(d) for d in dirs]
     check_complete(shards)
     versions: dict[str, str] = {}
@@ -284,12 +305,22 @@ def merge_shards(project: Project, dirs: Iterable[Path], coverage_into: Path) ->
     errors = {k: v for s in shards for k, v in s.collect_errors.items()}
     pieces = []
     for s in shards:
-        for piece in sorted((s.path / "coverage").glob(".coverage.*")):
-            target = coverage_into / piece.name
+        for piece in sorted(p for p in (s.path / "coverage").glob("*") if p.is_file()):
+            # Named as coverage.py names the pieces it combines, unique across the shards.
+            target = coverage_into / f".coverage.{s.path.name}.{piece.name.lstrip('.')}"
             shutil.copy2(piece, target)
             pieces.append(target)
     problems = [f"shard {s.path.name}: {p}" for s in shards for p in s.problems]
-    return Merged(results, errors, versions, shards[0].count, pieces, problems)
+    return Merged(
+        results,
+        errors,
+        versions,
+        shards[0].count,
+        pieces,
+        problems,
+        coverage=any(s.coverage for s in shards),
+        roots=tuple(dict.fromkeys(s.root for s in shards if s.root)),
+    )
 
 
 def merged_durations(dirs: Iterable[Path]) -> dict[str, float]:

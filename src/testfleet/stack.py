@@ -19,10 +19,11 @@ from testfleet.kinds import KINDS
 from testfleet.lanes.outcome import ServiceProblem
 from testfleet.netns import LaneNamespace, start_namespace
 from testfleet.placeholders import expand
-from testfleet.processes import describe_exit, unprivileged_user
+from testfleet.processes import ManagedProcess, describe_exit, unprivileged_user
 from testfleet.project import Project
 from testfleet.runtime import Run
 from testfleet.service import Service, ServiceView, StackContext
+from testfleet.space import full_hint
 from testfleet.specs import TABLE, ServerSpec, ServiceSpec
 from testfleet.threads import wait_all
 
@@ -258,10 +259,13 @@ def service_exports(name: str, spec: ServiceSpec, values: Mapping[str, str]) -> 
 def problem_of(handle: Handle) -> ServiceProblem:
     code = handle.exit_code()
     assert code is not None
+    tail = handle.tail()
+    # A native server's data is in the run directory: a full one is the user's to make room in.
+    hint = full_hint(tail, handle.log_path) if isinstance(handle, ManagedProcess) else ""
     return ServiceProblem(
-        f"service {handle.name} exited unexpectedly ({describe_exit(code)})",
+        f"service {handle.name} exited unexpectedly ({describe_exit(code)}){hint}",
         handle.keep_log(),
-        handle.tail(),
+        tail,
     )
 
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 import argparse
 import re
 import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+from testfleet.errors import did_you_mean
 
 MAX_LANES = 64
 MAX_SHARDS = 256
@@ -149,6 +151,40 @@ def names(value: object) -> tuple[str, ...]:
     ):
         return tuple(value)
     raise ValueError('must be a list of names, such as ["test"]')
+
+
+def kinds(
+    known: Sequence[str], aliases: Mapping[str, str], refused: Mapping[str, str]
+) -> Callable[[Any], tuple[str, ...]]:
+    """Service kinds as users type them (`postgres,valkey`, `PostgreSQL`): any case, an alias
+    for a kind's other name, each kind once, empty parts skipped so that a CI file can join
+    its toggles with commas and pass "" for none. `refused`: kinds that cannot be named here,
+    with why."""
+
+    def parse(value: object) -> tuple[str, ...]:
+        if isinstance(value, str):
+            words = value.split(",")
+        elif isinstance(value, list | tuple) and all(isinstance(word, str) for word in value):
+            words = list(value)
+        else:
+            raise ValueError(f"must be service kinds separated by commas, such as {known[0]}")
+        found: list[str] = []
+        for word in (word.strip().lower() for word in words):
+            if not word:
+                continue
+            if word in refused:
+                raise ValueError(refused[word])
+            kind = aliases.get(word, word)
+            if kind not in known:
+                hint = did_you_mean(word, [*known, *aliases])
+                raise ValueError(
+                    f"'{word}' is not a service kind (kinds: {', '.join(known)}){hint}"
+                )
+            if kind not in found:
+                found.append(kind)
+        return tuple(found)
+
+    return parse
 
 
 def shard(value: object) -> str:

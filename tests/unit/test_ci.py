@@ -11,14 +11,14 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from ruamel.yaml import YAML
 
-from testfleet.ci import model, yamltext
+from testfleet.ci import install, model, yamltext
 from testfleet.cli import build_parser
 from testfleet.commands import Call
 from testfleet.commands import ci as ci_command
@@ -56,6 +56,19 @@ def generate(root: Path, *argv: str) -> int:
 
 def read(root: Path, relative: str) -> Any:
     return parse_yaml((root / relative).read_text())
+
+
+@pytest.fixture(autouse=True)
+def pinned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This checkout runs from an editable install, which `testfleet ci` refuses to put in a
+    file (tested below): here it stands for a release installed from an index."""
+
+    def from_index(extras: Iterable[str]) -> install.InstallSpec:
+        return install.InstallSpec(
+            install.from_direct_url(None, "1.2.3", extras), "the testfleet that wrote this file"
+        )
+
+    monkeypatch.setattr(install, "installed", from_index)
 
 
 @pytest.fixture
@@ -162,7 +175,8 @@ def test_text_that_cannot_be_written_is_refused():
 
 
 def test_github_matrix_from_the_flag_and_shards(tiny: Path):
-    """--python and --shards become the matrix; the run step names the shard count."""
+    """--python and --shards become the matrix; the run step names the shard count and gets
+    the matrix values as env vars; merge joins every shard artifact."""
     assert generate(tiny, "github", "--python", "3.12,3.13", "--shards", "3") == 0
     workflow = read(tiny, ".github/workflows/tests.yml")
     test = workflow["jobs"]["test"]
@@ -170,22 +184,25 @@ def test_github_matrix_from_the_flag_and_shards(tiny: Path):
         "fail-fast": False,
         "matrix": {"python": ["3.12", "3.13"], "shard": [1, 2, 3]},
     }
-    runs = [step["run"] for step in test["steps"] if "run" in step]
-    assert runs[-1] == "testfleet run --shard ${{ matrix.shard }}/3 --python ${{ matrix.python }}"
+    run = next(step for step in test["steps"] if step.get("name") == "Run this shard")
+    assert run["run"] == 'testfleet run --shard "$SHARD/3" --python "$PYTHON"\n'
+    assert run["env"] == {"SHARD": "${{ matrix.shard }}", "PYTHON": "${{ matrix.python }}"}
     assert "services" not in test  # services run natively, started by testfleet
     upload = test["steps"][-1]
-    assert upload["if"] == "always()"
+    assert upload["if"] == "${{ !cancelled() }}"
     assert upload["with"]["include-hidden-files"] is True
+    assert upload["with"]["overwrite"] is True  # "Re-run failed jobs" replaces the artifact
     assert upload["with"]["path"] == ".testfleet/shards/"
     merge = workflow["jobs"]["merge"]
-    assert (merge["needs"], merge["if"]) == ("test", "always()")
-    download = next(s for s in merge["steps"] if "download-artifact" in s.get("uses", ""))
+    assert merge["needs"] == ["prepare", "test"]
+    assert merge["if"] == "${{ !cancelled() && needs.prepare.result == 'success' }}"
+    download = next(s for s in merge["steps"] if s.get("name") == "Download every shard's results")
     assert download["with"] == {
         "pattern": "shard-*",
         "merge-multiple": True,
         "path": ".testfleet/shards",
     }
-    assert {"name": "Merge the shards", "run": "testfleet merge"} in merge["steps"]
+    assert {"name": "Merge the shards", "run": "testfleet merge\n"} in merge["steps"]
 
 
 def test_python_from_the_environment_fills_the_matrix(tiny: Path, monkeypatch: pytest.MonkeyPatch):
@@ -223,7 +240,7 @@ def test_run_options_reach_every_shard(tiny: Path):
     """--pytest-args and --test-timeout are passed on, quoted for the shell."""
     generate(tiny, "github", "--pytest-args=-x -k 'not slow'", "--test-timeout", "90")
     run = read(tiny, ".github/workflows/tests.yml")["jobs"]["test"]["steps"][-2]["run"]
-    assert run.endswith("--pytest-args '-x -k '\"'\"'not slow'\"'\"'' --test-timeout 90")
+    assert run.endswith("--pytest-args '-x -k '\"'\"'not slow'\"'\"'' --test-timeout 90\n")
     generate(tiny, "gitlab", "--test-timeout", "1.5")
     script = read(tiny, ".gitlab-ci.yml")["test"]["script"]
     assert script == ["testfleet run --shard ${SHARD}/2 --python ${PYTHON} --test-timeout 1.5"]
@@ -305,12 +322,18 @@ def test_index_credentials_are_secret_references_only(tiny: Path):
     assert bound == names
     # Only the steps that run uv get them: not checkout, uploads, or the tests' other steps.
     steps = plain["jobs"]["test"]["steps"]
-    assert [s.get("name") for s in steps if "env" in s] == ["Install testfleet", "Run this shard"]
+    with_credentials = [
+        s.get("name") for s in steps if "UV_INDEX_MIRROR_USERNAME" in s.get("env", {})
+    ]
+    assert with_credentials == ["Install testfleet", "Run this shard"]
     reusable = read(tiny, ".github/workflows/r.yml")
     declared = reusable["on"]["workflow_call"]["secrets"]
     assert set(declared) == {"UV_INDEX_CORP_PYPI_USERNAME", "UV_INDEX_CORP_PYPI_PASSWORD"}
     assert all(spec["required"] is False for spec in declared.values())
-    assert read(tiny, ".github/workflows/c.yml")["jobs"]["tests"]["secrets"] == "inherit"
+    # The caller passes exactly the secrets declared, never every secret it has.
+    assert read(tiny, ".github/workflows/c.yml")["jobs"]["tests"]["secrets"] == {
+        name: f"${{{{ secrets.{name} }}}}" for name in declared
+    }
 
 
 def test_no_index_no_credentials(tiny: Path):
@@ -322,16 +345,19 @@ def test_no_index_no_credentials(tiny: Path):
 
 
 def test_reusable_inputs_and_caller(tiny: Path):
-    """--reusable: workflow_call inputs as documented, a matrix from them, toggles as env;
-    the caller uses it with every input spelled out."""
+    """--reusable: workflow_call inputs as documented, a matrix from them, toggles reach the
+    run step as env vars; the caller uses it with every input spelled out."""
     assert generate(tiny, "github", "--reusable", "--python", "3.12,3.13", "--shards", "3") == 0
     reusable = read(tiny, ".github/workflows/testfleet.yml")
     inputs = reusable["on"]["workflow_call"]["inputs"]
     assert {name: spec["type"] for name, spec in inputs.items()} == {
         "python-versions": "string",
         "shards": "number",
+        "runs-on": "string",
+        "timeout-minutes": "number",
+        "per-test-timeout-seconds": "number",
         "pytest-args": "string",
-        "test-timeout": "number",
+        "testfleet-spec": "string",
         "enable-postgresql": "boolean",
         "enable-mongodb": "boolean",
         "enable-valkey": "boolean",
@@ -340,26 +366,102 @@ def test_reusable_inputs_and_caller(tiny: Path):
     }
     assert json.loads(inputs["python-versions"]["default"]) == ["3.12", "3.13"]
     assert inputs["shards"]["default"] == 3
+    assert inputs["timeout-minutes"]["default"] == 30
+    assert inputs["runs-on"]["default"] == "ubuntu-latest"
     assert inputs["enable-valkey"]["default"] is True  # the tiny project has valkey
     assert inputs["enable-postgresql"]["default"] is False
+    # A caller may turn on any toggle: the pinned install brings every toggle's driver.
+    assert (
+        inputs["testfleet-spec"]["default"]
+        == "testfleet[mongodb,nats,postgres,valkey,vault]==1.2.3"
+    )
     test = reusable["jobs"]["test"]
     assert test["strategy"]["matrix"] == {
         "python": "${{ fromJSON(inputs.python-versions) }}",
-        "shard": "${{ fromJSON(needs.shards.outputs.list) }}",
+        "shard": "${{ fromJSON(needs.prepare.outputs.shards) }}",
     }
-    assert test["env"]["TESTFLEET_ENABLE_VALKEY"] == "${{ inputs.enable-valkey }}"
+    assert test["timeout-minutes"] == "${{ inputs.timeout-minutes }}"
+    run = next(step for step in test["steps"] if step.get("name") == "Run this shard")
+    assert run["env"]["PER_TEST_TIMEOUT"] == "${{ inputs.per-test-timeout-seconds }}"
     caller = read(tiny, ".github/workflows/tests.yml")
     job = caller["jobs"]["tests"]
     assert job["uses"] == "./.github/workflows/testfleet.yml"
     assert job["with"]["python-versions"] == '["3.12", "3.13"]'
     assert job["with"]["shards"] == 3
+    assert "secrets" not in job  # no index: nothing to pass
+    assert "concurrency" in caller
+    assert "concurrency" not in reusable
+
+
+def run_step_script(tmp_path: Path, script: str, env: dict[str, str]) -> list[str]:
+    """A run step's script with a `testfleet` that records its arguments; those arguments."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    record = tmp_path / "argv"
+    fake = bin_dir / "testfleet"
+    fake.write_text(f'#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done > {record}\n')
+    fake.chmod(0o755)
+    subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script],
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin", **env},
+        check=True,
+    )
+    return record.read_text().splitlines()
+
+
+def test_reusable_toggles_start_services_through_with(tiny: Path, tmp_path: Path):
+    """enable-* inputs become TESTFLEET_WITH of the test and merge jobs (`testfleet run
+    --with`); the per-test timeout and pytest arguments arrive as single words."""
+    generate(tiny, "github", "--reusable")
+    workflow = read(tiny, ".github/workflows/testfleet.yml")
+    prepare = workflow["jobs"]["prepare"]
+    choose = next(s for s in prepare["steps"] if s.get("id") == "services")
+    assert prepare["outputs"]["with"] == "${{ steps.services.outputs.with }}"
+    output = tmp_path / "output"
+
+    def chosen(enabled: set[str]) -> str:
+        env = {
+            f"ENABLE_{t.upper()}": "true" if t in enabled else "false"
+            for t in model.SERVICE_TOGGLES
+        }
+        subprocess.run(
+            ["bash", "-eo", "pipefail", "-c", choose["run"]],
+            env={"PATH": "/usr/bin:/bin", "GITHUB_OUTPUT": str(output), **env},
+            check=True,
+        )
+        return output.read_text().splitlines()[-1]
+
+    assert chosen(set()) == "with="
+    assert chosen({"postgresql", "nats"}) == "with=postgres,nats"
+    for name in ("test", "merge"):
+        env = workflow["jobs"][name]["env"]
+        assert env == {"TESTFLEET_WITH": "${{ needs.prepare.outputs.with }}"}
+    run = next(s for s in workflow["jobs"]["test"]["steps"] if s.get("name") == "Run this shard")
+    base = {
+        "SHARD": "2",
+        "SHARDS": "3",
+        "PYTHON": "3.12",
+        "PYTEST_ARGS": "-k 'a b'",
+        "PER_TEST_TIMEOUT": "0",
+    }
+    assert run_step_script(tmp_path, run["run"], base) == [
+        "run",
+        "--shard",
+        "2/3",
+        "--python",
+        "3.12",
+        "--pytest-args",
+        "-k 'a b'",
+    ]
+    timed = run_step_script(tmp_path, run["run"], {**base, "PER_TEST_TIMEOUT": "45"})
+    assert timed[-2:] == ["--test-timeout", "45"]
 
 
 @pytest.mark.parametrize("shards", ["1", "3", "12"])
 def test_reusable_shard_list_script(tmp_path: Path, tiny: Path, shards: str):
     """The setup job's script turns the `shards` input into the matrix's JSON list."""
     generate(tiny, "github", "--reusable")
-    step = read(tiny, ".github/workflows/testfleet.yml")["jobs"]["shards"]["steps"][0]
+    step = read(tiny, ".github/workflows/testfleet.yml")["jobs"]["prepare"]["steps"][0]
     output = tmp_path / "out"
     subprocess.run(
         ["bash", "-eo", "pipefail", "-c", step["run"]],
@@ -384,7 +486,7 @@ def test_lint_and_typecheck_jobs_only_when_configured(tiny: Path, tmp_path: Path
     """ruff and mypy jobs appear when the project configures them, in the project's own
     versions; a project without them gets none."""
     generate(tiny, "github")
-    assert set(read(tiny, ".github/workflows/tests.yml")["jobs"]) == {"test", "merge"}
+    assert set(read(tiny, ".github/workflows/tests.yml")["jobs"]) == {"prepare", "test", "merge"}
     tools = write_pyproject(
         tmp_path / "tools",
         TINY.replace("[tool.testfleet]", '[tool.testfleet]\nextras = ["dev"]')

@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -155,6 +156,35 @@ MISTAKES = {
     "run-dir-uncreatable": Mistake(
         "", ("up", "--run-dir", "/proc/x"), "--run-dir /proc/x: cannot create /proc/x"
     ),
+    # --with: kinds started with their defaults
+    "with-unknown-kind": Mistake(
+        "",
+        ("run", "--with", "postgres,mysql"),
+        "argument --with: 'mysql' is not a service kind (kinds: postgres, mongodb, valkey,"
+        " redis, nats, vault, neo4j) (got 'postgres,mysql')",
+    ),
+    "with-command": Mistake(
+        "", ("up", "--with", "command"), "argument --with: a command service needs its command"
+    ),
+    "with-env-unknown-kind": Mistake(
+        "",
+        ("plan",),
+        "TESTFLEET_WITH='valky': 'valky' is not a service kind",
+        {"TESTFLEET_WITH": "valky"},
+    ),
+    "with-name-taken": Mistake(
+        "[tool.testfleet.services.postgres]\nkind = 'command'\ncommand = 'serve {port}'\n",
+        ("run", "--with", "postgres"),
+        "--with postgres: tool.testfleet.services.postgres is a command service",
+    ),
+    "with-in-file": Mistake(
+        "with = ['valkey']\n", ("run",), "tool.testfleet.with: only --with and TESTFLEET_WITH"
+    ),
+    "with-lanes-cap": Mistake(
+        "",
+        ("plan", "--with", "valkey", "--backend", "external", "-n", "17"),
+        "each lane takes one of Valkey's 16 DB numbers",
+    ),
 }
 
 
@@ -173,6 +203,51 @@ def test_mistake_is_one_line_exit_2(
     line = one_error_line(capsys)
     assert code == 2, line
     assert mistake.expect in line
+
+
+def test_no_table_and_no_with_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """A pyproject.toml without [tool.testfleet] names both fixes: the table, or --with."""
+    write_pyproject(tmp_path, "")
+    assert cli(tmp_path, "up") == 2
+    assert one_error_line(capsys) == (
+        f"{tmp_path / 'pyproject.toml'} has no [tool.testfleet] table; add one (see the"
+        " README's example), or name the services to start with --with postgres,valkey"
+        " (or TESTFLEET_WITH)"
+    )
+
+
+def test_merge_does_not_take_with(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """--with is for the commands that start or plan a stack."""
+    write_pyproject(tmp_path, "[tool.testfleet]\n")
+    assert cli(tmp_path, "merge", "--with", "postgres") == 2
+    assert "--with is for run, plan, up" in one_error_line(capsys)
+
+
+def test_with_missing_driver_names_the_flag_and_the_extra(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
+    """An added service's driver is checked before anything starts, as a declared one's:
+    the line names --with (the file has no such table) and the extra that brings it."""
+    write_pyproject(tmp_path, "")
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    assert cli(tmp_path, "run", "--with", "valkey,postgresql") == 2
+    assert one_error_line(capsys) == (
+        "--with postgres: PostgreSQL needs the psycopg driver next to testfleet;"
+        " pip install 'testfleet[postgres]'"
+    )
+
+
+def test_with_from_the_env_var_reaches_every_command_that_reads_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
+    """TESTFLEET_WITH makes the config of a project without the table for run, up and plan
+    alike (here each stops at the missing driver, before starting anything)."""
+    write_pyproject(tmp_path, "")
+    monkeypatch.setenv("TESTFLEET_WITH", "postgres")
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    for command in ("run", "up"):
+        assert cli(tmp_path, command) == 2
+        assert one_error_line(capsys).startswith("TESTFLEET_WITH (postgres): PostgreSQL needs")
 
 
 def test_non_utf8_pyproject_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
@@ -283,7 +358,8 @@ def test_ci_files_come_from_the_cli(
 ):
     """`testfleet ci github|gitlab` is wired into the CLI and calls the laptop's command."""
     write_pyproject(tmp_path, "[tool.testfleet]\n[tool.testfleet.services.valkey]\n")
-    code = cli(tmp_path, "ci", system, "--stdout")
+    # This checkout is an editable install: the files need to be told what CI installs.
+    code = cli(tmp_path, "ci", system, "--stdout", "--testfleet-spec", "testfleet[valkey]==1.0")
     out, err = capsys.readouterr()
     assert code == 0, err
     assert marker in out

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from testfleet.config import Config
 from testfleet.config_rules import check_lanes, start_order
 from testfleet.errors import ConfigError
 from testfleet.kinds import KINDS
 from testfleet.kinds.command.spec import CommandSpec
 from testfleet.kinds.postgres.spec import PostgresSpec
+from testfleet.kinds.vault.spec import VaultSpec
+from testfleet.options import OPTIONS
 from testfleet.project import layer, load_project, validate
 from testfleet.stack import service_exports
 from tests.helpers import write_pyproject
@@ -221,9 +225,15 @@ def test_value_error_names_its_source():
 
 
 def test_missing_table_says_how_to_add_it(tmp_path: Path):
+    """Without a table and without --with: add one, or name the services with --with."""
     write_pyproject(tmp_path, "")
-    with pytest.raises(ConfigError, match=r"has no \[tool.testfleet\] table; add one"):
+    with pytest.raises(ConfigError) as info:
         load_project(tmp_path, environ={})
+    assert info.value.message == (
+        f"{tmp_path / 'pyproject.toml'} has no [tool.testfleet] table; add one (see the"
+        " README's example), or name the services to start with --with postgres,valkey"
+        " (or TESTFLEET_WITH)"
+    )
 
 
 def test_toml_syntax_error_is_one_line(tmp_path: Path):
@@ -587,3 +597,183 @@ def test_valkey_and_redis_side_by_side_each_export_their_own_url():
     assert KINDS["redis"].exports_for("redis", first_of_kind=redis.first_of_kind) == {
         "REDIS_URL": "{url}"
     }
+
+
+# -- --with: services of a kind with their defaults, from the command line ------------------
+
+WITH = next(option for option in OPTIONS if option.key == "with")
+
+
+def exported(config: Config, name: str) -> dict[str, str]:
+    """The variables `name` exports, with its fields' own placeholders as the values."""
+    spec = config.services[name]
+    values = {field: f"<{name}.{field}>" for field in KINDS[spec.kind].fields}
+    return service_exports(name, spec, values)
+
+
+def test_with_alone_makes_a_config_without_the_table(tmp_path: Path):
+    """A project with no [tool.testfleet] gets each kind of --with, named after it, with its
+    defaults and its usual variables; every option keeps its default."""
+    write_pyproject(tmp_path, "")
+    project = load_project(tmp_path, cli={"with": ("postgres", "valkey")}, environ={})
+    config = project.config
+    assert list(config.services) == ["postgres", "valkey"]
+    assert (
+        config.services["postgres"] == validate({"services": {"postgres": {}}}).services["postgres"]
+    )
+    postgres = config.services["postgres"]
+    assert (postgres.backend_name, postgres.isolation_mode) == ("native", "database")
+    assert exported(config, "postgres")["POSTGRES_URL"] == "<postgres.url>"
+    assert exported(config, "postgres")["PGHOST"] == "<postgres.host>"
+    assert exported(config, "valkey") == {
+        "VALKEY_URL": "<valkey.url>",
+        "REDIS_URL": "<valkey.url>",
+    }
+    assert config.lanes == 1
+    assert project.sources["services.postgres"] == "--with"
+
+
+def test_with_from_the_env_var(tmp_path: Path):
+    """TESTFLEET_WITH adds the same services, and messages name it as their source."""
+    write_pyproject(tmp_path, "")
+    project = load_project(tmp_path, environ={"TESTFLEET_WITH": "nats, vault"})
+    assert list(project.config.services) == ["nats", "vault"]
+    assert project.sources["services.nats"] == "TESTFLEET_WITH"
+
+
+def test_with_flag_beats_the_env_var(tmp_path: Path):
+    """As for every option: the flag's list replaces the env var's."""
+    write_pyproject(tmp_path, "")
+    project = load_project(
+        tmp_path, cli={"with": ("valkey",)}, environ={"TESTFLEET_WITH": "postgres"}
+    )
+    assert list(project.config.services) == ["valkey"]
+
+
+@pytest.mark.parametrize(
+    ("text", "kinds"),
+    [
+        ("postgres,valkey", ("postgres", "valkey")),
+        (" PostgreSQL , Valkey ", ("postgres", "valkey")),
+        ("postgresql,postgres", ("postgres",)),
+        ("valkey,,", ("valkey",)),
+        ("", ()),
+        (["mongodb", "neo4j"], ("mongodb", "neo4j")),
+    ],
+)
+def test_with_reads_kinds_as_users_type_them(text: Any, kinds: tuple[str, ...]):
+    """Any case, spaces around commas, `postgresql` for postgres (the workflow's toggle),
+    each kind once; an empty value adds nothing."""
+    assert WITH.parse(text) == kinds
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "mysql",
+            "'mysql' is not a service kind (kinds: postgres, mongodb, valkey, redis, nats,"
+            " vault, neo4j)",
+        ),
+        ("postgres,valky", "'valky' is not a service kind (kinds: "),
+        (
+            "command",
+            "a command service needs its command: declare it in pyproject.toml as"
+            ' [tool.testfleet.services.NAME] with kind = "command"',
+        ),
+    ],
+)
+def test_with_refuses_what_it_cannot_start(text: str, message: str):
+    """An unknown kind lists the kinds; `command` needs a declaration, so it says how."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        WITH.parse(text)
+
+
+def test_with_unknown_kind_in_env_var_is_one_line():
+    """The env var's value is refused by the same rule, naming the variable."""
+    with pytest.raises(ConfigError) as info:
+        layer({}, cli={}, environ={"TESTFLEET_WITH": "postgre"})
+    assert info.value.message == (
+        "TESTFLEET_WITH='postgre': 'postgre' is not a service kind (kinds: postgres, mongodb,"
+        " valkey, redis, nats, vault, neo4j); did you mean 'postgres'?"
+    )
+
+
+def test_with_does_not_add_a_kind_the_file_declares():
+    """A declared service of the kind is the one used, under its own name and settings;
+    the other kinds are added after the declared services."""
+    raw, sources = layer(
+        {"services": {"db": {"kind": "postgres", "isolation": "server"}}},
+        cli={"with": ("postgres", "valkey")},
+        environ={},
+    )
+    config = validate(raw, sources)
+    assert list(config.services) == ["db", "valkey"]
+    assert config.services["db"].isolation_mode == "server"
+    assert "POSTGRES_URL" not in exported(config, "db")
+    assert set(sources) == {"with", "services", "services.valkey"}
+
+
+def test_with_refuses_a_name_taken_by_another_kind():
+    """A declared service named like the kind but of another kind keeps its name: one line
+    naming it and the fixes."""
+    table = {"services": {"valkey": {**CMD}}}
+    with pytest.raises(ConfigError) as info:
+        layer(table, cli={"with": ("valkey",)}, environ={})
+    assert info.value.message == (
+        "--with valkey: tool.testfleet.services.valkey is a command service, and an added"
+        " Valkey service would take its name; rename that one, or declare the Valkey service"
+        " yourself under another name"
+    )
+    with pytest.raises(ConfigError, match=r"^TESTFLEET_WITH=nats,valkey: tool.testfleet"):
+        layer(table, cli={}, environ={"TESTFLEET_WITH": "nats,valkey"})
+
+
+def test_with_is_not_a_key_of_the_table(tmp_path: Path):
+    """`with` in the file would be replaced by the flag's list, dropping its services:
+    refused, with the declaration to write instead."""
+    write_pyproject(tmp_path, '[tool.testfleet]\nwith = ["postgres"]\n')
+    with pytest.raises(ConfigError) as info:
+        load_project(tmp_path, environ={})
+    assert info.value.message == (
+        "tool.testfleet.with: only --with and TESTFLEET_WITH set it, for a run that adds to"
+        " the file; in pyproject.toml declare each service instead:"
+        " [tool.testfleet.services.postgres] (an empty table starts it with its defaults)"
+    )
+
+
+def test_empty_with_still_needs_the_table(tmp_path: Path):
+    """TESTFLEET_WITH="" (a CI file with every toggle off) adds nothing and makes no config."""
+    write_pyproject(tmp_path, "")
+    with pytest.raises(ConfigError, match=r"has no \[tool.testfleet\] table"):
+        load_project(tmp_path, environ={"TESTFLEET_WITH": ""})
+
+
+def test_with_services_go_through_the_usual_rules():
+    """An added service is validated as a declared one: lanes it cannot serve are refused."""
+    raw, sources = layer(
+        {"lanes": 17},
+        cli={"with": ("valkey",)},
+        environ={"TESTFLEET_BACKEND": "external"},
+    )
+    with pytest.raises(ConfigError, match=r"DB numbers, so at most 16 lanes \(this run has 17\)"):
+        validate(raw, sources)
+
+
+def test_with_on_the_external_backend_reads_the_kinds_own_variables():
+    """With --backend external an added service reaches the server its usual variables
+    name, as CI service containers are given."""
+    raw, sources = layer({}, cli={"with": ("postgres", "vault"), "backend": "external"}, environ={})
+    config = validate(raw, sources)
+    postgres, vault = config.services["postgres"], config.services["vault"]
+    assert isinstance(postgres, PostgresSpec)
+    assert isinstance(vault, VaultSpec)
+    assert postgres.url == "{env.POSTGRES_URL}"
+    assert (vault.url, vault.token) == ("{env.VAULT_ADDR}", "{env.VAULT_TOKEN}")
+
+
+def test_with_is_never_suggested_as_a_key():
+    """An unknown key of the table is not told to be `with`, which the table refuses."""
+    message = error_of({"wit": ["postgres"]})
+    assert message.startswith("unknown key tool.testfleet.wit; known keys: backend, ")
+    assert "with" not in message.split("known keys: ", 1)[1].split(", ")

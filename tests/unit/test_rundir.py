@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ from testfleet.reaper import cleanup_stale
 from testfleet.rundir import (
     MARK_VARIABLE,
     RunDir,
+    default_base,
+    disk_base,
     kill_recorded,
     process_start_ticks,
 )
@@ -212,3 +215,29 @@ def test_debris_without_a_lock_is_removed_once_old(tmp_path: Path):
     assert cleanup_stale(base) == [old]
     assert not old.exists()
     assert fresh.exists()
+
+
+# -- the base on disk ----------------------------------------------------------------------------
+
+
+def test_the_disk_base_is_under_tmpdir_and_is_the_default_without_a_writable_shm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Where runs go when /dev/shm is small (space.py) or missing: $TMPDIR/testfleet-UID."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert disk_base() == tmp_path / f"testfleet-{os.getuid()}"
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    assert default_base() == disk_base()
+
+
+@needs_root
+def test_a_disk_base_planted_by_another_user_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """/tmp is writable by every user, like /dev/shm: the disk base gets the same checks."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    planted = disk_base()
+    planted.mkdir(mode=0o711)
+    os.chown(planted, OTHER_UID, OTHER_UID)
+    with pytest.raises(ConfigError, match=f"owned by uid {OTHER_UID}"):
+        RunDir.create(planted)

@@ -1,39 +1,32 @@
 """GitHub Actions workflows: a matrix of Python versions x shards that each run
 `testfleet run --shard I/M`, and a merge job that joins them with `testfleet merge`.
 
-Services run natively inside each job (testfleet starts them from wheels), so no service
-containers are declared. Only the shard directory travels between jobs, as an artifact.
+Services run inside each job (testfleet starts them from wheels), so no service containers
+are declared. A `prepare` job hands every shard the same measured durations (restored from the
+last merge's cache); shards hand their results to the merge job as artifacts; the merge job
+keeps the merged durations for the next run. Every job names its runner, its timeout and its
+permissions; the workflow has none of its own.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Callable
 from typing import Any
 
-from testfleet.ci.model import (
-    REPORT_FILES,
-    SERVICE_TOGGLES,
-    SHARDS_ARTIFACT_DIR,
-    Settings,
-    index_variable,
-)
+from testfleet.ci import github_steps as steps
+from testfleet.ci.model import SERVICE_TOGGLES, SHARDS_DIR, Settings
 from testfleet.errors import ConfigError
 
-# Every action the files use, pinned to a major version tag in one place: the newest majors,
-# which run on node24 (actionlint reports the node20 ones as deprecated, to be removed from
-# GitHub's runners in September 2026).
-CHECKOUT = "actions/checkout@v6"
-SETUP_PYTHON = "actions/setup-python@v6"
-SETUP_UV = "astral-sh/setup-uv@v7"
-CACHE = "actions/cache@v5"
-UPLOAD = "actions/upload-artifact@v7"
-DOWNLOAD = "actions/download-artifact@v8"
-JUNIT_REPORT = "mikepenz/action-junit-report@v6"
-
-RUNNER = "ubuntu-latest"
-SHARD_ARTIFACT = "shard-py${{ matrix.python }}-${{ matrix.shard }}"
-CACHE_KEY = "testfleet-${{ runner.os }}-py${{ matrix.python }}-"
+READ = {"contents": "read"}
+# A new push to a pull request cancels its running workflow; pushes to a branch queue instead,
+# so every commit of the default branch gets its durations measured.
+CONCURRENCY = {
+    "group": "${{ github.workflow }}-${{ github.event.pull_request.number || github.ref }}",
+    "cancel-in-progress": "${{ github.event_name == 'pull_request' }}",
+}
+PREPARE_MINUTES = 10
 
 
 def _check_no_expression(what: str, value: str) -> None:
@@ -49,186 +42,188 @@ def _check_no_expression(what: str, value: str) -> None:
 def _checked(settings: Settings) -> Settings:
     if settings.pytest_args is not None:
         _check_no_expression("--pytest-args", settings.pytest_args)
-    _check_no_expression("--testfleet-spec", settings.spec)
+    _check_no_expression("the testfleet spec", settings.spec)
     return settings
 
 
-def _credentials(settings: Settings) -> dict[str, str]:
-    """Index credentials for the steps that run uv, as references to secrets, never values."""
-    return {name: f"${{{{ secrets.{name} }}}}" for name in settings.credential_variables()}
+def runs_on(labels: tuple[str, ...]) -> str | list[str]:
+    return labels[0] if len(labels) == 1 else list(labels)
 
 
-def _with_env(step: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
-    return {**step, "env": env} if env else step
+# One label as it is, several as a JSON list: what the reusable workflow's runs-on input takes.
+RUNS_ON_INPUT = (
+    "${{ startsWith(inputs.runs-on, '[') && fromJSON(inputs.runs-on) || inputs.runs-on }}"
+)
 
 
-def _setup_python(version: str) -> dict[str, Any]:
-    return {"uses": SETUP_PYTHON, "with": {"python-version": version}}
+def _runs_on_input(labels: tuple[str, ...]) -> str:
+    return labels[0] if len(labels) == 1 else json.dumps(list(labels))
 
 
-def _setup_uv() -> dict[str, Any]:
-    # setup-uv's own cache is off so that one cache step below keeps uv's cache and
-    # testfleet's together, in uv's usual place.
-    return {"uses": SETUP_UV, "with": {"enable-cache": False, "cache-local-path": "~/.cache/uv"}}
+def _quoted_list(paths: tuple[str, ...]) -> str:
+    return ", ".join(f"'{path}'" for path in paths)
 
 
-def _install(settings: Settings) -> dict[str, Any]:
-    step = {"name": "Install testfleet", "run": f"uv tool install {shlex.quote(settings.spec)}"}
-    return _with_env(step, _credentials(settings))
+def triggers(settings: Settings, workflow_file: str | None) -> dict[str, Any]:
+    """Pushes to the default branch and pull requests, not both for one commit of a pull
+    request; in a monorepo only when the project (or this workflow) changed."""
+    push: dict[str, Any] = {"branches": [settings.placement.default_branch]}
+    pull_request: dict[str, Any] = {}
+    if not settings.placement.at_root:
+        paths = [f"{settings.placement.project.as_posix()}/**"]
+        if workflow_file is not None:
+            paths.append(workflow_file)
+        push["paths"] = paths
+        pull_request["paths"] = paths
+    return {"push": push, "pull_request": pull_request, "workflow_dispatch": {}}
 
 
-def _cache() -> dict[str, Any]:
-    return {
-        "name": "Cache uv's downloads and testfleet's initdb results",
-        "uses": CACHE,
-        "with": {
-            "path": "~/.cache/uv\n~/.cache/testfleet\n",
-            "key": CACHE_KEY + "${{ hashFiles('pyproject.toml', 'uv.lock') }}",
-            "restore-keys": CACHE_KEY,
-        },
+def _job(settings: Settings, name: str, *, working_directory: bool = True) -> dict[str, Any]:
+    job: dict[str, Any] = {
+        "name": name,
+        "runs-on": runs_on(settings.runs_on),
+        "timeout-minutes": settings.timeout_minutes,
+        "permissions": dict(READ),
     }
+    if working_directory and not settings.placement.at_root:
+        job["defaults"] = {"run": {"working-directory": settings.placement.project.as_posix()}}
+    return job
 
 
-def _upload_shard() -> dict[str, Any]:
-    return {
-        "name": "Upload the shard's results",
-        "if": "always()",
-        "uses": UPLOAD,
-        "with": {
-            "name": SHARD_ARTIFACT,
-            "path": SHARDS_ARTIFACT_DIR + "/",
-            # The directory starts with a dot, which upload-artifact skips by default.
-            "include-hidden-files": True,
-            "retention-days": 7,
-        },
+def _prepare_job(settings: Settings) -> dict[str, Any]:
+    durations = settings.in_repository(settings.durations)
+    job = _job(settings, "prepare (durations)", working_directory=False)
+    job["timeout-minutes"] = min(settings.timeout_minutes, PREPARE_MINUTES)
+    job["outputs"] = {
+        "durations-dir": "${{ steps.durations.outputs.dir }}",
     }
+    job["steps"] = [steps.checkout(sparse=durations), *steps.restore_durations(durations)]
+    return job
 
 
-def _test_steps(settings: Settings, run: dict[str, Any]) -> list[dict[str, Any]]:
+def _shard_steps(settings: Settings, run: dict[str, Any], python: str) -> list[dict[str, Any]]:
     return [
-        {"uses": CHECKOUT},
-        _setup_python("${{ matrix.python }}"),
-        _setup_uv(),
-        _cache(),
-        _install(settings),
+        steps.checkout(),
+        steps.setup_python(python),
+        steps.setup_uv(),
+        steps.cache(_quoted_list(settings.key_files)),
+        steps.install(settings, settings.spec),
+        steps.download_durations("${{ needs.prepare.outputs.durations-dir }}"),
         run,
-        _upload_shard(),
+        steps.upload(
+            "Upload the shard's results",
+            steps.SHARD_ARTIFACT,
+            settings.in_repository(SHARDS_DIR) + "/",
+            always=True,
+        ),
     ]
 
 
-def _merge_job(settings: Settings, needs: str, python: str) -> dict[str, Any]:
-    return {
-        "name": "merge shards",
-        "needs": needs,
-        # Merge also when a shard failed: the report then says which tests failed.
-        "if": "always()",
-        "runs-on": RUNNER,
-        "permissions": {"contents": "read", "checks": "write"},
-        "steps": [
-            {"uses": CHECKOUT},
-            _setup_python(python),
-            _setup_uv(),
-            _install(settings),
-            {
-                "name": "Download every shard's results",
-                "uses": DOWNLOAD,
-                "with": {
-                    "pattern": "shard-*",
-                    "merge-multiple": True,
-                    "path": SHARDS_ARTIFACT_DIR,
-                },
-            },
-            {"name": "Merge the shards", "run": "testfleet merge"},
-            {
-                "name": "Upload the merged reports",
-                "if": "always()",
-                "uses": UPLOAD,
-                "with": {
-                    "name": "testfleet-report",
-                    "path": "\n".join(REPORT_FILES) + "\n",
-                    "include-hidden-files": True,
-                    "if-no-files-found": "ignore",
-                },
-            },
-            {
-                "name": "Show the tests in GitHub's checks",
-                "if": "always()",
-                "uses": JUNIT_REPORT,
-                "with": {"report_paths": ".testfleet/junit.xml", "check_name": "tests"},
-            },
-        ],
-    }
+def _merge_job(settings: Settings, python: str, spec: str) -> dict[str, Any]:
+    job = _job(settings, "merge shards")
+    job["needs"] = ["prepare", "test"]
+    # Merge also when a shard failed (the report then says which tests failed), not when the
+    # run was cancelled or never got its durations.
+    job["if"] = "${{ !cancelled() && needs.prepare.result == 'success' }}"
+    durations = settings.in_repository(settings.durations)
+    job["steps"] = [
+        steps.checkout(),
+        steps.setup_python(python),
+        steps.setup_uv(),
+        steps.install(settings, spec),
+        steps.download_durations("${{ needs.prepare.outputs.durations-dir }}"),
+        steps.download_shards(settings.in_repository(SHARDS_DIR)),
+        {"name": "Merge the shards", "run": "testfleet merge\n"},
+        steps.upload(
+            "Upload the merged reports",
+            steps.REPORT_ARTIFACT,
+            "\n".join(settings.report_files) + "\n",
+            always=True,
+        ),
+        steps.save_durations(durations),
+    ]
+    return job
 
 
-def _tool_jobs(settings: Settings, python: str) -> dict[str, Any]:
+def _tool_jobs(
+    settings: Settings, python: str, make_job: Callable[[str], dict[str, Any]]
+) -> dict[str, Any]:
     jobs: dict[str, Any] = {}
     ruff, mypy = settings.ruff_command(), settings.mypy_command()
     if ruff is not None:
-        jobs["lint"] = {
-            "name": "lint (ruff)",
-            "runs-on": RUNNER,
-            "steps": [{"uses": CHECKOUT}, _setup_uv(), {"name": "ruff check", "run": ruff}],
-        }
+        lint = make_job("lint (ruff)")
+        lint["steps"] = [steps.checkout(), steps.setup_uv(), {"name": "ruff check", "run": ruff}]
+        jobs["lint"] = lint
     if mypy is not None:
-        jobs["typecheck"] = {
-            "name": "typecheck (mypy)",
-            "runs-on": RUNNER,
-            "steps": [
-                {"uses": CHECKOUT},
-                _setup_python(python),
-                _setup_uv(),
-                _with_env({"name": "mypy", "run": mypy}, _credentials(settings)),
-            ],
-        }
+        typecheck = make_job("typecheck (mypy)")
+        typecheck["steps"] = [
+            steps.checkout(),
+            steps.setup_python(python),
+            steps.setup_uv(),
+            steps.with_env({"name": "mypy", "run": mypy}, steps.credentials(settings)),
+        ]
+        jobs["typecheck"] = typecheck
     return jobs
 
 
-def workflow(settings: Settings) -> dict[str, Any]:
-    """`.github/workflows/tests.yml`: runs on push and pull requests."""
+def workflow(settings: Settings, workflow_file: str | None = None) -> dict[str, Any]:
+    """The project's workflow (`.github/workflows/tests.yml`); `workflow_file`: where it is
+    written, from the repository's root (a monorepo's workflow also runs when it changes)."""
     settings = _checked(settings)
-    command = [
-        "testfleet",
-        "run",
-        "--shard",
-        f"${{{{ matrix.shard }}}}/{settings.shards}",
-        "--python",
-        "${{ matrix.python }}",
-    ]
-    # Matrix values are ours (versions, numbers); the rest is quoted for the shell.
+    # Matrix values reach the script as env vars, as every value does (they are ours, but a
+    # script that pastes no expression cannot be made to run one); the options are quoted.
     options = shlex.join(settings.run_options())
-    run = {"name": "Run this shard", "run": " ".join(command) + (f" {options}" if options else "")}
-    jobs: dict[str, Any] = {
-        "test": {
-            "name": f"tests (py${{{{ matrix.python }}}}, shard {command[3]})",
-            "runs-on": RUNNER,
-            "strategy": {
-                "fail-fast": False,
-                "matrix": {
-                    "python": list(settings.pythons),
-                    "shard": list(range(1, settings.shards + 1)),
-                },
-            },
-            "steps": _test_steps(settings, _with_env(run, _credentials(settings))),
+    command = f'testfleet run --shard "$SHARD/{settings.shards}" --python "$PYTHON"'
+    run = steps.with_env(
+        {
+            "name": "Run this shard",
+            "env": {"SHARD": "${{ matrix.shard }}", "PYTHON": "${{ matrix.python }}"},
+            "run": command + (f" {options}" if options else "") + "\n",
         },
-        "merge": _merge_job(settings, "test", settings.newest_python),
+        steps.credentials(settings),
+    )
+    shard = f"${{{{ matrix.shard }}}}/{settings.shards}"
+    test = _job(settings, f"tests (py${{{{ matrix.python }}}}, shard {shard})")
+    test["needs"] = "prepare"
+    test["strategy"] = {
+        "fail-fast": False,
+        "matrix": {
+            "python": list(settings.pythons),
+            "shard": list(range(1, settings.shards + 1)),
+        },
     }
-    jobs.update(_tool_jobs(settings, settings.newest_python))
+    test["steps"] = _shard_steps(settings, run, "${{ matrix.python }}")
+    jobs: dict[str, Any] = {
+        "prepare": _prepare_job(settings),
+        "test": test,
+        "merge": _merge_job(settings, settings.newest_python, settings.spec),
+    }
+    jobs.update(_tool_jobs(settings, settings.newest_python, lambda name: _job(settings, name)))
+    name = "tests" if settings.placement.at_root else f"tests ({settings.placement.project})"
     return {
-        "name": "tests",
-        "on": ["push", "pull_request"],
-        "permissions": {"contents": "read"},
+        "name": name,
+        "on": triggers(settings, workflow_file),
+        "permissions": {},
+        "concurrency": dict(CONCURRENCY),
         "defaults": {"run": {"shell": "bash"}},
         "jobs": jobs,
     }
 
 
-# Inputs reach the script as env vars, never pasted into it: an input is text from the
-# caller and must not become shell code.
+# The reusable workflow's run step: every input arrives as an env var.
 REUSABLE_RUN = """\
 args=(--shard "$SHARD/$SHARDS" --python "$PYTHON")
 if [ -n "$PYTEST_ARGS" ]; then args+=(--pytest-args "$PYTEST_ARGS"); fi
-if [ "$TEST_TIMEOUT" != "0" ]; then args+=(--test-timeout "$TEST_TIMEOUT"); fi
+if [ "$PER_TEST_TIMEOUT" != "0" ]; then args+=(--test-timeout "$PER_TEST_TIMEOUT"); fi
 testfleet run "${args[@]}"
+"""
+
+# The enable-* inputs as the kinds `testfleet run --with` starts (TESTFLEET_WITH, which merge
+# reads too: a project with no [tool.testfleet] is made of them alone).
+SERVICES = """\
+with=()
+{toggles}
+echo "with=$(IFS=,; echo "${{with[*]}}")" >> "$GITHUB_OUTPUT"
 """
 
 SHARD_LIST = """\
@@ -241,10 +236,23 @@ esac
 echo "list=[$(seq -s , 1 "$SHARDS")]" >> "$GITHUB_OUTPUT"
 """
 
+# A generic workflow's paths come from its inputs, relative to the repository's root.
+GENERIC_PROJECT = "${{ inputs.working-directory }}"
+GENERIC_DURATIONS = (
+    "${{ inputs.working-directory == '.' && inputs.durations-file"
+    " || format('{0}/{1}', inputs.working-directory, inputs.durations-file) }}"
+)
+GENERIC_REPORTS = (".testfleet/junit.xml", ".testfleet/coverage.xml")
 
-def reusable(settings: Settings) -> dict[str, Any]:
-    """`.github/workflows/testfleet.yml`: the same jobs behind `workflow_call` inputs."""
-    settings = _checked(settings)
+
+def _toggle_lines() -> str:
+    return "\n".join(
+        f'if [ "$ENABLE_{toggle.upper()}" = "true" ]; then with+=({kind}); fi'
+        for toggle, kind in SERVICE_TOGGLES.items()
+    )
+
+
+def _inputs(settings: Settings) -> dict[str, Any]:
     inputs: dict[str, Any] = {
         "python-versions": {
             "description": 'Python versions to test, as a JSON list such as ["3.12", "3.13"]',
@@ -256,113 +264,229 @@ def reusable(settings: Settings) -> dict[str, Any]:
             "type": "number",
             "default": settings.shards,
         },
+        "runs-on": {
+            "description": "the runner of every job: one label (ubuntu-latest) or a JSON list"
+            ' of labels (["self-hosted", "linux", "X64"])',
+            "type": "string",
+            "default": _runs_on_input(settings.runs_on),
+        },
+        "timeout-minutes": {
+            "description": "the most minutes a job may take before GitHub stops it",
+            "type": "number",
+            "default": settings.timeout_minutes,
+        },
+        "per-test-timeout-seconds": {
+            "description": "fail one test that runs longer than this many seconds (0: no limit)",
+            "type": "number",
+            "default": settings.test_timeout or 0,
+        },
         "pytest-args": {
             "description": "arguments for pytest, as one shell-quoted string ('' for the config's)",
             "type": "string",
             "default": settings.pytest_args or "",
         },
-        "test-timeout": {
-            "description": "fail a test that runs longer than this many seconds (0: no limit)",
-            "type": "number",
-            "default": settings.test_timeout or 0,
+        "testfleet-spec": {
+            "description": "what `uv tool install` installs (pinned to the testfleet that wrote"
+            " this file)",
+            "type": "string",
+            "default": settings.spec,
         },
     }
+    if settings.generic:
+        inputs["working-directory"] = {
+            "description": "the project's folder in the repository (where pyproject.toml is)",
+            "type": "string",
+            "default": ".",
+        }
+        inputs["durations-file"] = {
+            "description": "the project's durations file, relative to its folder",
+            "type": "string",
+            "default": settings.durations,
+        }
     for toggle, kind in SERVICE_TOGGLES.items():
         inputs[f"enable-{toggle}"] = {
-            "description": (
-                f"sets TESTFLEET_ENABLE_{toggle.upper()} for the tests; the services testfleet"
-                " starts come from [tool.testfleet] in pyproject.toml"
-            ),
+            "description": f"start a {kind} service for the tests (testfleet run --with {kind});"
+            " the services in [tool.testfleet] start in any case",
             "type": "boolean",
             "default": kind in settings.kinds,
         }
-    secrets = {
-        f"{index_variable(index)}_{part}": {
-            "description": f"the {part.lower()} uv sends to the {index} index",
-            "required": False,
-        }
-        for index in settings.indexes
-        for part in ("USERNAME", "PASSWORD")
-    }
-    call: dict[str, Any] = {"inputs": inputs}
+    return inputs
+
+
+def reusable(settings: Settings) -> dict[str, Any]:
+    """`.github/workflows/testfleet.yml`: the same jobs behind `workflow_call` inputs. A
+    generic one (`settings.generic`) belongs to no project: its callers name their folder,
+    durations file and services."""
+    settings = _checked(settings)
+    call: dict[str, Any] = {"inputs": _inputs(settings)}
+    secrets = steps.secrets_of(settings)
     if secrets:
         call["secrets"] = secrets
-    run = {
-        "name": "Run this shard",
-        "env": {
-            "SHARD": "${{ matrix.shard }}",
-            "SHARDS": "${{ inputs.shards }}",
-            "PYTHON": "${{ matrix.python }}",
-            "PYTEST_ARGS": "${{ inputs.pytest-args }}",
-            "TEST_TIMEOUT": "${{ inputs.test-timeout }}",
-            **_credentials(settings),
+    if settings.generic:
+        durations, reports = (
+            GENERIC_DURATIONS,
+            tuple(
+                f"{GENERIC_PROJECT}/{path}"
+                for path in (*GENERIC_REPORTS, "${{ inputs.durations-file }}")
+            ),
+        )
+        shards_dir = f"{GENERIC_PROJECT}/{SHARDS_DIR}"
+        key_files = (
+            "format('{0}/pyproject.toml', inputs.working-directory),"
+            " format('{0}/uv.lock', inputs.working-directory)"
+        )
+        workdir: str | None = GENERIC_PROJECT
+    else:
+        durations = settings.in_repository(settings.durations)
+        reports = settings.report_files
+        shards_dir = settings.in_repository(SHARDS_DIR)
+        key_files = _quoted_list(settings.key_files)
+        workdir = None if settings.placement.at_root else settings.placement.project.as_posix()
+
+    def job(name: str, *, services: bool = False) -> dict[str, Any]:
+        spec: dict[str, Any] = {
+            "name": name,
+            "runs-on": RUNS_ON_INPUT,
+            "timeout-minutes": "${{ inputs.timeout-minutes }}",
+            "permissions": dict(READ),
+        }
+        if services:
+            spec["env"] = {"TESTFLEET_WITH": "${{ needs.prepare.outputs.with }}"}
+        if workdir is not None:
+            spec["defaults"] = {"run": {"working-directory": workdir}}
+        return spec
+
+    prepare: dict[str, Any] = {
+        "name": "prepare (shards, durations)",
+        "runs-on": RUNS_ON_INPUT,
+        "timeout-minutes": PREPARE_MINUTES,
+        "permissions": dict(READ),
+        "outputs": {
+            "shards": "${{ steps.count.outputs.list }}",
+            "with": "${{ steps.services.outputs.with }}",
+            "durations-dir": "${{ steps.durations.outputs.dir }}",
         },
-        "run": REUSABLE_RUN,
-    }
-    toggles = {
-        f"TESTFLEET_ENABLE_{toggle.upper()}": f"${{{{ inputs.enable-{toggle} }}}}"
-        for toggle in SERVICE_TOGGLES
-    }
-    merge_python = "${{ fromJSON(inputs.python-versions)[0] }}"
-    jobs: dict[str, Any] = {
-        "shards": {
-            "name": "count shards",
-            "runs-on": RUNNER,
-            "outputs": {"list": "${{ steps.count.outputs.list }}"},
-            "steps": [
-                {"id": "count", "env": {"SHARDS": "${{ inputs.shards }}"}, "run": SHARD_LIST}
-            ],
-        },
-        "test": {
-            "name": "tests (py${{ matrix.python }}, shard ${{ matrix.shard }}/"
-            "${{ inputs.shards }})",
-            "needs": "shards",
-            "runs-on": RUNNER,
-            "strategy": {
-                "fail-fast": False,
-                "matrix": {
-                    "python": "${{ fromJSON(inputs.python-versions) }}",
-                    "shard": "${{ fromJSON(needs.shards.outputs.list) }}",
-                },
+        "steps": [
+            {
+                "name": "Count the shards",
+                "id": "count",
+                "env": {"SHARDS": "${{ inputs.shards }}"},
+                "run": SHARD_LIST,
             },
-            "env": toggles,
-            "steps": _test_steps(settings, run),
-        },
-        "merge": _merge_job(settings, "test", merge_python),
+            {
+                "name": "Choose the services to add",
+                "id": "services",
+                "env": {
+                    f"ENABLE_{toggle.upper()}": f"${{{{ inputs.enable-{toggle} }}}}"
+                    for toggle in SERVICE_TOGGLES
+                },
+                "run": SERVICES.format(toggles=_toggle_lines()),
+            },
+            steps.checkout(sparse=durations),
+            *steps.restore_durations(durations),
+        ],
     }
-    jobs.update(_tool_jobs(settings, merge_python))
+    env = {
+        "SHARD": "${{ matrix.shard }}",
+        "SHARDS": "${{ inputs.shards }}",
+        "PYTHON": "${{ matrix.python }}",
+        "PYTEST_ARGS": "${{ inputs.pytest-args }}",
+        "PER_TEST_TIMEOUT": "${{ inputs.per-test-timeout-seconds }}",
+        **steps.credentials(settings),
+    }
+    if settings.generic:
+        env["TESTFLEET_DURATIONS"] = "${{ inputs.durations-file }}"
+    run = {"name": "Run this shard", "env": env, "run": REUSABLE_RUN}
+    test = job(
+        "tests (py${{ matrix.python }}, shard ${{ matrix.shard }}/${{ inputs.shards }})",
+        services=True,
+    )
+    test["needs"] = "prepare"
+    test["strategy"] = {
+        "fail-fast": False,
+        "matrix": {
+            "python": "${{ fromJSON(inputs.python-versions) }}",
+            "shard": "${{ fromJSON(needs.prepare.outputs.shards) }}",
+        },
+    }
+    spec = "${{ inputs.testfleet-spec }}"
+    test["steps"] = [
+        steps.checkout(),
+        steps.setup_python("${{ matrix.python }}"),
+        steps.setup_uv(),
+        steps.cache(key_files),
+        steps.install(settings, spec),
+        steps.download_durations("${{ needs.prepare.outputs.durations-dir }}"),
+        run,
+        steps.upload(
+            "Upload the shard's results", steps.SHARD_ARTIFACT, shards_dir + "/", always=True
+        ),
+    ]
+    merge = job("merge shards", services=True)
+    merge["needs"] = ["prepare", "test"]
+    merge["if"] = "${{ !cancelled() && needs.prepare.result == 'success' }}"
+    merge_run: dict[str, Any] = {"name": "Merge the shards", "run": "testfleet merge\n"}
+    if settings.generic:
+        merge_run["env"] = {"TESTFLEET_DURATIONS": "${{ inputs.durations-file }}"}
+    merge["steps"] = [
+        steps.checkout(),
+        steps.setup_python("${{ fromJSON(inputs.python-versions)[0] }}"),
+        steps.setup_uv(),
+        steps.install(settings, spec),
+        steps.download_durations("${{ needs.prepare.outputs.durations-dir }}"),
+        steps.download_shards(shards_dir),
+        merge_run,
+        steps.upload(
+            "Upload the merged reports",
+            steps.REPORT_ARTIFACT,
+            "\n".join(reports) + "\n",
+            always=True,
+        ),
+        steps.save_durations(durations),
+    ]
+    jobs: dict[str, Any] = {"prepare": prepare, "test": test, "merge": merge}
+    if not settings.generic:
+        jobs.update(_tool_jobs(settings, "${{ fromJSON(inputs.python-versions)[0] }}", job))
     return {
         "name": "testfleet",
         "on": {"workflow_call": call},
-        "permissions": {"contents": "read"},
+        "permissions": {},
         "defaults": {"run": {"shell": "bash"}},
         "jobs": jobs,
     }
 
 
-def caller(settings: Settings, uses: str) -> dict[str, Any]:
-    """An example workflow that calls the reusable one with every input spelled out."""
+def caller(settings: Settings, uses: str, workflow_file: str | None = None) -> dict[str, Any]:
+    """A workflow that calls the reusable one with every input spelled out, and passes only
+    the secrets it declares (never `secrets: inherit`)."""
     given: dict[str, Any] = {
         "python-versions": json.dumps(list(settings.pythons)),
         "shards": settings.shards,
+        "runs-on": _runs_on_input(settings.runs_on),
+        "timeout-minutes": settings.timeout_minutes,
     }
     if settings.pytest_args is not None:
         given["pytest-args"] = settings.pytest_args
     if settings.test_timeout is not None:
-        given["test-timeout"] = settings.test_timeout
+        timeout = settings.test_timeout
+        given["per-test-timeout-seconds"] = int(timeout) if timeout == int(timeout) else timeout
     for toggle, kind in SERVICE_TOGGLES.items():
         given[f"enable-{toggle}"] = kind in settings.kinds
+    call: dict[str, Any] = {
+        "name": "tests",
+        "uses": uses,
+        "permissions": dict(READ),
+        "with": given,
+    }
+    secrets = {name: f"${{{{ secrets.{name} }}}}" for name in settings.credential_variables()}
+    if secrets:
+        call["secrets"] = secrets
     return {
         "name": "tests",
-        "on": ["push", "pull_request"],
-        "permissions": {"contents": "read"},
-        "jobs": {
-            "tests": {
-                "uses": uses,
-                # The merge job publishes a check run with the test report.
-                "permissions": {"contents": "read", "checks": "write"},
-                "with": given,
-                "secrets": "inherit",
-            }
-        },
+        "on": triggers(settings, workflow_file),
+        "permissions": {},
+        # The concurrency group lives here, not in the reusable workflow: a called workflow
+        # sharing its caller's group would cancel itself.
+        "concurrency": dict(CONCURRENCY),
+        "jobs": {"tests": call},
     }

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from testfleet import plan
+from testfleet.ci.repository import Placement
 from testfleet.errors import ConfigError
-from testfleet.project import Project
 from testfleet.values import MAX_SHARDS, is_version
 
 if sys.version_info >= (3, 11):
@@ -27,15 +27,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-DEFAULT_SPEC = "testfleet[embedded]"
 DEFAULT_SHARDS = 2
 DEFAULT_SHARD_TARGET = 300.0
-SHARDS_ARTIFACT_DIR = ".testfleet/shards"
-# What `testfleet merge` writes, kept as the merge job's artifact (durations.json lets the next
-# `--shards auto` learn from CI's measurements).
-REPORT_FILES = (".testfleet/junit.xml", ".testfleet/coverage.xml", ".testfleet/durations.json")
-# The names of the reusable workflow's service toggles (the issue's, which users already know)
-# and the service kind each one stands for.
+DEFAULT_RUNNER = ("ubuntu-latest",)
+SHARDS_DIR = ".testfleet/shards"
+# The reusable workflow's service toggles (the names the workflows it replaces use) and the
+# service kind each one starts through `testfleet run --with`.
 SERVICE_TOGGLES: Mapping[str, str] = {
     "postgresql": "postgres",
     "mongodb": "mongodb",
@@ -57,7 +54,9 @@ class Tool:
 
 @dataclass(frozen=True)
 class Settings:
-    """One CI setup, as every generated file describes it."""
+    """One CI setup, as every generated file describes it. Paths are relative to the project
+    unless named `*_in_repository`; `placement` says where the project sits in its
+    repository. A generic setup (`generic`) belongs to no project: its callers choose."""
 
     command: str  # the `testfleet ci ...` command line that regenerates the file
     pythons: tuple[str, ...]
@@ -66,16 +65,42 @@ class Settings:
     pytest_args: str | None
     test_timeout: float | None
     indexes: tuple[str, ...]
-    spec: str  # what `uv tool install` installs
+    spec: str  # what `uv tool install` installs: pinned (ci/install.py)
     extras: tuple[str, ...]
     dependency_groups: tuple[str, ...]
     ruff: Tool | None
     mypy: Tool | None
     kinds: frozenset[str]  # the service kinds the project configures
+    runs_on: tuple[str, ...]
+    timeout_minutes: int
+    placement: Placement
+    durations: str  # the durations file
+    junit_xml: str
+    coverage_xml: str
+    locked: bool  # the project has a uv.lock
+    generic: bool = False
 
     @property
     def newest_python(self) -> str:
         return max(self.pythons, key=lambda v: tuple(int(p) for p in v.split(".")))
+
+    def in_repository(self, relative: str) -> str:
+        """A path of the project as seen from the repository's root (where CI runs a job)."""
+        return self.placement.path(relative)
+
+    @property
+    def report_files(self) -> tuple[str, ...]:
+        """What `testfleet merge` writes, kept as the merge job's artifact (the durations let
+        the next split and `--shards auto` learn from CI's measurements)."""
+        return tuple(
+            self.in_repository(p) for p in (self.junit_xml, self.coverage_xml, self.durations)
+        )
+
+    @property
+    def key_files(self) -> tuple[str, ...]:
+        """The files a project's environment is made from: the cache keys follow them."""
+        names = ("pyproject.toml", "uv.lock") if self.locked else ("pyproject.toml",)
+        return tuple(self.in_repository(name) for name in names)
 
     def credential_variables(self) -> list[str]:
         """uv's env vars for every private index: username and password of each."""
@@ -122,7 +147,9 @@ def index_variable(name: str) -> str:
     return "UV_INDEX_" + re.sub(r"[^A-Z0-9]", "_", name.upper())
 
 
-def pick_pythons(flag: Sequence[str] | None, project: Project) -> tuple[tuple[str, ...], str]:
+def pick_pythons(
+    flag: Sequence[str] | None, configured: Sequence[str]
+) -> tuple[tuple[str, ...], str]:
     """The matrix's versions and where they came from: the flag, else `python` in
     [tool.testfleet] when it lists versions, else the interpreter running testfleet."""
     if flag:
@@ -133,9 +160,8 @@ def pick_pythons(flag: Sequence[str] | None, project: Project) -> tuple[tuple[st
                     f" such as 3.11,3.12 (got {version!r})"
                 )
         return tuple(flag), "--python"
-    configured = project.config.python
     if configured and all(is_version(v) for v in configured):
-        return configured, "python in [tool.testfleet]"
+        return tuple(configured), "python in [tool.testfleet]"
     running = f"{sys.version_info.major}.{sys.version_info.minor}"
     return (running,), (
         f"the Python running testfleet ({running}); set python = [...] in [tool.testfleet]"
@@ -240,7 +266,3 @@ def find_tools(root: Path) -> tuple[Tool | None, Tool | None]:
     if files is not None:
         mypy = Tool(_requirement(document, "mypy"), () if files else (".",))
     return ruff, mypy
-
-
-def service_kinds(project: Project) -> frozenset[str]:
-    return frozenset(spec.kind for spec in project.config.services.values())

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence, Set
+from dataclasses import dataclass
 from typing import Any
 
 WIDTH = 100
@@ -119,6 +120,19 @@ def _literal_lines(text: str) -> tuple[str, list[str]] | None:
     return ("|" if text.endswith("\n") else "|-"), lines
 
 
+@dataclass(frozen=True)
+class Commented:
+    """A string written with a comment after it on its line: `uses: owner/action@<sha>  # v1.2.3`
+    (readers see only the string)."""
+
+    value: str
+    comment: str
+
+    def __post_init__(self) -> None:
+        if not _printable_line(self.comment) or not self.comment.strip():
+            raise ValueError(f"a comment must be one printable line: {self.comment!r}")
+
+
 def _is_scalar(value: object) -> bool:
     return value is None or isinstance(value, str | int | float | bool)
 
@@ -148,6 +162,8 @@ def _value_lines(prefix: str, value: Any, indent: int) -> list[str]:
     """`prefix` ("key:" or "-") followed by `value`: on the same line when it is a scalar or a
     short flow list, else as an indented block below (a block scalar, mapping or list)."""
     pad = " " * indent
+    if isinstance(value, Commented):
+        return [f"{pad}{prefix} {scalar(value.value)}  # {value.comment}"]
     if isinstance(value, str):
         literal = _literal_lines(value)
         if literal is not None:

@@ -12,10 +12,10 @@ import argparse
 import shlex
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
+from testfleet.ci.config import DEFAULT_TIMEOUT_MINUTES, MAX_TIMEOUT_MINUTES, runner_labels
 from testfleet.ci.files import (
-    GITHUB_REUSABLE,
-    GITHUB_WORKFLOW,
     GITLAB_PIPELINE,
     check_writable,
     render,
@@ -23,17 +23,20 @@ from testfleet.ci.files import (
     write_atomically,
 )
 from testfleet.ci.model import (
+    DEFAULT_RUNNER,
     DEFAULT_SHARD_TARGET,
     DEFAULT_SHARDS,
-    DEFAULT_SPEC,
     INDEX_NAME,
     number,
 )
 from testfleet.commands import Call
 from testfleet.commands.common import project_for
 from testfleet.console import say
-from testfleet.project import Project
+from testfleet.errors import ConfigError
 from testfleet.values import MAX_SHARDS, argument_type, seconds
+
+GITHUB_WORKFLOW = ".github/workflows/tests.yml"
+GITHUB_REUSABLE = ".github/workflows/testfleet.yml"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,21 +57,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--reusable",
         dest="ci_reusable",
         action="store_true",
-        help="a workflow_call workflow with inputs (python-versions, shards, pytest-args,"
-        " test-timeout, enable-* toggles) and index secrets, plus an example caller",
+        help="a workflow_call workflow with inputs (python-versions, shards, runs-on,"
+        " timeout-minutes, per-test-timeout-seconds, pytest-args, testfleet-spec, enable-*"
+        " service toggles) and index secrets, plus a caller",
+    )
+    github_parser.add_argument(
+        "--generic",
+        dest="ci_generic",
+        action="store_true",
+        help="with --reusable: a workflow for any project (no pyproject.toml needed), for one"
+        " repository that many call; adds the inputs working-directory and durations-file",
     )
     github_parser.add_argument(
         "--caller",
         dest="ci_caller",
         metavar="PATH",
-        help=f"with --reusable: where the example caller goes (default: {GITHUB_WORKFLOW})",
+        help=f"with --reusable: where the caller goes (default: {GITHUB_WORKFLOW})",
     )
     gitlab_parser = systems.add_parser("gitlab", help=f"write {GITLAB_PIPELINE}")
     _add_common(gitlab_parser, GITLAB_PIPELINE)
 
 
 def main(call: Call) -> int:
-    return ci_command(call.args, project_for(call, "ci"))
+    """Write (or print) the CI files; 0 on success, user errors raised as ConfigError."""
+    args = call.args
+    generic = getattr(args, "ci_generic", False)
+    if generic and not args.ci_reusable:
+        raise ConfigError("--generic is a kind of reusable workflow; add --reusable")
+    cwd = Path(args.project).resolve()
+    project = None if generic else project_for(call, "ci")
+    files = render(args, project, cwd)
+    if args.ci_stdout:
+        # Several files print as one YAML stream, a document each.
+        sys.stdout.write("---\n".join(text for _, text in files))
+        sys.stdout.flush()
+        return 0
+    for path, _ in files:  # check every file before writing any
+        check_writable(path, args.ci_force)
+    for path, text in files:
+        write_atomically(path, text)
+        say(f"wrote {shown(path, cwd)}")
+    if generic:
+        say(
+            "call it from a project's workflow with `uses: OWNER/REPO/"
+            f"{shown(files[0][0], files[0][0].parents[2])}@COMMIT` (see docs/ci.md)"
+        )
+    return 0
 
 
 def _shards(text: str) -> int | str:
@@ -99,6 +133,22 @@ def _one_line(what: str) -> Callable[[str], str]:
         return text
 
     return parse
+
+
+def _minutes(text: str) -> int:
+    try:
+        minutes = int(text)
+    except ValueError:
+        minutes = 0
+    if not 1 <= minutes <= MAX_TIMEOUT_MINUTES:
+        raise ValueError(f"must be a whole number of minutes from 1 to {MAX_TIMEOUT_MINUTES}")
+    return minutes
+
+
+def _branch(text: str) -> str:
+    if not text or any(char in text for char in " ~^:?*[\\\n\r") or "${{" in text:
+        raise ValueError("must be a branch name")
+    return text
 
 
 def _pytest_args(text: str) -> str:
@@ -190,22 +240,32 @@ def _add_common(parser: argparse.ArgumentParser, default_output: str) -> None:
         dest="ci_spec",
         metavar="SPEC",
         type=argument_type(_one_line("the spec")),
-        default=DEFAULT_SPEC,
-        help=f"what `uv tool install` installs in CI (default: {DEFAULT_SPEC})",
+        help="what `uv tool install` installs in CI (default: testfleet-spec in"
+        " [tool.testfleet.ci], else this testfleet pinned: its version from an index, or its"
+        " Git repository at the installed commit)",
     )
-
-
-def ci_command(args: argparse.Namespace, project: Project) -> int:
-    """Write (or print) the CI files; 0 on success, user errors raised as ConfigError."""
-    files = render(args, project)
-    if args.ci_stdout:
-        # Several files print as one YAML stream, a document each.
-        sys.stdout.write("---\n".join(text for _, text in files))
-        sys.stdout.flush()
-        return 0
-    for path, _ in files:  # check every file before writing any
-        check_writable(path, args.ci_force)
-    for path, text in files:
-        write_atomically(path, text)
-        say(f"wrote {shown(path, project.root)}")
-    return 0
+    parser.add_argument(
+        "--runs-on",
+        dest="ci_runs_on",
+        metavar="LABELS",
+        type=argument_type(runner_labels),
+        help="runner labels (GitHub) or tags (GitLab) of every job, such as"
+        f" self-hosted,linux,X64 (default: runs-on in [tool.testfleet.ci], else"
+        f" {','.join(DEFAULT_RUNNER)} on GitHub and no tags on GitLab)",
+    )
+    parser.add_argument(
+        "--timeout-minutes",
+        dest="ci_timeout_minutes",
+        metavar="N",
+        type=argument_type(_minutes),
+        help="stop a job that runs longer (default: timeout-minutes in [tool.testfleet.ci],"
+        f" else {DEFAULT_TIMEOUT_MINUTES})",
+    )
+    parser.add_argument(
+        "--default-branch",
+        dest="ci_default_branch",
+        metavar="NAME",
+        type=argument_type(_branch),
+        help="the branch whose pushes are tested and whose durations new branches start"
+        " from (default: origin's HEAD, else a local main or master)",
+    )

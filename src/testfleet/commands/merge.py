@@ -1,6 +1,7 @@
 """`testfleet merge`: join the shard directories of a CI run. One JUnit with every collected
-test exactly once, combined coverage, merged durations, the summary (and the CI page's), and
-the exit code of the whole, by the same policy as a run's (verdict.py)."""
+test exactly once, every shard's coverage combined (and coverage-fail-under applied to it),
+merged durations, the summary (and the CI page's), and the exit code of the whole, by the
+same policy as a run's (verdict.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from testfleet.commands import Call
 from testfleet.commands.common import project_for
 from testfleet.console import error, say
 from testfleet.options import MERGE, add_options
+from testfleet.project import Project
 from testfleet.reports import coverage as coverage_report
 from testfleet.reports import step_summary
 from testfleet.reports.summary import RunFacts, print_summary
@@ -42,7 +44,7 @@ def main(call: Call) -> int:
             measured=shards.merged_durations(found),
             lastfailed=False,
         )
-        cov = coverage_report.combine(project, Path(pieces)) if merged.coverage_pieces else None
+        cov = merged_coverage(project, merged, Path(pieces))
     print_summary(
         Console(stderr=True, soft_wrap=True),
         merged.results,
@@ -58,10 +60,21 @@ def main(call: Call) -> int:
     )
     page = os.environ.get("GITHUB_STEP_SUMMARY")
     if page:
-        step_summary.append(Path(page), step_summary.markdown(merged.results, merged.versions, cov))
+        step_summary.append(
+            Path(page),
+            step_summary.markdown(
+                merged.results,
+                merged.versions,
+                cov,
+                title=f"testfleet merge: {merged.shards} shard(s)",
+            ),
+        )
+    where = f"JUnit XML: {project.path(project.config.junit_xml)}"
+    if cov is not None and cov.total is not None and cov.xml is not None:
+        where += f"; coverage XML: {cov.xml}"
     say(
         f"merged {len(found)} shard director{'y' if len(found) == 1 else 'ies'}"
-        f" ({merged.shards} shard(s)): JUnit XML: {project.path(project.config.junit_xml)}"
+        f" ({merged.shards} shard(s)): {where}"
     )
     result = verdict(
         Facts(
@@ -76,3 +89,14 @@ def main(call: Call) -> int:
     for message, details in result.errors:
         error(message, details)
     return result.code
+
+
+def merged_coverage(
+    project: Project, merged: shards.Merged, pieces: Path
+) -> coverage_report.CoverageOutcome | None:
+    """Every shard's coverage combined, with files measured in the shards' checkouts named as
+    in this one, and the threshold applied to the whole; None when the shards measured none
+    and no coverage-fail-under asks for it (then that is a failure: nothing was measured)."""
+    if not merged.coverage and project.config.coverage_fail_under is None:
+        return None
+    return coverage_report.combine(project, pieces, roots=merged.roots)

@@ -24,7 +24,7 @@ from testfleet.config_rules import check_lanes
 from testfleet.console import error, say
 from testfleet.errors import Interrupted, TestfleetError
 from testfleet.files import private_dir
-from testfleet.lanes import early
+from testfleet.lanes import early, measure
 from testfleet.lanes.coordinator import Coordinator, Progress
 from testfleet.lanes.count import lanes_for_selection, resolve_lanes
 from testfleet.lanes.early import EarlyLanes
@@ -38,11 +38,12 @@ from testfleet.project import Project
 from testfleet.recheck.culprit import shared_server_hint
 from testfleet.recheck.lanes import recheck_outcome
 from testfleet.reports import coverage as coverage_report
+from testfleet.reports import github, step_summary
 from testfleet.reports.summary import RunFacts, print_summary
 from testfleet.reports.write import collection_errors, write_reports
 from testfleet.run_plan import RunPlan, plan_run
 from testfleet.runtime import Run
-from testfleet.stack import LaneProvider, Stack, resolve_binaries
+from testfleet.stack import LaneProvider, Stack, in_parallel, resolve_binaries
 from testfleet.up.client import Connection, find_up
 from testfleet.up.shared_stack import SharedStack
 from testfleet.verdict import Facts, verdict
@@ -80,14 +81,14 @@ def main(call: Call) -> int:
     plan = plan_run(project, lanes)
     timeout = project.config.timeout
     deadline = None if timeout is None else time.monotonic() + timeout
-    with Run(run_base(project), keep_logs=logs_dir(project)) as run:
+    with Run(run_base(project, plan.total_lanes), keep_logs=logs_dir(project)) as run:
         stack = open_stack(project, plan, run, connection, binaries)
         try:
             if project.config.network != "namespace":
                 start_early(lanes_early, plan, run)
             ran = run_lanes(project, plan, run, stack, lanes_early, deadline=deadline)
             ran = recheck(project, plan, run, stack, ran, deadline=deadline)
-            written = write(project, plan, ran)
+            written = write(project, plan, ran, stack)
         finally:
             lanes_early.close()
             stack.stop()
@@ -191,8 +192,14 @@ def run_lanes(
     deadline: float | None,
 ) -> Ran:
     config = project.config
+    # Before the stack starts: its command services measure themselves into it too.
+    measurement = (
+        measure.prepare(run.run_dir.path, project.root, coverage_report.settings_path(project.root))
+        if config.coverage
+        else None
+    )
+    coverage_dir = measurement.data_dir if measurement is not None else None
     setups = start_stack(project, run, stack, plan.total_lanes)
-    coverage_dir = private_dir(run.run_dir.path / "coverage") if config.coverage else None
     socket_path = private_dir(run.run_dir.path / "queue") / "queue.sock"
     launch_spec = launch(
         project,
@@ -206,7 +213,7 @@ def run_lanes(
         on_spawn=partial(_spawned, run, stack),
         python_of=lambda n: plan.target_of(n).python,
         group_of=plan.group_of,
-        coverage_rcfile=coverage_report.settings_path(project.root) if coverage_dir else "",
+        coverage_rcfile=measurement.settings if measurement is not None else "",
         early=lanes_early.take,
     )
     coordinator = Coordinator(
@@ -281,11 +288,11 @@ class Written:
     coverage: coverage_report.CoverageOutcome | None
 
 
-def write(project: Project, plan: RunPlan, ran: Ran) -> Written:
+def write(project: Project, plan: RunPlan, ran: Ran, stack: LaneProvider) -> Written:
     """The reports, and a shard's directory. Stopped before anything was collected, the last
     run's reports stay as they are rather than being replaced by empty ones. A shard leaves
-    the durations file as it found it (every shard must plan from the same one); merge brings
-    its times home."""
+    the durations file as it found it (every shard must plan from the same one), and its
+    coverage data for merge, which applies the threshold; merge brings its times home."""
     outcome = ran.outcome
     if plan.shard is not None:
         outcome = shards.label(outcome, plan.shard)
@@ -305,18 +312,33 @@ def write(project: Project, plan: RunPlan, ran: Ran) -> Written:
             else {r.nodeid: r.duration for r in outcome.results if r.timed},
             lastfailed=True,
         )
-    coverage = coverage_report.combine(project, ran.coverage_dir) if ran.coverage_dir else None
-    if plan.shard is not None and outcome.collected:
-        shards.write_shard(
-            project,
-            plan.shard,
-            outcome,
-            plan.versions,
-            measured=plan.measured,
-            keep_order=plan.keep_order,
-            coverage_dir=ran.coverage_dir,
-        )
+    if ran.coverage_dir is not None:
+        stop_measured_servers(stack, plan.total_lanes)
+    coverage = None
+    if plan.shard is not None:
+        if outcome.collected:
+            shard = shards.write_shard(
+                project,
+                plan.shard,
+                outcome,
+                plan.versions,
+                measured=plan.measured,
+                keep_order=plan.keep_order,
+                coverage_dir=ran.coverage_dir,
+            )
+            if ran.coverage_dir is not None:
+                coverage = coverage_report.partial(project, shards.coverage_file(shard))
+    elif ran.coverage_dir is not None:
+        coverage = coverage_report.combine(project, ran.coverage_dir)
     return Written(problems, coverage)
+
+
+def stop_measured_servers(stack: LaneProvider, lanes: int) -> None:
+    """The lanes' own servers stop (all lanes at once) before their coverage is combined: a
+    command service saves its data when it is stopped. (A running up's servers are the up's,
+    and not measured.)"""
+    if isinstance(stack, Stack):
+        in_parallel([partial(stack.release, lane) for lane in range(1, lanes + 1)])
 
 
 def conclude(project: Project, plan: RunPlan, ran: Ran, written: Written, *, started: float) -> int:
@@ -346,11 +368,13 @@ def conclude(project: Project, plan: RunPlan, ran: Ran, written: Written, *, sta
             first_result=None if first is None else first - started,
         ),
     )
+    if outcome.collected:
+        report_to_ci(project, plan, outcome, cov)
     if not outcome.collected and outcome.interruption is not None:
         say("stopped before the suite was collected; the previous reports were left as they were")
     elif outcome.collected and not written.problems:
         where = f"JUnit XML: {project.path(config.junit_xml)}"
-        if cov and cov.total is not None:
+        if cov and cov.total is not None and cov.xml is not None:
             where += f"; coverage XML: {cov.xml}"
         if plan.shard:
             where += f"; shard: {shards.shard_dir(project, plan.shard, list(plan.versions))}"
@@ -378,3 +402,42 @@ def conclude(project: Project, plan: RunPlan, ran: Ran, written: Written, *, sta
         message, details, code = result.fatal
         raise TestfleetError(message, details=details, exit_code=code)
     return result.code
+
+
+def report_to_ci(
+    project: Project,
+    plan: RunPlan,
+    outcome: RunOutcome,
+    coverage: coverage_report.CoverageOutcome | None,
+) -> None:
+    """On GitHub Actions: an annotation per failing test, where the pull request shows it,
+    and this run's (this shard's) own Markdown summary on the job's page."""
+    if github.enabled(os.environ):
+        workspace = Path(os.environ.get("GITHUB_WORKSPACE") or Path.cwd())
+        lines, more = github.error_lines(
+            outcome.results, root=project.root, workspace=workspace, versions=plan.versions
+        )
+        for line in lines:
+            print(line, flush=True)
+        if more:
+            say(
+                f"{more} more failing test(s) not annotated (the first {len(lines)} are);"
+                " every failure is in the summary above and in the JUnit XML"
+            )
+    page = os.environ.get("GITHUB_STEP_SUMMARY")
+    if page:
+        step_summary.append(
+            Path(page),
+            step_summary.markdown(
+                outcome.results, plan.versions, coverage, title=run_title(plan.shard, plan.versions)
+            ),
+        )
+
+
+def run_title(shard: tuple[int, int] | None, versions: Mapping[str, str]) -> str:
+    """What a CI page calls this run: "testfleet: shard 1/2, Python 3.12.4"."""
+    parts = [f"shard {shard[0]}/{shard[1]}"] if shard is not None else []
+    pythons = [v for v in versions.values() if v]
+    if pythons:
+        parts.append("Python " + ", ".join(pythons))
+    return "testfleet: " + ", ".join(parts) if parts else "testfleet"

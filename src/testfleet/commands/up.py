@@ -65,7 +65,7 @@ def serve(project: Project, warm: int, refusal: str | None) -> None:
     with (
         dotenv_lock(dotenv),
         Run(
-            run_base(project),
+            run_base(project, DEV_LANE + warm),
             keep_logs=logs_dir(project),
             owned_files=(dotenv, descriptor_path(project)),
         ) as run,

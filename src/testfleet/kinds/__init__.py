@@ -12,6 +12,7 @@ from pydantic import Field
 
 from testfleet.kinds import command, mongodb, nats, neo4j, postgres, redis, valkey, vault
 from testfleet.kinds.base import Kind
+from testfleet.specs import ServerSpec
 
 KINDS: dict[str, Kind] = {
     record.name: record
@@ -27,6 +28,15 @@ KINDS: dict[str, Kind] = {
     )
 }
 
+# The kinds `--with` can start from their name alone: servers testfleet knows how to run. A
+# `command` service is the user's own program, which only its declaration can name.
+SERVER_KINDS: tuple[str, ...] = tuple(
+    name for name, record in KINDS.items() if issubclass(record.spec, ServerSpec)
+)
+# Other names users give a kind on the command line: the org workflow's toggles say
+# `enable-postgresql`.
+ALIASES: dict[str, str] = {"postgresql": "postgres"}
+
 if TYPE_CHECKING:
     from testfleet.specs import ServiceSpec as AnyServiceSpec
 else:
@@ -36,4 +46,4 @@ else:
         Field(discriminator="kind"),
     ]
 
-__all__ = ["KINDS", "AnyServiceSpec", "Kind"]
+__all__ = ["ALIASES", "KINDS", "SERVER_KINDS", "AnyServiceSpec", "Kind"]

@@ -73,6 +73,9 @@ class Kind:
     external_keys: tuple[str, ...] = ()
     # Its native server refuses to run as root: under root it runs as an unprivileged account.
     unprivileged: bool = False
+    # The longest unix socket its native servers make, under the service's folder of the run
+    # (a socket's path holds 107 bytes: space.socket_problem checks the run's base for it).
+    unix_socket: str | None = None
 
     @property
     def backends(self) -> tuple[Backend, ...]:

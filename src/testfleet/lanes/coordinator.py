@@ -241,6 +241,8 @@ class Coordinator:
             message=message.get("message", ""),
             text=message.get("text", ""),
             output=message.get("output", ""),
+            file=message.get("file", ""),
+            line=message.get("line"),
         )
         self._settle(state, result)
         state.history.append(result.nodeid)

@@ -35,6 +35,8 @@ def _entry(result: TestResult) -> dict[str, Any]:
         "shard": result.shard,
         "verdict": result.verdict,
         "flaky": result.flaky,
+        "file": result.file,
+        "line": result.line,
     }
 
 
@@ -90,9 +92,11 @@ def _result(entry: object) -> TestResult:
         timed=_field(entry, "timed", bool),
         python=_field(entry, "python", str),
         shard=_field(entry, "shard", str),
-        # Added within format version 1: files written before have neither.
+        # Added within format version 1: files written before lack them.
         verdict=_field(entry, "verdict", str) if "verdict" in entry else "",
         flaky=_field(entry, "flaky", bool) if "flaky" in entry else False,
+        file=_field(entry, "file", str) if "file" in entry else "",
+        line=_field(entry, "line", int, type(None)) if "line" in entry else None,
     )
 
 

@@ -48,8 +48,15 @@ def markdown(
         lines += ["", "### Slowest tests", "", "| seconds | test |", "|---|---|"]
         lines += [f"| {r.duration:.2f} | `{_cell(r.nodeid)}` |" for r in ran[:SLOWEST]]
     if coverage is not None and coverage.total is not None:
-        threshold = f" (fail under {coverage.fail_under:g}%)" if coverage.fail_under else ""
-        lines += ["", f"**Coverage:** {coverage.total:.2f}%{threshold}"]
+        if coverage.partial:
+            lines += [
+                "",
+                f"**Coverage of this shard alone:** {coverage.total:.2f}% (partial:"
+                " the merge job combines every shard's coverage and applies the threshold)",
+            ]
+        else:
+            threshold = f" (fail under {coverage.fail_under:g}%)" if coverage.fail_under else ""
+            lines += ["", f"**Coverage:** {coverage.total:.2f}%{threshold}"]
     return "\n".join(lines) + "\n"
 
 

@@ -117,9 +117,27 @@ def print_summary(console: Console, results: Sequence[TestResult], facts: RunFac
         for label, version in facts.versions.items():
             mine = [r for r in results if r.python == label]
             console.print(f"python {version}: {counts_line(mine)}", highlight=False)
-    if facts.coverage is not None and facts.coverage.total is not None:
-        console.rule("coverage")
-        console.print(escape(facts.coverage.table.rstrip()), highlight=False)
+    if facts.coverage is not None and (facts.coverage.total is not None or facts.coverage.left_out):
+        print_coverage(console, facts.coverage)
     style = "red" if failing else "green"
     took = f" in {facts.total:.2f} s" if facts.total else ""
     console.rule(f"[{style}]{counts_line(results)}{took}")
+
+
+def print_coverage(console: Console, coverage: CoverageOutcome) -> None:
+    """coverage.py's table, then the total on a line of its own (the one CI reads); a CI
+    shard's partial total alone."""
+    if coverage.partial:
+        console.rule("coverage (this shard only)")
+    else:
+        console.rule("coverage")
+        if coverage.table:
+            console.print(escape(coverage.table.rstrip()), highlight=False)
+    if coverage.left_out:
+        console.print(
+            f"{len(coverage.left_out)} measured file(s) that do not exist here are left out"
+            f" (e.g. {escape(coverage.left_out[0])})",
+            highlight=False,
+        )
+    if coverage.total is not None:
+        console.print(escape(coverage.total_line), highlight=False)

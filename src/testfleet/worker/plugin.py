@@ -33,14 +33,37 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         return
     import coverage
 
-    # The same settings file the combined report reads (testfleet's coverage.config_file).
+    # The project's settings file, the one the combined report reads, or an empty one of the
+    # run's when the project has none: coverage.py measures subprocesses only given a file.
     rcfile: str | bool = os.environ.get("TESTFLEET_COVERAGE_RCFILE") or True
     cov = coverage.Coverage(data_file=data_file, data_suffix=True, config_file=rcfile)
-    # Measure what the tests start too (coverage >= 7.10); older versions lack the option.
-    with contextlib.suppress(Exception):
-        cov.set_option("run:patch", ["subprocess"])
+    measure_what_it_starts(cov)
+    leave_out_testfleet(cov, early_config.invocation_params.dir)
     cov.start()
     _measurement["coverage"] = cov
+
+
+def measure_what_it_starts(cov: Any) -> None:
+    """Python processes the tests start are measured too (coverage >= 7.10: its .pth file reads
+    the variable `patch = subprocess` sets), and save their data when stopped with SIGTERM, as
+    tests stop servers; the project's own patches stay. Older versions lack these options."""
+    with contextlib.suppress(Exception):
+        patches = list(cov.get_option("run:patch") or [])
+        cov.set_option("run:patch", sorted({*patches, "subprocess"}))
+    with contextlib.suppress(Exception):
+        cov.set_option("run:sigterm", True)
+
+
+def leave_out_testfleet(cov: Any, project: Path) -> None:
+    """This plugin runs in the lane from testfleet's own directory, which coverage.py would
+    measure as the project's code unless it is in the lane's site-packages (testfleet is
+    often installed elsewhere, or nowhere the lane sees): it is left out, unless the project
+    is testfleet itself."""
+    own = Path(__file__).resolve().parent.parent
+    if project.resolve() == own or project.resolve() in own.parents:
+        return
+    omitted = list(cov.get_option("run:omit") or [])
+    cov.set_option("run:omit", [*omitted, f"{own}{os.sep}*"])
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -115,6 +138,8 @@ class LaneWorker:
         self.reader = LineReader()
         self.pending: list[Message] = []
         self.phases: dict[str, list[pytest.TestReport]] = {}
+        # Where each failing test first failed (file, line), for CI annotations.
+        self.where: dict[str, tuple[str, int | None]] = {}
         send(
             self.sock,
             {
@@ -174,17 +199,50 @@ class LaneWorker:
                 break
         return True
 
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        if report.failed and item.nodeid not in self.where:
+            self.where[item.nodeid] = failure_location(item, call.excinfo)
+        return report
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.phases.setdefault(report.nodeid, []).append(report)
         if report.when == "teardown":
-            send(self.sock, {"type": "result", **summarize(self.phases.pop(report.nodeid))})
+            where = self.where.pop(report.nodeid, None)
+            send(
+                self.sock,
+                {"type": "result", **summarize(self.phases.pop(report.nodeid), where)},
+            )
 
     def pytest_sessionfinish(self) -> None:
         self.sock.close()
 
 
-def summarize(reports: list[pytest.TestReport]) -> dict[str, Any]:
-    """One outcome for a test from its setup/call/teardown reports, as JUnit sees it."""
+def failure_location(
+    item: pytest.Item, excinfo: pytest.ExceptionInfo[BaseException] | None
+) -> tuple[str, int | None]:
+    """The test's file (relative to where the lane runs: the project's directory) and the line
+    that failed in it: the deepest frame of the traceback in that file, else the test's own
+    line (a fixture that broke in a conftest.py)."""
+    path = Path(item.path)
+    line = None
+    for entry in reversed(excinfo.traceback if excinfo is not None else []):
+        if Path(entry.path) == path:
+            line = entry.lineno + 1
+            break
+    if line is None and item.location[1] is not None:
+        line = item.location[1] + 1
+    return os.path.relpath(path, item.config.invocation_params.dir), line
+
+
+def summarize(
+    reports: list[pytest.TestReport], where: tuple[str, int | None] | None = None
+) -> dict[str, Any]:
+    """One outcome for a test from its setup/call/teardown reports, as JUnit sees it; a failing
+    one with `where` it failed."""
     by_phase = {r.when: r for r in reports}
     setup, call, teardown = by_phase.get("setup"), by_phase.get("call"), by_phase.get("teardown")
     outcome, culprit = "passed", None
@@ -219,7 +277,7 @@ def summarize(reports: list[pytest.TestReport]) -> dict[str, Any]:
         output = "".join(
             f"--- {name} ---\n{content}\n" for r in reports for name, content in r.sections
         )[-MAX_OUTPUT:]
-    return {
+    summary: dict[str, Any] = {
         "nodeid": reports[0].nodeid,
         "outcome": outcome,
         "duration": sum(r.duration for r in reports),
@@ -227,3 +285,6 @@ def summarize(reports: list[pytest.TestReport]) -> dict[str, Any]:
         "text": text[-MAX_OUTPUT:],
         "output": output,
     }
+    if outcome in ("failed", "error") and where is not None:
+        summary["file"], summary["line"] = where
+    return summary

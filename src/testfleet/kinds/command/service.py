@@ -1,5 +1,6 @@
 """`command` services: the user's own servers, one per lane, started after what they
-depend on, with `{port}` and `{postgres.url}`-style placeholders."""
+depend on, with `{port}` and `{postgres.url}`-style placeholders. In a run that measures
+coverage, a Python server measures itself too (lanes/measure.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from testfleet.backends.base import NativeLaunch, Probe, Server, Started
 from testfleet.envvars import placeholder_values, process_environ
 from testfleet.kinds.base import Kind
 from testfleet.kinds.command.spec import CommandSpec
+from testfleet.lanes import measure
 from testfleet.placeholders import expand
 from testfleet.service import HOST, ServiceView, StackContext
 from testfleet.specs import TABLE
@@ -37,6 +39,9 @@ class CommandService:
             values = placeholder_values(view.values, dep_values, common)
             base_env.update(self.ctx.exports(name, values))
         base_env.update({"TESTFLEET_LANE": str(lane), "TESTFLEET_RUN_ID": self.ctx.run_id})
+        # With --coverage a Python server measures itself, and saves when it is stopped.
+        measuring = measure.process_environ(self.ctx.run_dir.path)
+        base_env.update(measuring)
 
         def own(port: int) -> dict[str, str]:
             url = f"http://{HOST}:{port}" if spec.uses_port() else ""
@@ -53,7 +58,13 @@ class CommandService:
             if isinstance(spec.command, str):
                 # Through /bin/sh so users may write `&&` and pipes; the stop signal goes to
                 # the whole process group, so the server gets it, not only the shell.
-                return [fill(spec.command, port, "command", shell=True)]
+                command = fill(spec.command, port, "command", shell=True)
+                if measuring:
+                    # The group is killed once the shell is gone, and a shell (dash) that
+                    # does not exec its last command would go at once: with a trap it waits
+                    # for the server to end, which saves its coverage data first.
+                    command = f"trap 'exit 143' TERM; {command}"
+                return [command]
             return [fill(part, port, "command") for part in spec.command]
 
         def probe(at: Started) -> Probe:

@@ -96,5 +96,7 @@ KIND = Kind(
     inner_port=5432,
     drivers=("psycopg",),
     unprivileged=True,
+    # The template's (or the shared server's) folder; port 65535 is the longest name.
+    unix_socket="template/.s.PGSQL.65535",
     drop_leftover=drop_leftover,
 )
