@@ -20,9 +20,10 @@ from typing import IO
 
 from testfleet.errors import ServiceError
 from testfleet.files import PRIVATE_DIR, open_private
-from testfleet.rundir import MARK_VARIABLE, RunDir
+from testfleet.rundir import MARK_VARIABLE, RunDir, stat_fields
 
 STOP_GRACE_SECONDS = 5.0
+GROUP_POLL_SECONDS = 0.02
 REDACTED = "[redacted]"
 LOG_TAIL_BYTES = 8192
 KEPT_LOGS = 30  # per project: enough to compare a few failed runs, not a growing heap
@@ -177,10 +178,16 @@ class ManagedProcess:
                     os.kill(self.popen.pid, self.stop_signal)
 
     def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
-        """Ask politely, then kill the whole group: forked children must not outlive it."""
+        """Ask politely, then kill the whole group: forked children must not outlive it. A
+        group that was asked gets the whole grace, not only its leader: a shell that exits at
+        once on SIGTERM must not cut short the server under it while it saves its data."""
+        deadline = time.monotonic() + grace
         self.signal_stop()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(grace)
+        if self.signal_group:
+            while time.monotonic() < deadline and group_running(self.popen.pid):
+                time.sleep(GROUP_POLL_SECONDS)
         self.kill()
 
     def kill(self) -> None:
@@ -189,6 +196,17 @@ class ManagedProcess:
         self.popen.wait()
         if self._copier is not None:
             self._copier.join(timeout=2)
+
+
+def group_running(pgid: int) -> bool:
+    """Whether a process of group `pgid` still runs (zombies, done already, do not count)."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        fields = stat_fields(int(name))
+        if fields is not None and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
 
 
 def _prune(folder: Path, current: Path) -> None:
@@ -201,13 +219,21 @@ def _prune(folder: Path, current: Path) -> None:
 
 
 def _copy_redacted(source: IO[bytes], log_fd: int, secrets: Sequence[bytes]) -> None:
-    """Copy a process's output to its log line by line, with every secret replaced."""
+    """Copy a process's output to its log line by line, with every secret replaced. When the
+    log cannot be written (its disk is full), the output is still read to its end and dropped:
+    a process whose pipe nobody reads blocks once the pipe's buffer is full."""
     with source, os.fdopen(log_fd, "wb", buffering=0) as log:
+        writable = True
         for line in iter(source.readline, b""):
+            if not writable:
+                continue
             clean = line
             for secret in secrets:
                 clean = clean.replace(secret, REDACTED.encode())
-            log.write(clean)
+            try:
+                log.write(clean)
+            except OSError:
+                writable = False
 
 
 class Supervisor:

@@ -51,7 +51,7 @@ def base_name() -> str:
     return f"testfleet-{os.getuid()}"
 
 
-def _stat_fields(pid: int) -> list[str] | None:
+def stat_fields(pid: int) -> list[str] | None:
     """/proc/PID/stat from field 3 on; the command name (field 2) may hold spaces and
     parentheses, so split after its last ')'."""
     try:
@@ -63,12 +63,12 @@ def _stat_fields(pid: int) -> list[str] | None:
 
 def process_start_ticks(pid: int) -> int | None:
     """A process's start time in clock ticks, to tell it apart from a later one with its pid."""
-    fields = _stat_fields(pid)
+    fields = stat_fields(pid)
     return int(fields[19]) if fields else None  # field 22
 
 
 def parent_pid(pid: int) -> int | None:
-    fields = _stat_fields(pid)
+    fields = stat_fields(pid)
     return int(fields[1]) if fields else None  # field 4
 
 

@@ -4,6 +4,8 @@ account (PostgreSQL's, as root) nothing but the locale and PATH."""
 from __future__ import annotations
 
 import os
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -49,3 +51,48 @@ def test_server_under_another_account_gets_only_locale_and_path(
     assert set(seen) <= {"PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR", MARK_VARIABLE} | {
         k for k in seen if k.startswith("LC_")
     }
+
+
+SAVES_ON_TERM = """\
+import pathlib, signal, sys, time
+
+def save(signum, frame):
+    time.sleep(0.3)  # a server writing its data on the way out
+    pathlib.Path(sys.argv[1]).write_text("saved")
+    sys.exit(0)
+
+signal.signal(signal.SIGTERM, save)
+pathlib.Path(sys.argv[1] + ".up").write_text("up")
+while True:
+    time.sleep(0.05)
+"""
+
+
+def test_a_group_gets_the_grace_when_its_leader_exits_at_once(tmp_path: Path):
+    """`sh -c 'server & wait'`: dash dies on SIGTERM at once, the server under it takes a while
+    to save. The whole group is asked, so the server gets the grace, not a SIGKILL the moment
+    its shell is gone."""
+    script = tmp_path / "server.py"
+    script.write_text(SAVES_ON_TERM)
+    saved = tmp_path / "saved"
+    run = RunDir.create(tmp_path / "base")
+    try:
+        supervisor = Supervisor(run)
+        process = supervisor.spawn(
+            "server",
+            ["sh", "-c", f"{sys.executable} {script} {saved} & wait"],
+            log_path=run.path / "server.log",
+            signal_group=True,
+        )
+        deadline = time.monotonic() + 15
+        while not (tmp_path / "saved.up").exists():
+            assert time.monotonic() < deadline, "the server never started"
+            time.sleep(0.01)
+        began = time.monotonic()
+        process.stop(grace=5.0)
+        took = time.monotonic() - began
+        supervisor.stop_all()
+    finally:
+        run.remove()
+    assert saved.read_text() == "saved"
+    assert took < 4.0  # done when the group is, not at the end of the grace

@@ -1,8 +1,10 @@
 """The main thread waiting on worker threads (`threads.wait_all`, `stack.in_parallel`): results,
-errors, and a Ctrl-C the kernel delivered to a worker thread."""
+errors, and a Ctrl-C the kernel delivered to a worker thread; and the threads that read a
+service's output."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -11,6 +13,7 @@ from concurrent.futures import Future
 
 import pytest
 
+from testfleet.processes import _copy_redacted
 from testfleet.stack import in_parallel
 from testfleet.threads import wait_all
 
@@ -97,3 +100,23 @@ def test_ctrl_c_on_a_worker_thread_interrupts_in_parallel_at_once() -> None:
             thread.join(timeout=5)
     assert took < 1.0, f"in_parallel raised {took:.1f} s after Ctrl-C"
     assert not blocked[0].is_alive()
+
+
+def test_a_log_on_a_full_disk_does_not_stop_the_output_being_read():
+    """A service's output is read to its end even when its log cannot be written (/dev/full
+    fails every write with ENOSPC): unread, a pipe fills and the service blocks."""
+    reader, writer = os.pipe()
+    payload = b"x" * 1023 + b"\n"
+    total = 1024 * 1024  # far over a pipe's 64 KB buffer
+
+    def produce() -> None:
+        with os.fdopen(writer, "wb") as out:
+            for _ in range(total // len(payload)):
+                out.write(payload)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    with os.fdopen(reader, "rb") as source:
+        _copy_redacted(source, os.open("/dev/full", os.O_WRONLY), [b"secret"])
+    producer.join(timeout=10)
+    assert not producer.is_alive()
