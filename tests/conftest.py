@@ -6,6 +6,8 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -54,3 +56,18 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Release:
         timeout=STEP_TIMEOUT,
     )
     return Release(index, venv, uv)
+
+
+@pytest.fixture
+def own_run_base(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A run-dir base of the test's own, set as TESTFLEET_RUN_DIR for every testfleet it starts:
+    a test looks only at the runs it started, never at a developer's `up` or another copy of
+    the suite under /dev/shm/testfleet-UID. Short (unix sockets live under it), on tmpfs when
+    there is one, and enterable by PostgreSQL's account when the tests run as root."""
+    shm = Path("/dev/shm")
+    where = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+    base = Path(tempfile.mkdtemp(prefix="tf-", dir=where))
+    base.chmod(0o711)
+    monkeypatch.setenv("TESTFLEET_RUN_DIR", str(base))
+    yield base
+    shutil.rmtree(base, ignore_errors=True)

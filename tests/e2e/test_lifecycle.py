@@ -13,7 +13,7 @@ import psycopg
 import pytest
 import redis
 
-from testfleet.rundir import default_base, process_start_ticks
+from testfleet.rundir import process_start_ticks
 from tests.helpers import alive, recorded_pids, wait_for, write_pyproject
 
 pytestmark = pytest.mark.e2e
@@ -24,6 +24,13 @@ STACK = """
 [tool.testfleet.services.nats]
 [tool.testfleet.services.vault]
 """
+
+
+@pytest.fixture(autouse=True)
+def base(own_run_base: Path) -> Path:
+    """Every testfleet here runs under the test's own base (TESTFLEET_RUN_DIR), and the test
+    looks only there: a developer's `up` or a second copy of the suite is none of its business."""
+    return own_run_base
 
 
 class Up:
@@ -53,7 +60,7 @@ class Up:
                 break
         run_id = re.search(r"run (\S+)\)?$", "".join(self.log).split("ready in")[1].splitlines()[0])
         assert run_id
-        self.run_dir = default_base() / run_id.group(1).rstrip(")")
+        self.run_dir = Path(os.environ["TESTFLEET_RUN_DIR"]) / run_id.group(1).rstrip(")")
         self.env = {}
         for _ in range(50):
             line = self.process.stdout.readline()
@@ -149,7 +156,7 @@ def test_up_started_with_sigint_ignored_still_stops_on_sigint(project: Path):
     assert alive(up.pids) == []
 
 
-def test_interrupted_run_stops_pytest_and_what_it_forked(tmp_path: Path):
+def test_interrupted_run_stops_pytest_and_what_it_forked(tmp_path: Path, own_run_base: Path):
     """Ctrl-C during `testfleet run`: pytest's whole process group goes, then the stack."""
     project = write_pyproject(tmp_path, "[tool.testfleet.services.valkey]\n")
     (project / "test_hang.py").write_text(
@@ -175,7 +182,7 @@ def test_interrupted_run_stops_pytest_and_what_it_forked(tmp_path: Path):
         (pid, process_start_ticks(pid) or 0) for pid in map(int, pids_file.read_text().split())
     ]
     assert len(alive(test_pids)) == 2
-    run_dirs = [p for p in default_base().iterdir() if (p / "pids").exists()]
+    run_dirs = [p for p in own_run_base.iterdir() if (p / "pids").exists()]
     servers = [pid for d in run_dirs for pid in recorded_pids(d)]
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=30)

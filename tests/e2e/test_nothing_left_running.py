@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from testfleet.rundir import default_base, process_start_ticks
+from testfleet.rundir import process_start_ticks
 from tests.helpers import alive, run_cli, start_cli, wait_for, wait_until_up, write_pyproject
 
 pytestmark = pytest.mark.e2e
@@ -19,12 +19,17 @@ def pids_in(path: Path) -> list[tuple[int, int]]:
     return [(pid, process_start_ticks(pid) or 0) for pid in map(int, path.read_text().split())]
 
 
-def run_dirs() -> set[Path]:
-    base = default_base()
+@pytest.fixture(autouse=True)
+def base(own_run_base: Path) -> Path:
+    """Every testfleet here runs under the test's own base, and the test looks only there."""
+    return own_run_base
+
+
+def run_dirs(base: Path) -> set[Path]:
     return set(base.iterdir()) if base.is_dir() else set()
 
 
-def test_kill_9_of_run_stops_its_lanes(tmp_path: Path):
+def test_kill_9_of_run_stops_its_lanes(tmp_path: Path, base: Path):
     """Lanes are supervised like servers: the reaper stops them when testfleet is SIGKILLed,
     and nothing recreates the deleted run directory."""
     project = write_pyproject(tmp_path, "[tool.testfleet]\n")
@@ -39,7 +44,7 @@ def test_kill_9_of_run_stops_its_lanes(tmp_path: Path):
             # module for the other lane.
             "def test_after(): pass\n"
         )
-    before = run_dirs()
+    before = run_dirs(base)
     process = start_cli(project, "run", "-n", "2")
     wait_for(
         lambda: (
@@ -53,9 +58,9 @@ def test_kill_9_of_run_stops_its_lanes(tmp_path: Path):
     process.kill()
     process.communicate(timeout=30)
     wait_for(lambda: alive(lanes) == [], what="lanes to be stopped by the reaper")
-    wait_for(lambda: run_dirs() <= before, what="the run directory to go")
+    wait_for(lambda: run_dirs(base) <= before, what="the run directory to go")
     time.sleep(0.3)  # nothing may come back: a lane that lived on would recreate its dir
-    assert run_dirs() <= before
+    assert run_dirs(base) <= before
 
 
 def test_sigterm_during_setup_stops_the_setup_command(tmp_path: Path):
@@ -128,12 +133,12 @@ def test_daemons_started_by_tests_are_stopped(tmp_path: Path, how: str):
     )
 
 
-def test_killed_postgres_leaves_no_shared_memory(tmp_path: Path):
+def test_killed_postgres_leaves_no_shared_memory(tmp_path: Path, base: Path):
     project = write_pyproject(tmp_path, "[tool.testfleet.services.postgres]\n")
     before = set(Path("/dev/shm").glob("PostgreSQL.*"))
     up = start_cli(project, "up")
     wait_until_up(up)
-    run_dir = next(p for p in run_dirs() if (p / "postgres").exists())
+    run_dir = next(p for p in run_dirs(base) if (p / "postgres").exists())
     up.kill()
     up.communicate(timeout=30)
     wait_for(lambda: not run_dir.exists(), what="the reaper to clean up")

@@ -712,3 +712,22 @@ def test_every_ci_flag_is_documented():
     reference = (REPO / "docs" / "ci.md").read_text()
     missing = sorted(flag for flag in flags if f"`{flag}" not in reference)
     assert not missing, f"not in docs/ci.md: {missing}"
+
+
+def test_an_expression_in_a_pyproject_requirement_is_refused(tiny: Path):
+    """The lint job's `run:` carries the project's own ruff requirement; GitHub would evaluate
+    `${{ }}` in it (reading secrets into a command line), so it never reaches a file."""
+    pyproject = tiny / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text().replace(
+            'version = "0"\n',
+            'version = "0"\n[project.optional-dependencies]\n'
+            'dev = ["ruff==${{ secrets.TOKEN }}"]\n',
+        )
+        + "\n[tool.ruff]\nline-length = 100\n"
+    )
+    with pytest.raises(ConfigError, match=r"requirement .*GitHub would evaluate") as caught:
+        generate(tiny, "github")
+    assert "\n" not in caught.value.message
+    assert not (tiny / ".github").exists()
+    assert generate(tiny, "gitlab") == 0  # GitLab does not evaluate it; the shell gets it quoted

@@ -69,16 +69,16 @@ def test_wait_all_gives_up_at_its_timeout() -> None:
     done.set_result(None)
     began = time.monotonic()
     assert not wait_all([never, done], timeout=0.3)
-    assert 0.3 <= time.monotonic() - began < 2
+    assert time.monotonic() - began >= 0.3  # it waited its timeout (never for the future)
     assert wait_all([done])
 
 
 def test_ctrl_c_on_a_worker_thread_interrupts_in_parallel_at_once() -> None:
     """A SIGINT the kernel delivered to a worker thread makes in_parallel raise
-    KeyboardInterrupt within about a second, while another task still blocks."""
+    KeyboardInterrupt while another task still blocks: shown by events (the blocked task was
+    alive when the interrupt arrived), not by a clock that a loaded machine slows."""
     release = threading.Event()
     blocked: list[threading.Thread] = []
-    pressed: list[float] = []
 
     def blocks() -> None:
         blocked.append(threading.current_thread())
@@ -86,19 +86,17 @@ def test_ctrl_c_on_a_worker_thread_interrupts_in_parallel_at_once() -> None:
 
     def presses_ctrl_c() -> None:
         until_the_main_thread_waits()
-        pressed.append(time.monotonic())
         signal.pthread_kill(threading.get_ident(), signal.SIGINT)
 
     try:
         with pytest.raises(KeyboardInterrupt):
             in_parallel([blocks, presses_ctrl_c])
-        took = time.monotonic() - pressed[0]
-        assert blocked[0].is_alive(), "a task still blocks"
+        assert not release.is_set()
+        assert blocked[0].is_alive(), "the interrupt waited for the blocked task"
     finally:
         release.set()
         for thread in blocked:
             thread.join(timeout=5)
-    assert took < 1.0, f"in_parallel raised {took:.1f} s after Ctrl-C"
     assert not blocked[0].is_alive()
 
 

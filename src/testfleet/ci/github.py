@@ -43,6 +43,14 @@ def _checked(settings: Settings) -> Settings:
     if settings.pytest_args is not None:
         _check_no_expression("--pytest-args", settings.pytest_args)
     _check_no_expression("the testfleet spec", settings.spec)
+    # The lint and type-check steps carry the project's own requirements and extras, read
+    # from pyproject.toml: text nobody typed on this command line, and GitHub evaluates it.
+    for tool in (settings.ruff, settings.mypy):
+        if tool is not None:
+            _check_no_expression("pyproject.toml's requirement", tool.requirement)
+    for name in (*settings.extras, *settings.dependency_groups):
+        _check_no_expression("the extra or dependency group", name)
+    _check_no_expression("the project's folder", settings.placement.project.as_posix())
     return settings
 
 
