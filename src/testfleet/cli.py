@@ -18,6 +18,7 @@ from testfleet import __version__
 from testfleet.commands import Call
 from testfleet.console import error, say
 from testfleet.errors import ConfigError, ExitCode, Interrupted, TestfleetError
+from testfleet.interrupts import HeldSignals
 from testfleet.lanes.early import EarlyLane, subcommand
 from testfleet.options import OPTIONS
 from testfleet.runtime import signals_as_exceptions
@@ -102,9 +103,11 @@ def main(
     try:
         with signals_as_exceptions():
             name = subcommand(options)
-            args, unknown = build_parser(name if name in COMMANDS else None).parse_known_args(
-                options
-            )
+            # The command's module and its imports (pydantic) would turn a Ctrl-C into a
+            # traceback or an internal error: it is raised once they are imported.
+            with HeldSignals():
+                parser = build_parser(name if name in COMMANDS else None)
+            args, unknown = parser.parse_known_args(options)
             if unknown:
                 raise ConfigError(not_taken(args.command, unknown))
             if pytest_args and args.command != "run":
@@ -114,7 +117,9 @@ def main(
             if not os.path.isdir(args.project):
                 raise ConfigError(f"-C {args.project}: no such directory")
             call = Call(args, tuple(words), tuple(pytest_args), early, started)
-            return command_module(args.command).main(call)
+            with HeldSignals():
+                command = command_module(args.command)
+            return command.main(call)
     except TestfleetError as exc:
         error(exc.message, exc.details)
         return exc.exit_code

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from testfleet.errors import ConfigError
-from testfleet.placeholders import expand, references
+from testfleet.placeholders import expand, references, variable
 
 
 def placeholder_values(
@@ -23,6 +23,22 @@ def placeholder_values(
         values.update({f"{name}.{key}": value for key, value in fields.items()})
     values.update(own or {})
     return values
+
+
+def placeholder_environ(values: Mapping[str, str]) -> dict[str, str]:
+    """The variables that placeholders in shell strings refer to, `{project_dir}` ->
+    `TESTFLEET_PROJECT_DIR`, each holding its value as it is: a shell expands them as data."""
+    environ: dict[str, str] = {}
+    names: dict[str, str] = {}
+    for name, value in values.items():
+        var = variable(name)
+        if var in names and environ[var] != value:
+            raise ConfigError(
+                f"services: {{{names[var]}}} and {{{name}}} would share the variable {var}"
+                " of shell strings; rename one of the two services"
+            )
+        names[var], environ[var] = name, value
+    return environ
 
 
 def process_environ(python: str) -> dict[str, str]:

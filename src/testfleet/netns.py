@@ -3,8 +3,10 @@ so its servers listen on their default ports and a suite's hard-coded `localhost
 fixed-port fixtures meet only that lane's.
 
 A namespace lives as long as its holder, a small process of the run (recorded and stopped
-like every other): the kernel removes the namespace when the last process in it ends, so
-nothing outlives the run, not even after a SIGKILL. Processes join it through `nsenter`;
+like every other), and whatever else runs in it: the kernel removes the namespace when the
+last process in it ends. The holder is recorded as such too, so that after a SIGKILL of
+testfleet its reaper stops everything in the namespace, a test's daemon with an emptied
+environment included (see reaper.kill_namespaced). Processes join it through `nsenter`;
 threads of testfleet (readiness probes, PostgreSQL's admin connection) join it with
 setns(2), which changes only the calling thread's network namespace.
 """
@@ -25,9 +27,11 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from testfleet import capabilities
 from testfleet.backends.base import Handle
 from testfleet.errors import ConfigError, ServiceError
 from testfleet.processes import ManagedProcess, Supervisor
+from testfleet.reaper import kill_inside
 from testfleet.threads import SLICE
 
 T = TypeVar("T")
@@ -62,7 +66,7 @@ def _setns(fd: int) -> None:
 
 
 # Set in the environment of a testfleet that re-ran itself inside its own user namespace.
-USERNS_VARIABLE = "_TESTFLEET_USERNS"
+USERNS_VARIABLE = capabilities.USERNS_VARIABLE
 CAP_SYS_ADMIN = 21
 USERNS_ARGV = ["unshare", "--user", "--map-current-user", "--keep-caps", "--"]
 
@@ -97,7 +101,13 @@ def unavailable() -> str | None:
         return "network namespaces are Linux's"
     if shutil.which("unshare") is None or shutil.which("nsenter") is None:
         return "unshare and nsenter are missing (apt-get install util-linux)"
-    if os.geteuid() == 0 or _has_sys_admin():
+    if os.geteuid() == 0:
+        return None
+    # Lanes shed what the user namespace grants (see capabilities.py).
+    cannot_drop = capabilities.missing()
+    if cannot_drop is not None:
+        return cannot_drop
+    if _has_sys_admin():
         return None
     refused = _user_namespaces_work()
     if refused is not None:
@@ -144,12 +154,14 @@ class LaneNamespace:
     def wrap(
         self, argv: Sequence[str], *, uid: int | None = None, gid: int | None = None
     ) -> list[str]:
-        """`argv` run inside the namespace. Dropping to another user happens after entering
+        """`argv` run inside the namespace, holding no more capabilities than its user does
+        outside testfleet's own user namespace (see capabilities.py): entering needs them,
+        the tests must not have them. Dropping to another user happens after entering
         (nsenter needs root to enter; the server must not run as root)."""
         prefix = ["nsenter", f"--net={self.path}"]
         if uid is not None:
             prefix += [f"--setuid={uid}", f"--setgid={gid if gid is not None else uid}"]
-        return [*prefix, "--", *argv]
+        return [*prefix, "--", *capabilities.as_the_user(argv)]
 
     @contextlib.contextmanager
     def entered(self) -> Iterator[None]:
@@ -188,11 +200,16 @@ class LaneNamespace:
         return outcome[0]
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self._fd)
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
 
     def stop(self, supervisor: Supervisor) -> None:
-        """End the namespace now (its holder), rather than with the run."""
+        """End the namespace now, rather than with the run: its holder, and whatever a test
+        left running in it (a daemon outside every process group the run knows)."""
+        if self._fd >= 0:
+            kill_inside([self._fd])
         self.close()
         if self._holder is not None:
             self._holder.stop()
@@ -217,4 +234,6 @@ def start_namespace(supervisor: Supervisor, folder: Path, lane: int) -> LaneName
     if os.stat(namespace.path).st_ino == os.stat("/proc/self/ns/net").st_ino:
         namespace.close()
         raise ServiceError(f"{holder.name}: unshare left it in testfleet's own network")
+    # Recorded before anything runs in it, for the reaper after a SIGKILL of testfleet.
+    supervisor.run_dir.record_namespace(holder.pid)
     return namespace

@@ -11,6 +11,12 @@ spawned a child exits, and the stack starts services from worker threads.
 
 The same cleanup serves a later run, which removes what runs whose owner is gone left
 behind (`cleanup_stale`).
+
+A process is the run's when it is recorded (a group leader), carries the run's mark in its
+environment, or runs in one of the run's lane network namespaces: a test's daemon may leave
+its process group (setsid) and empty its environment (`env -i`), but not its namespace.
+Without `network = "namespace"`, such a daemon is found only while testfleet lives (it is
+reparented to testfleet, the child subreaper; see runtime.py).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from testfleet import leftovers
@@ -30,10 +37,18 @@ from testfleet.rundir import (
     CONTAINERS_MARKER,
     DEBRIS_SECONDS,
     LOCK_NAME,
+    NAMESPACES_NAME,
     kill_marked,
     kill_recorded,
     owned_file,
+    process_start_ticks,
+    recorded,
 )
+
+# Rounds of looking for processes in a namespace: a process that forks while the first round
+# kills is found in a later one; a process that is dying already is found once more.
+NAMESPACE_ROUNDS = 50
+NAMESPACE_ROUND_SECONDS = 0.01
 
 
 def remove_if_ours(path: Path, run_id: str) -> bool:
@@ -50,6 +65,8 @@ def remove_if_ours(path: Path, run_id: str) -> bool:
 def clean(path: Path) -> None:
     """Everything a run that is gone left: its processes, its containers, what it made on
     external servers, its directory."""
+    # First: a namespace is known to be the run's only while its recorded holder lives.
+    kill_namespaced(path)
     kill_recorded(path)
     kill_marked(str(path))
     remove_containers(path)
@@ -94,6 +111,76 @@ def cleanup_stale(base: Path) -> list[Path]:
         os.close(fd)
         removed.append(path)
     return removed
+
+
+def kill_namespaced(path: Path) -> int:
+    """SIGKILL whatever runs in the lane network namespaces of the run in `path` whose
+    holders still run; returns how many processes were found."""
+    return kill_in_namespaces(recorded(path, NAMESPACES_NAME))
+
+
+def kill_in_namespaces(holders: Iterable[tuple[int, int]]) -> int:
+    """SIGKILL every process in the network namespaces of `holders` (pid, start ticks),
+    the holders too; returns how many processes were found."""
+    opened = (_open_namespace(pid, ticks) for pid, ticks in holders)
+    pinned = [fd for fd in opened if fd is not None]
+    try:
+        return kill_inside(pinned)
+    finally:
+        for fd in pinned:
+            os.close(fd)
+
+
+def kill_inside(namespaces: Sequence[int]) -> int:
+    """SIGKILL every process in the network namespaces open as the fds `namespaces`. Open,
+    because a namespace's inode number is reused once it is gone: it must never name
+    another's while its processes are looked for."""
+    wanted = {_identity(os.fstat(fd)) for fd in namespaces}
+    # Never our own network, whatever went wrong: that would be everything of this machine.
+    wanted.discard(_namespace_of(os.getpid()))
+    me, found = os.getpid(), set()
+    for _ in range(NAMESPACE_ROUNDS if wanted else 0):
+        inside = [pid for pid in _pids() if pid != me and _namespace_of(pid) in wanted]
+        if not inside:
+            break
+        for pid in inside:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        found.update(inside)
+        time.sleep(NAMESPACE_ROUND_SECONDS)
+    return len(found)
+
+
+def _open_namespace(pid: int, ticks: int) -> int | None:
+    """The network namespace of the process `pid` started at `ticks`, opened; None when that
+    process is gone (its pid may be another's now: checked again once it is open)."""
+    try:
+        fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    if process_start_ticks(pid) != ticks:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _identity(info: os.stat_result) -> tuple[int, int]:
+    return info.st_dev, info.st_ino
+
+
+def _namespace_of(pid: int) -> tuple[int, int] | None:
+    """Which network namespace `pid` is in; None when it is gone, a zombie, or not ours to
+    look at (another user's, when we are not root)."""
+    try:
+        return _identity(os.stat(f"/proc/{pid}/ns/net"))
+    except OSError:
+        return None
+
+
+def _pids() -> Iterator[int]:
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            yield int(entry.name)
 
 
 def drop_external(path: Path) -> int:

@@ -9,6 +9,7 @@ from testfleet import durations, pytest_cache
 from testfleet.console import say
 from testfleet.plan import WorkSource, keeps_order, work_source
 from testfleet.project import Project
+from testfleet.rundir import RunDir
 from testfleet.venvs import PythonTarget, prepare_targets
 
 
@@ -46,9 +47,11 @@ def shard_of(text: str | None) -> tuple[int, int] | None:
     return int(index), int(count)
 
 
-def plan_run(project: Project, lanes: int) -> RunPlan:
+def plan_run(project: Project, lanes: int, run_dir: RunDir | None = None) -> RunPlan:
+    """The run's plan; the venvs of its Pythons made or reused, any uv that makes them
+    recorded in `run_dir`, the directory of the run they are for."""
     config = project.config
-    targets = prepare_targets(project, say=say)
+    targets = prepare_targets(project, say=say, run_dir=run_dir)
     matrix = bool(config.matrix)
     label_of = {t.label: (t.label if matrix else "") for t in targets}
     measured = durations.load(project.path(config.durations), project.root)

@@ -26,6 +26,8 @@ from testfleet.files import TRAVERSABLE_DIR, open_private, secure_dir
 LOCK_NAME = "run.lock"
 DEBRIS_SECONDS = 60.0
 PIDS_NAME = "pids"
+# The holders of the lanes' network namespaces (pid and start time, like PIDS_NAME).
+NAMESPACES_NAME = "namespace-holders"
 # Written by the docker backend when a run makes its first container.
 CONTAINERS_MARKER = "containers"
 # Every process a run starts carries this variable (set for the run, inherited by servers,
@@ -100,10 +102,13 @@ class RunDir:
 
     def record(self, pid: int) -> None:
         """Remember a process group leader this run started."""
-        ticks = process_start_ticks(pid)
-        fd = open_private(self.path / PIDS_NAME)
-        with os.fdopen(fd, "a", encoding="ascii") as registry:
-            registry.write(f"{pid} {ticks or 0}\n")
+        _append(self.path / PIDS_NAME, pid)
+
+    def record_namespace(self, holder: int) -> None:
+        """Remember a lane's network namespace by the process holding it: whatever runs in
+        it is the run's, also a daemon that left the lane's process group and emptied its
+        environment (see reaper.kill_namespaced)."""
+        _append(self.path / NAMESPACES_NAME, holder)
 
     def remove(self) -> None:
         """Stop what the run recorded or marked, remove its directory, release its lock (its
@@ -130,24 +135,40 @@ def owned_file(path: Path) -> bool:
     return stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid()
 
 
-def kill_recorded(path: Path) -> int:
-    """SIGKILL every recorded process group still alive; returns how many were."""
-    registry = path / PIDS_NAME
+def _append(registry: Path, pid: int) -> None:
+    ticks = process_start_ticks(pid)
+    fd = open_private(registry)
+    with os.fdopen(fd, "a", encoding="ascii") as out:
+        out.write(f"{pid} {ticks or 0}\n")
+
+
+def recorded(path: Path, name: str = PIDS_NAME) -> list[tuple[int, int]]:
+    """The processes (pid, start ticks) the run in `path` recorded in its file `name` that
+    still run: a pid whose start time differs now belongs to someone else. Nothing when the
+    file is not this user's own."""
+    registry = path / name
     if not owned_file(registry):
-        return 0
+        return []
     try:
         lines = registry.read_text(encoding="ascii").splitlines()
     except (OSError, UnicodeDecodeError):
-        return 0
-    killed = 0
+        return []
+    found = []
     for line in lines:
         pid_text, _, ticks_text = line.partition(" ")
         try:
             pid, ticks = int(pid_text), int(ticks_text or 0)
         except ValueError:
             continue
-        if pid <= 1 or process_start_ticks(pid) != ticks:
-            continue  # gone, or the pid now belongs to someone else
+        if pid > 1 and process_start_ticks(pid) == ticks:
+            found.append((pid, ticks))
+    return found
+
+
+def kill_recorded(path: Path) -> int:
+    """SIGKILL every recorded process group still alive; returns how many were."""
+    killed = 0
+    for pid, _ in recorded(path):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
             killed += 1

@@ -23,7 +23,13 @@ from tests.helpers import EXAMPLE, write_pyproject
 
 pytestmark = pytest.mark.e2e
 
-CI_VARIABLES = ("GITHUB_ACTIONS", "GITHUB_WORKSPACE", "GITHUB_STEP_SUMMARY", "COVERAGE_RCFILE")
+CI_VARIABLES = (
+    "CI",
+    "GITHUB_ACTIONS",
+    "GITHUB_WORKSPACE",
+    "GITHUB_STEP_SUMMARY",
+    "COVERAGE_RCFILE",
+)
 
 
 @pytest.fixture

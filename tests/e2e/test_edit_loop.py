@@ -11,6 +11,7 @@ import re
 import signal
 import socket
 import subprocess
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -149,7 +150,8 @@ def test_a_dead_server_of_a_runs_lane_ends_that_run_and_the_up_goes_on(
     hold, seen = tmp_path / "hold", tmp_path / "seen"
     process = start_cli(project, "run", env={"SEEN": str(seen), "HOLD": str(hold)})
     wait_for(lambda: hold.exists() and hold.read_text() != "", what="the test to start")
-    address = seen.read_text().split()[1].split("://", 1)[1].split("/")[0]  # 127.0.0.1:port
+    url = urllib.parse.urlsplit(seen.read_text().split()[1])
+    address = f"{url.hostname}:{url.port}"  # the URL carries the run's password too
     servers = [
         p
         for p in psutil.Process(up.pid).children(recursive=True)

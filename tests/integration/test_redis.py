@@ -32,6 +32,15 @@ def test_redis_kind_runs_redis_and_isolates_lanes(make_stack, isolation):
     assert second.get("k") is None
     first.close()
     second.close()
+    # The run's password is in the URL, and Redis wants it (Debian's redis-server 7 reads
+    # `requirepass` from the config file like Valkey).
+    view = one.views["redis"].values
+    assert view["password"]
+    assert f":{view['password']}@" in one.env["REDIS_URL"]
+    anonymous = redis.Redis(host=view["host"], port=int(view["port"]), protocol=2)
+    with pytest.raises(redis.AuthenticationError):
+        anonymous.ping()
+    anonymous.close()
 
 
 def test_valkey_kind_is_still_valkey(make_stack):

@@ -457,10 +457,12 @@ def test_setup_cannot_use_other_services():
     assert "setup runs once, before any lane" in error_of(table)
 
 
-def test_shell_placeholder_inside_backticks_is_refused():
-    """In a shell-string command, a value inside backticks cannot be quoted: use $(...)."""
-    message = error_of({"services": {"api": {**CMD, "command": "serve `echo {port}`"}}})
-    assert message.endswith("use $(...) instead")
+def test_shell_placeholder_expanded_into_another_shells_code_is_refused():
+    """In a shell-string command, a value that `sh -c "..."` would run as code is refused at
+    validation, naming the single-quoted form."""
+    message = error_of({"services": {"api": {**CMD, "command": 'sh -c "serve {port}"'}}})
+    assert message.startswith("tool.testfleet.services.api.command: {port} would be expanded")
+    assert "sh -c '... {port} ...'" in message
 
 
 # -- lanes the services can serve --------------------------------------------------------------

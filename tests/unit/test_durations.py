@@ -1,6 +1,7 @@
 """The durations store: merged, never clobbered; pytest-split's file is read too."""
 
 import json
+import math
 import subprocess
 import sys
 import threading
@@ -10,6 +11,7 @@ import pytest
 
 from testfleet import durations
 from testfleet.errors import ConfigError
+from testfleet.plan import plan
 
 
 def test_merge_keeps_other_tests(tmp_path: Path):
@@ -105,3 +107,88 @@ def test_concurrent_merges_from_threads_lose_nothing(tmp_path: Path):
         thread.join()
     assert failures == []
     assert len(durations.load(store, tmp_path)) == 160
+
+
+POISON = {
+    "x::nan": float("nan"),
+    "x::inf": float("inf"),
+    "x::neg": -1.0,
+    "x::huge": 1e308,
+    "x::day": 86_401.0,
+}
+
+
+def strict_load(path: Path) -> object:
+    """JSON as the standard allows it: NaN and Infinity are not numbers there."""
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{path} has {constant}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+@pytest.mark.parametrize("ours", [True, False], ids=["ours", "pytest-split"])
+def test_load_leaves_out_unusable_durations_with_a_note(
+    tmp_path: Path, ours: bool, capsys: pytest.CaptureFixture[str]
+):
+    """NaN, infinite, negative, absurd (over a day), huge integers, booleans and words are
+    left out of planning, with one note naming the file; the usable entries are kept."""
+    entries = (
+        '{"x::nan": NaN, "x::inf": Infinity, "x::neg": -1, "x::huge": 1e308,'
+        ' "x::big": ' + "9" * 400 + ', "x::bool": true, "x::word": "1", "x::ok": 2.5}'
+    )
+    store = tmp_path / "d.json"
+    path = store if ours else tmp_path / ".test_durations"
+    path.write_text('{"version": 1, "durations": ' + entries + "}" if ours else entries)
+    assert durations.load(store, tmp_path) == {"x::ok": 2.5}
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith(f"testfleet: {path}: left out 7 unusable duration(s) (e.g. x::")
+    durations.load(store, tmp_path)
+    assert capsys.readouterr().err == "", "the note is said once a process"
+
+
+def test_merge_never_writes_nan_or_absurd_durations(tmp_path: Path):
+    """Neither what a run measured nor what the file held is written when it is not a
+    plausible duration; the file stays standard JSON."""
+    store = tmp_path / "durations.json"
+    store.write_text('{"version": 1, "durations": {"old::nan": NaN, "old::ok": 1.0}}')
+    durations.merge(store, {**POISON, "x::ok": 0.25})
+    assert strict_load(store) == {"version": 1, "durations": {"old::ok": 1.0, "x::ok": 0.25}}
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", '"x"', '{"durations": [1]}', "{}"])
+def test_a_file_that_is_not_a_durations_file_is_refused(tmp_path: Path, text: str):
+    """Some other JSON file named as the durations file is refused in one line (and so is
+    never overwritten), as a file that is not JSON is."""
+    store = tmp_path / "d.json"
+    store.write_text(text)
+    with pytest.raises(ConfigError, match=r"d\.json: not a durations file \(.*\); delete it"):
+        durations.load(store, tmp_path)
+    with pytest.raises(ConfigError, match="not a durations file"):
+        durations.merge(store, {"a::t": 1.0})
+    assert store.read_text() == text
+
+
+def test_a_day_is_the_bound(tmp_path: Path):
+    """A test of a day is plausible; a second more is not."""
+    assert durations.usable(86_400.0)
+    assert not durations.usable(86_400.5)
+    assert durations.usable(0)
+    assert not durations.usable(True)
+
+
+def test_a_poisoned_file_still_plans(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """What `plan` and `run --shard` compute from a file with NaN, Infinity and 1e308 in it
+    is a split of finite estimates, the good entries used and the bad ones unknown."""
+    store = tmp_path / "d.json"
+    store.write_text(
+        '{"version": 1, "durations": {"tests/a.py::t": Infinity, "tests/b.py::t": 1e308,'
+        ' "tests/c.py::t": NaN, "tests/d.py::t": 2.0}}'
+    )
+    ids = [f"tests/{m}.py::t" for m in "abcd"]
+    result = plan(ids, durations.load(store, tmp_path), 2, "module")
+    assert all(math.isfinite(lane.estimate) for lane in result.lanes)
+    assert result.estimates.unknown == 3
+    assert result.makespan == 4.0
+    assert "left out 3 unusable duration(s)" in capsys.readouterr().err

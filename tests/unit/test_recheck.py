@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from testfleet.recheck.culprit import apply, recheck, rerun, shared_server_hint
+from testfleet.recheck.culprit import Attempt, apply, recheck, rerun, shared_server_hint
 from testfleet.results import TestResult
 
 BEFORE = [f"t.py::test_{i}" for i in range(10)]
+PASSED, FAILED, SAID_NOTHING = Attempt(True), Attempt(False), Attempt(None)
 
 
 def polluted_by(culprits: set[str], target: str = "t.py::target"):
     """A runner where `target` fails whenever all of `culprits` ran before it."""
     calls: list[list[str]] = []
 
-    def run(nodeids: Sequence[str]) -> bool:
+    def run(nodeids: Sequence[str]) -> Attempt:
         calls.append(list(nodeids))
         assert nodeids[-1] == target
-        return not culprits <= set(nodeids[:-1])
+        return Attempt(not culprits <= set(nodeids[:-1]))
 
     return run, calls
 
@@ -34,13 +35,20 @@ def test_the_one_polluter_is_named():
 
 
 def test_a_failure_alone_is_not_blamed_on_others():
-    verdict = recheck("t.py::target", BEFORE, lambda ids: False)
+    verdict = recheck("t.py::target", BEFORE, lambda ids: FAILED)
     assert verdict.kind == "fails alone"
     assert verdict.culprit is None
+    assert verdict.text == "fails alone too: not caused by other tests"
+
+
+def test_a_test_that_times_out_alone_fails_alone_and_says_how():
+    hung = Attempt(False, "timed out after 2 s", 2.01)
+    verdict = recheck("t.py::target", BEFORE, lambda ids: hung)
+    assert verdict.text == "fails alone too: not caused by other tests (timed out after 2 s)"
 
 
 def test_not_reproduced_is_flaky():
-    verdict = recheck("t.py::target", BEFORE, lambda ids: True)
+    verdict = recheck("t.py::target", BEFORE, lambda ids: PASSED)
     assert verdict.text == "flaky: passed on re-run alone and after its predecessors"
 
 
@@ -52,11 +60,20 @@ def test_two_polluters_together_are_reported_without_a_single_name():
 
 
 def test_rerun_counts_a_later_pass_as_flaky():
-    outcomes = iter([False, True])
+    outcomes = iter([FAILED, PASSED])
     verdict = rerun("t.py::target", 3, lambda ids: next(outcomes))
-    assert verdict is not None
+    assert verdict.kind == "passed on rerun"
     assert verdict.runs == 2
-    assert rerun("t.py::target", 2, lambda ids: False) is None
+
+
+def test_reruns_that_all_fail_say_how_each_ended():
+    """Each rerun's end is in the verdict: a test that hangs timed out every time."""
+    outcomes = iter([Attempt(False, "timed out after 2 s", 2.04), FAILED, SAID_NOTHING])
+    verdict = rerun("t.py::target", 3, lambda ids: next(outcomes))
+    assert verdict.kind == "failed on rerun"
+    assert verdict.text == (
+        "failed again on 3 rerun(s): timed out after 2 s (2.0 s), failed, said nothing"
+    )
 
 
 def test_shared_server_failures_get_a_hint():
@@ -70,17 +87,18 @@ def test_shared_server_failures_get_a_hint():
 
 def test_a_rerun_that_hangs_is_no_evidence():
     """A rerun that ran out of time says nothing about the test: no culprit is guessed."""
-    answers = iter([True, None])
+    answers = iter([PASSED, Attempt(None, "t.py::test_3 timed out after 2 s before it")])
     verdict = recheck("t.py::target", BEFORE, lambda ids: next(answers))
     assert verdict.kind == "inconclusive"
     assert verdict.culprit is None
+    assert verdict.text.endswith("(t.py::test_3 timed out after 2 s before it)")
 
 
 def test_no_flaky_pass_for_a_run_cut_short():
     """With -x the rest never ran: a rerun pass must not make the run a success."""
     failed = [TestResult("t.py::target", "failed"), TestResult("t.py::other", "not run")]
     updated = apply(
-        failed, {}, lambda group: lambda ids: True, check=False, reruns=2, say=print, stopped=True
+        failed, {}, lambda group: lambda ids: PASSED, check=False, reruns=2, say=print, stopped=True
     )
     assert updated[0].outcome == "failed"
 
@@ -110,10 +128,10 @@ def test_a_module_that_imports_only_after_another_is_named():
     whose module must come first is named."""
     from testfleet.recheck.culprit import CollectionFailed
 
-    def run(nodeids: Sequence[str]) -> bool:
+    def run(nodeids: Sequence[str]) -> Attempt:
         if "t.py::test_3" not in nodeids[:-1]:
             raise CollectionFailed("ImportError: cannot import name 'registry'")
-        return True
+        return PASSED
 
     verdict = recheck("u.py::target", BEFORE, run)
     assert verdict.kind == "collection order"

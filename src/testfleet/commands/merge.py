@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from testfleet import shards
+from testfleet import durations, shard_merge
 from testfleet.commands import Call
 from testfleet.commands.common import project_for
 from testfleet.console import error, say
@@ -33,15 +33,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(call: Call) -> int:
     project = project_for(call, MERGE)
-    found = shards.find_shard_dirs(project, call.args.dirs)
+    # The durations file the merged times go into, read (and refused when it is not one)
+    # before anything is written, as `run` reads it before it plans.
+    durations.load(project.path(project.config.durations), project.root)
+    found = shard_merge.find_shard_dirs(project, call.args.dirs)
     with tempfile.TemporaryDirectory(prefix="testfleet-merge-") as pieces:
-        merged = shards.merge_shards(project, found, Path(pieces))
+        merged = shard_merge.merge_shards(project, found, Path(pieces))
         problems = write_reports(
             project,
             merged.results,
             collection_errors(merged.collect_errors),
             merged.versions,
-            measured=shards.merged_durations(found),
+            measured=merged.durations,
             lastfailed=False,
         )
         cov = merged_coverage(project, merged, Path(pieces))
@@ -92,7 +95,7 @@ def main(call: Call) -> int:
 
 
 def merged_coverage(
-    project: Project, merged: shards.Merged, pieces: Path
+    project: Project, merged: shard_merge.Merged, pieces: Path
 ) -> coverage_report.CoverageOutcome | None:
     """Every shard's coverage combined, with files measured in the shards' checkouts named as
     in this one, and the threshold applied to the whole; None when the shards measured none

@@ -1,5 +1,6 @@
-"""`testfleet run`: find a running up -> plan -> open the stack -> run the lanes -> recheck ->
-write the reports -> conclude. Each step takes and returns plain values; the stack lives for
+"""`testfleet run`: find a running up -> the run (its directory and reaper) -> plan -> open the
+stack -> run the lanes -> recheck -> write the reports -> conclude. Each step takes and returns
+plain values; the run lives from before its venvs are made (plan) to the end, the stack for
 the steps between opening it and writing the reports, whatever happens in them."""
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from testfleet.config_rules import check_lanes
 from testfleet.console import error, say
 from testfleet.errors import Interrupted, TestfleetError
 from testfleet.files import private_dir
+from testfleet.kinds import credential_signs
 from testfleet.lanes import early, measure
 from testfleet.lanes.coordinator import Coordinator, Progress
 from testfleet.lanes.count import lanes_for_selection, resolve_lanes
@@ -35,7 +37,7 @@ from testfleet.options import RUN, add_options
 from testfleet.preflight import check_paths
 from testfleet.processes import note_spawned
 from testfleet.project import Project
-from testfleet.recheck.culprit import shared_server_hint
+from testfleet.recheck.culprit import auth_hint, shared_server_hint
 from testfleet.recheck.lanes import recheck_outcome
 from testfleet.reports import coverage as coverage_report
 from testfleet.reports import github, step_summary
@@ -78,10 +80,15 @@ def main(call: Call) -> int:
     if note is not None:
         say(note)
     binaries = {} if connection is not None else resolve_binaries(project)
-    plan = plan_run(project, lanes)
-    timeout = project.config.timeout
-    deadline = None if timeout is None else time.monotonic() + timeout
-    with Run(run_base(project, plan.total_lanes), keep_logs=logs_dir(project)) as run:
+    # The run exists before its venvs are made: a uv that testfleet leaves behind when it is
+    # killed mid-build is recorded there, for the run's reaper to stop. Its lanes are the
+    # plan's: `lanes` for each Python version.
+    with Run(
+        run_base(project, lanes * project.config.versions), keep_logs=logs_dir(project)
+    ) as run:
+        plan = plan_run(project, lanes, run.run_dir)
+        timeout = project.config.timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         stack = open_stack(project, plan, run, connection, binaries)
         try:
             if project.config.network != "namespace":
@@ -347,12 +354,14 @@ def conclude(project: Project, plan: RunPlan, ran: Ran, written: Written, *, sta
     config, outcome, cov = project.config, ran.outcome, written.coverage
     for notice in outcome.notices:
         say(notice)
-    hint = shared_server_hint(
-        [f"{r.message}\n{r.text}" for r in outcome.results if r.failing],
-        [name for name, spec in config.services.items() if spec.isolation_mode == "database"],
-    )
-    if hint is not None:
-        say(hint)
+    failures = [f"{r.message}\n{r.text}" for r in outcome.results if r.failing]
+    shared = [name for name, spec in config.services.items() if spec.isolation_mode == "database"]
+    for hint in (
+        shared_server_hint(failures, shared),
+        auth_hint(failures, credential_signs(config.services)),
+    ):
+        if hint is not None:
+            say(hint)
     first = outcome.first_result_at
     print_summary(
         Console(stderr=True, soft_wrap=True),

@@ -6,13 +6,15 @@ lane limits, the up's recycling, the reaper and `doctor` read the records from h
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Union
 
 from pydantic import Field
 
 from testfleet.kinds import command, mongodb, nats, neo4j, postgres, redis, valkey, vault
 from testfleet.kinds.base import Kind
-from testfleet.specs import ServerSpec
+from testfleet.specs import ServerSpec, ServiceSpec
 
 KINDS: dict[str, Kind] = {
     record.name: record
@@ -37,6 +39,18 @@ SERVER_KINDS: tuple[str, ...] = tuple(
 # `enable-postgresql`.
 ALIASES: dict[str, str] = {"postgresql": "postgres"}
 
+
+def credential_signs(services: Mapping[str, ServiceSpec]) -> dict[str, re.Pattern[str]]:
+    """The services whose servers testfleet starts with a per-run credential, each with what
+    its clients say when they connect without it."""
+    signs = {}
+    for name, spec in services.items():
+        sign = KINDS[spec.kind].unauthenticated
+        if sign is not None and getattr(spec, "auth", False) and spec.backend_name != "external":
+            signs[name] = sign
+    return signs
+
+
 if TYPE_CHECKING:
     from testfleet.specs import ServiceSpec as AnyServiceSpec
 else:
@@ -46,4 +60,4 @@ else:
         Field(discriminator="kind"),
     ]
 
-__all__ = ["ALIASES", "KINDS", "SERVER_KINDS", "AnyServiceSpec", "Kind"]
+__all__ = ["ALIASES", "KINDS", "SERVER_KINDS", "AnyServiceSpec", "Kind", "credential_signs"]

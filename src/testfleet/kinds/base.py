@@ -76,6 +76,9 @@ class Kind:
     # The longest unix socket its native servers make, under the service's folder of the run
     # (a socket's path holds 107 bytes: space.socket_problem checks the run's base for it).
     unix_socket: str | None = None
+    # What its clients say when they connect without the run's credential (`auth = true`):
+    # failures matching it get a summary hint naming the `auth = false` switch.
+    unauthenticated: re.Pattern[str] | None = None
 
     @property
     def backends(self) -> tuple[Backend, ...]:

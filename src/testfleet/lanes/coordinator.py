@@ -26,7 +26,7 @@ from testfleet.errors import Interrupted
 from testfleet.lanes.outcome import GroupOutcome, LaneFacts, RunOutcome, ServiceProblem
 from testfleet.lanes.queue import LaneQueue, Mismatch
 from testfleet.lanes.spawn import LaneLaunch, kill, spawn, take_terminal_back
-from testfleet.lanes.state import LaneState
+from testfleet.lanes.state import LaneState, overdue, timed_out
 from testfleet.plan import WorkSource
 from testfleet.processes import describe_exit
 from testfleet.protocol import LineReader, Message, send
@@ -280,8 +280,8 @@ class Coordinator:
         if self.test_timeout is None:
             return
         for state in self.lanes.values():
-            if state.current is not None and now - state.started_at > self.test_timeout:
-                took = f"timed out after {self.test_timeout:g} s"
+            if state.current is not None and overdue(state.started_at, now, self.test_timeout):
+                took = timed_out(self.test_timeout)
                 self._settle(
                     state,
                     TestResult(

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from testfleet import pytest_cache
+from testfleet.capabilities import USERNS_VARIABLE
 from testfleet.envvars import process_environ
 from testfleet.files import private_dir
 from testfleet.lanes.early import EarlyLane
@@ -93,6 +94,10 @@ def lane_environ(
     folder = lane_dir(run_dir, lane.lane)
     tmp = private_dir(folder / "tmp")
     env = on_pythonpath({**process_environ(python), **lane.env}, plugin_path(run_dir))
+    # The lane holds no capability of testfleet's user namespace (capabilities.py): a
+    # testfleet that its tests start must make a user namespace of its own, not think it
+    # is in one already.
+    env.pop(USERNS_VARIABLE, None)
     env.update(
         {
             "TMPDIR": str(tmp),

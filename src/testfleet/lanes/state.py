@@ -45,3 +45,14 @@ class LaneState:
             if start >= 0:
                 return "\n".join([lines[index][start:], *lines[index + 1 : index + FAULT_LINES]])
         return "\n".join(lines[-LOG_TAIL_LINES:])
+
+
+def timed_out(timeout: float) -> str:
+    """How a test that ran past the test timeout is reported, by lanes and rechecks alike."""
+    return f"timed out after {timeout:g} s"
+
+
+def overdue(started_at: float, now: float, timeout: float | None) -> bool:
+    """Whether a test seen starting at `started_at` has run past the test timeout: the one
+    rule of the lanes (coordinator.py) and of reruns and rechecks (recheck/watch.py)."""
+    return timeout is not None and now - started_at > timeout

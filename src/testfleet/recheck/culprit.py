@@ -8,7 +8,6 @@ runs pytest there), so it is tested with fakes.
 
 from __future__ import annotations
 
-import contextlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -16,15 +15,32 @@ from typing import Literal
 
 from testfleet.errors import TestfleetError
 from testfleet.results import TestResult
+from testfleet.specs import TABLE
 
-# Runs `nodeids` in this order in a fresh lane; whether the last of them passed: True,
-# False, or None when the run said nothing about it (it hung past its time, or crashed).
-Runner = Callable[[Sequence[str]], "bool | None"]
+
+@dataclass(frozen=True)
+class Attempt:
+    """What one run in a fresh lane said of the last test it was given."""
+
+    passed: bool | None  # None: nothing (it hung past its time, crashed, or never got to it)
+    # How it ended beyond passed or failed: "timed out after 2 s", "error", or why it said
+    # nothing.
+    how: str = ""
+    took: float | None = None  # how long it ran, when that is part of the story (a timeout)
+
+    def __str__(self) -> str:
+        how = self.how or {True: "passed", False: "failed", None: "said nothing"}[self.passed]
+        return how if self.took is None else f"{how} ({self.took:.1f} s)"
+
+
+# Runs `nodeids` in this order in a fresh lane: what it said of the last of them.
+Runner = Callable[[Sequence[str]], Attempt]
 Kind = Literal[
     "fails alone",
     "order dependent",
     "flaky",
     "passed on rerun",
+    "failed on rerun",
     "inconclusive",
     "collection order",
 ]
@@ -44,6 +60,8 @@ class Diagnosis:
     culprit: str | None = None
     runs: int = 0
     error: str = ""  # the collection error, for "collection order"
+    # What the runs that decided it said of the test ("fails alone", "failed on rerun").
+    attempts: tuple[Attempt, ...] = ()
 
     @property
     def text(self) -> str:
@@ -55,6 +73,8 @@ class Diagnosis:
             return "flaky: passed on re-run alone and after its predecessors"
         if self.kind == "passed on rerun":
             return "flaky: failed, then passed when run again (--rerun-flaky)"
+        if self.kind == "failed on rerun":
+            return f"failed again on {self.runs} rerun(s): " + ", ".join(map(str, self.attempts))
         if self.kind == "collection order" and self.culprit:
             return (
                 f"collection depends on order: its module imports only after"
@@ -64,8 +84,10 @@ class Diagnosis:
         if self.kind == "collection order":
             return f"collection depends on order: its module does not import alone ({self.error})"
         if self.kind == "inconclusive":
-            return "recheck inconclusive: a rerun hung or crashed before the test reported"
-        return "fails alone too: not caused by other tests"
+            how = "".join(f" ({a.how})" for a in self.attempts[-1:] if a.how)
+            return f"recheck inconclusive: a rerun hung or crashed before the test reported{how}"
+        how = "".join(f" ({a.how})" for a in self.attempts[-1:] if a.how)
+        return f"fails alone too: not caused by other tests{how}"
 
 
 def recheck(target: str, before: Sequence[str], run: Runner) -> Diagnosis:
@@ -75,17 +97,17 @@ def recheck(target: str, before: Sequence[str], run: Runner) -> Diagnosis:
         alone = run([target])
     except CollectionFailed as exc:
         return _collection_culprit(target, before, run, str(exc))
-    if alone is None:
-        return Diagnosis("inconclusive", runs=runs)
-    if not alone:
-        return Diagnosis("fails alone", runs=runs)
+    if alone.passed is None:
+        return Diagnosis("inconclusive", runs=runs, attempts=(alone,))
+    if not alone.passed:
+        return Diagnosis("fails alone", runs=runs, attempts=(alone,))
     if not before:
         return Diagnosis("flaky", runs=runs)
     runs += 1
     after_all = run([*before, target])
-    if after_all is None:
-        return Diagnosis("inconclusive", runs=runs)
-    if after_all:
+    if after_all.passed is None:
+        return Diagnosis("inconclusive", runs=runs, attempts=(after_all,))
+    if after_all.passed:
         return Diagnosis("flaky", runs=runs)
     # Bisect for one test that makes it fail, keeping the order they ran in. A failure that
     # needs two earlier tests together is named by the whole set instead.
@@ -94,14 +116,14 @@ def recheck(target: str, before: Sequence[str], run: Runner) -> Diagnosis:
         half = len(suspects) // 2
         first, second = suspects[:half], suspects[half:]
         runs += 1
-        with_first = run([*first, target])
+        with_first = run([*first, target]).passed
         if with_first is None:
             break
         if not with_first:
             suspects = first
             continue
         runs += 1
-        with_second = run([*second, target])
+        with_second = run([*second, target]).passed
         if with_second is None:
             break
         if with_second:
@@ -141,13 +163,19 @@ def _collection_culprit(target: str, before: Sequence[str], run: Runner, error: 
     return Diagnosis("collection order", culprit=suspects[0], runs=runs, error=error)
 
 
-def rerun(target: str, times: int, run: Runner) -> Diagnosis | None:
-    """`--rerun-flaky N`: the target alone, up to N times; a pass makes it flaky."""
-    for attempt in range(1, times + 1):
-        with contextlib.suppress(CollectionFailed):
-            if run([target]) is True:
-                return Diagnosis("passed on rerun", runs=attempt)
-    return None
+def rerun(target: str, times: int, run: Runner) -> Diagnosis:
+    """`--rerun-flaky N`: the target alone, up to N times; a pass makes it flaky. Else how
+    each rerun ended (a test that hangs: timed out, each time)."""
+    attempts: list[Attempt] = []
+    for number in range(1, times + 1):
+        try:
+            attempt = run([target])
+        except CollectionFailed as exc:
+            attempt = Attempt(None, f"did not import: {exc}")
+        if attempt.passed is True:
+            return Diagnosis("passed on rerun", runs=number)
+        attempts.append(attempt)
+    return Diagnosis("failed on rerun", runs=times, attempts=tuple(attempts))
 
 
 # Messages that show lanes meeting on one server: a suite creating and dropping databases of
@@ -167,6 +195,21 @@ def shared_server_hint(messages: Sequence[str], shared: Sequence[str]) -> str | 
         f"some failures look like lanes meeting on one server ({names}: a database of a fixed"
         ' name created or dropped by the suite?); isolation = "server" gives every lane a'
         " server of its own"
+    )
+
+
+def auth_hint(messages: Sequence[str], refused: Mapping[str, re.Pattern[str]]) -> str | None:
+    """A hint for the summary when failures look like a suite that connects without the
+    credential its servers require (a hard-coded `localhost:6379`). `refused`: each service
+    that requires one, with what its clients say when they do not give it."""
+    names = [name for name, sign in refused.items() if any(sign.search(m) for m in messages)]
+    if not names:
+        return None
+    keys = " or ".join(f"{TABLE}.services.{name}.auth = false" for name in names)
+    return (
+        f"some failures look like clients connecting to {', '.join(names)} without the run's"
+        f" password or token; connect through the exported URL (it carries it), or set {keys}"
+        " for a suite that cannot be told one"
     )
 
 
@@ -207,19 +250,24 @@ def apply(
     for index in failing:
         result = updated[index]
         run = runner_for(result.python)
+        found: list[str] = []
         try:
             if reruns:
-                passed = rerun(result.nodeid, reruns, run)
-                if passed is not None:
+                again = rerun(result.nodeid, reruns, run)
+                if again.kind == "passed on rerun":
                     updated[index] = replace(
-                        result, outcome="passed", flaky=True, verdict=passed.text
+                        result, outcome="passed", flaky=True, verdict=again.text
                     )
                     continue
+                found.append(again.text)
             if check:
                 before = predecessors.get((result.python, result.nodeid), ())
-                verdict = recheck(result.nodeid, before, run)
-                updated[index] = replace(result, verdict=verdict.text)
+                found.append(recheck(result.nodeid, before, run).text)
         except TestfleetError as exc:
             say(f"rechecks stopped: {exc.message}")
             break
+        finally:
+            # What was found before the rechecks stopped is kept.
+            if found:
+                updated[index] = replace(result, verdict="; ".join(found))
     return updated

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import os
 import re
 import shutil
+import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from testfleet.console import say
@@ -20,9 +21,11 @@ from testfleet.kinds import KINDS
 from testfleet.lanes.collection import collected, planning_args
 from testfleet.lanes.launch import lane_dir, lane_environ, own_dirs, pytest_argv
 from testfleet.lanes.outcome import RunOutcome
+from testfleet.lanes.state import timed_out
 from testfleet.project import Project
 from testfleet.recheck import culprit
 from testfleet.recheck.culprit import CollectionFailed
+from testfleet.recheck.watch import Watched, watch
 from testfleet.runtime import Run
 from testfleet.stack import LaneProvider
 
@@ -78,6 +81,26 @@ def recheck_args(project: Project, args: Sequence[str]) -> list[str]:
     return kept
 
 
+class RunTimedOut(ServiceError):
+    """The run's timeout came during the rechecks: they stop, and the run's results stand
+    as the lanes left them (its tests all ran; only their diagnosis was cut short)."""
+
+
+@dataclass
+class Budget:
+    """The run's timeout as the rechecks see it: each recheck ends by it, and once it has
+    struck no other recheck starts."""
+
+    deadline: float | None
+    struck: bool = False
+
+    def check(self) -> None:
+        """Refuse to start a recheck that could not even start before the deadline."""
+        if self.deadline is not None and self.deadline - time.monotonic() <= 1:
+            self.struck = True
+            raise RunTimedOut("the run's timeout came")
+
+
 def recheck_runner(
     project: Project,
     stack: LaneProvider,
@@ -88,28 +111,26 @@ def recheck_runner(
     next_lane: Callable[[], int],
     durations: Mapping[str, float],
     test_timeout: float | None,
-    deadline: float | None,
+    budget: Budget,
     collect_only: bool = False,
-) -> Callable[[Sequence[str]], bool | None]:
+) -> culprit.Runner:
     """Runs node ids, in order, in a fresh lane (new services), then releases that lane:
-    whether the last of them passed, or None when the run did not say (hung, crashed)."""
+    what it said of the last of them. Each test gets the run's test timeout, as in the
+    lanes; the whole ends by the run's timeout."""
 
-    def run(nodeids: Sequence[str]) -> bool | None:
+    def run(nodeids: Sequence[str]) -> culprit.Attempt:
+        # A backstop for a pytest that hangs outside any test (collection, session teardown).
         limit = RECHECK_BASE_SECONDS + 2 * sum(durations.get(n, 0.0) for n in nodeids)
         limit += test_timeout or 0.0
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 1:
-                raise ServiceError("the run's timeout came")
-            limit = min(limit, left)
+        budget.check()
         number = next_lane()
         try:
             lane = stack.provision(number)
             folder = lane_dir(run_dir, lane.lane)
-            report = folder / "recheck.json"
+            events = folder / "recheck.jsonl"
             argv = pytest_argv(
                 python,
-                # The outcome reporter (the lane plugin has no queue here).
+                # The reporter of what happens (the lane plugin has no queue here).
                 "-p",
                 "testfleet.worker.recheck",
                 # Their order is the point: keep plugins from shuffling it.
@@ -125,34 +146,70 @@ def recheck_runner(
                 argv = lane.namespace.wrap(argv)
             env = lane_environ(project, lane, run_dir, Path(), None, mark=mark, python=python)
             env.pop("TESTFLEET_QUEUE", None)
-            env["TESTFLEET_RECHECK_FILE"] = str(report)
-            code, _ = stack.run.supervisor.run_to_end(
+            env["TESTFLEET_RECHECK_FILE"] = str(events)
+            supervisor = stack.run.supervisor
+            process = supervisor.spawn(
                 f"recheck (lane {lane.lane})",
                 argv,
                 log_path=folder / "recheck.log",
-                timeout=limit,
                 env=env,
                 cwd=project.root,
+                signal_group=True,
+                stop_signal=signal.SIGKILL,
             )
-            if code is None:
-                return None  # hung past its time
             try:
-                document = json.loads(report.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                return None  # it crashed before pytest could say
-            outcome = document.get("outcomes", {}).get(nodeids[-1])
-            target_file = nodeids[-1].split("::", 1)[0]
-            errors = document.get("collection_errors", {})
-            if (outcome is None or collect_only) and target_file in errors:
-                raise CollectionFailed(errors[target_file])
-            if collect_only:
-                return True
-            return None if outcome is None else outcome == "passed"
+                watched = watch(
+                    process,
+                    events,
+                    test_timeout=test_timeout,
+                    limit=limit,
+                    deadline=budget.deadline,
+                )
+            finally:
+                supervisor.forget(process)
+            if watched.deadline_struck:
+                budget.struck = True
+                raise RunTimedOut("the run's timeout came")
+            return _attempt(watched, nodeids, test_timeout, limit, collect_only=collect_only)
         finally:
             stack.release(number)
             shutil.rmtree(lane_dir(run_dir, number), ignore_errors=True)
 
     return run
+
+
+def _attempt(
+    watched: Watched,
+    nodeids: Sequence[str],
+    test_timeout: float | None,
+    limit: float,
+    *,
+    collect_only: bool,
+) -> culprit.Attempt:
+    """What a recheck's pytest said of the last test it was given. A test stopped at the
+    test timeout failed, as in the lanes; stopped under another test, it never ran."""
+    target = nodeids[-1]
+    outcome = watched.outcomes.get(target) if target in watched.finished else None
+    target_file = target.split("::", 1)[0]
+    errors = watched.collection_errors
+    if (outcome is None or collect_only) and target_file in errors:
+        raise CollectionFailed(errors[target_file])
+    if collect_only:
+        if watched.code is None:
+            return culprit.Attempt(None, f"its collection ran past {limit:.0f} s")
+        return culprit.Attempt(True)
+    if outcome is not None:
+        return culprit.Attempt(
+            outcome == "passed", "" if outcome in ("passed", "failed") else outcome
+        )
+    if watched.overdue is not None and test_timeout is not None:
+        took = timed_out(test_timeout)
+        if watched.overdue == target:
+            return culprit.Attempt(False, took, watched.took)
+        return culprit.Attempt(None, f"{watched.overdue} {took} before it")
+    if watched.out_of_time:
+        return culprit.Attempt(None, f"the recheck ran past {limit:.0f} s")
+    return culprit.Attempt(None, "its pytest ended before it reported")
 
 
 def recheck_outcome(
@@ -176,6 +233,7 @@ def recheck_outcome(
         return outcome
     next_lane = _lane_numbers(project, after=lanes)
     durations = {r.nodeid: r.duration for r in outcome.results if r.timed}
+    budget = Budget(deadline)
 
     def runner(group: str, *, collect_only: bool = False) -> culprit.Runner:
         return recheck_runner(
@@ -186,8 +244,8 @@ def recheck_outcome(
             mark=run.run_dir.mark,
             next_lane=next_lane,
             durations={} if collect_only else durations,
-            test_timeout=None if collect_only else config.test_timeout,
-            deadline=None if collect_only else deadline,
+            test_timeout=config.test_timeout,
+            budget=budget,
             collect_only=collect_only,
         )
 
@@ -196,16 +254,23 @@ def recheck_outcome(
         stack.release(lane)
     if check and broken:
         outcome = _recheck_collection(project, outcome, runner, python_of)
-    if failures == 0:
-        return outcome
-    say(f"rechecking {failures} failed test(s) in fresh lanes")
+    if failures and not budget.struck:
+        say(f"rechecking {failures} failed test(s) in fresh lanes")
+        outcome = _recheck_failures(outcome, runner, check=check, reruns=config.rerun_flaky)
+    return outcome
+
+
+def _recheck_failures(
+    outcome: RunOutcome, runner: Callable[[str], culprit.Runner], *, check: bool, reruns: int
+) -> RunOutcome:
+    """Failed tests with their verdicts (see culprit.apply)."""
     try:
         updated = culprit.apply(
             outcome.results,
             outcome.predecessors,
             runner,
             check=check,
-            reruns=config.rerun_flaky,
+            reruns=reruns,
             say=say,
             stopped=outcome.stopping is not None,
         )
@@ -252,24 +317,24 @@ def _recheck_collection(
     python_of: Callable[[str], str],
 ) -> RunOutcome:
     """Modules that did not import in the run: the one they need imported first is named in
-    their collection error (a run of one file often meets this)."""
-    groups = []
-    for group in outcome.groups:
-        errors = dict(group.collect_errors)
-        candidates = project_modules(project, python_of(group.label)) if errors else []
-        run = runner(group.label, collect_only=True)
-        for module, text in list(errors.items())[: culprit.MAX_RECHECKED]:
-            say(f"rechecking the collection of {module}")
-            try:
+    their collection error (a run of one file often meets this). A recheck that cannot run
+    (the run's timeout came, no lane left) stops them all; what was found stays."""
+    groups = list(outcome.groups)
+    try:
+        for index, group in enumerate(groups):
+            errors = dict(group.collect_errors)
+            candidates = project_modules(project, python_of(group.label)) if errors else []
+            run = runner(group.label, collect_only=True)
+            for module, text in list(errors.items())[: culprit.MAX_RECHECKED]:
+                say(f"rechecking the collection of {module}")
                 # pytest's "E   NameError: ..." line, without its margin.
                 last = (text.strip().splitlines() or ["collection failed"])[-1]
                 last = re.sub(r"^E\s+", "", last.strip())
                 found = culprit.recheck_collection(module, candidates, run, last)
-            except TestfleetError as exc:
-                say(f"rechecks stopped: {exc.message}")
-                break
-            if found.culprit:
-                errors[module] = f"{text}\n\n{found.text}"
-                say(f"{module}: {found.text}")
-        groups.append(dataclasses.replace(group, collect_errors=errors))
+                if found.culprit:
+                    errors[module] = f"{text}\n\n{found.text}"
+                    groups[index] = dataclasses.replace(group, collect_errors=dict(errors))
+                    say(f"{module}: {found.text}")
+    except TestfleetError as exc:
+        say(f"rechecks stopped: {exc.message}")
     return dataclasses.replace(outcome, groups=tuple(groups))

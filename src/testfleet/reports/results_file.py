@@ -8,6 +8,7 @@ explicit and versioned: a reader refuses a version it does not know instead of g
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, get_args
@@ -75,6 +76,15 @@ def _field(entry: Mapping[str, Any], key: str, *kinds: type) -> Any:
     return value
 
 
+def _duration(entry: Mapping[str, Any]) -> float:
+    value = _field(entry, "duration", int, float)
+    # No clock measures NaN, a negative time or one past a float (which would not convert):
+    # such a value was not written by a run, and would poison every sum of durations.
+    if not 0 <= value <= sys.float_info.max:
+        raise _Invalid(f"'duration' of a result is {value!r}")
+    return float(value)
+
+
 def _result(entry: object) -> TestResult:
     if not isinstance(entry, dict):
         raise _Invalid(f"a result is {type(entry).__name__}, not an object")
@@ -84,7 +94,7 @@ def _result(entry: object) -> TestResult:
     return TestResult(
         nodeid=_field(entry, "nodeid", str),
         outcome=outcome,
-        duration=float(_field(entry, "duration", int, float)),
+        duration=_duration(entry),
         lane=_field(entry, "lane", int, type(None)),
         message=_field(entry, "message", str),
         text=_field(entry, "text", str),

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from testfleet.errors import ConfigError
+from testfleet.processes import note_spawned
 from testfleet.project import Project
+from testfleet.rundir import MARK_VARIABLE, RunDir
 from testfleet.threads import wait_all
 from testfleet.values import is_version
 from testfleet.venvs.build import Builder, venv_python
@@ -62,13 +64,16 @@ def _single(project: Project) -> PythonTarget:
     return PythonTarget(label, python, version, None, False)
 
 
-def prepare_targets(project: Project, *, say: Callable[[str], None]) -> list[PythonTarget]:
+def prepare_targets(
+    project: Project, *, say: Callable[[str], None], run_dir: RunDir | None = None
+) -> list[PythonTarget]:
     """The Pythons the suite runs on, in the configured order, venvs made or reused.
 
     A single interpreter (or none configured: the running one) is used as it is. For versions,
     every interpreter is found and every name checked before anything is built; then the venvs
     are built in parallel, each to the end, and the first failure (in configured order) is
-    raised.
+    raised. With the `run_dir` of the run they are for, every uv is recorded there and
+    marked as the run's: the run's reaper stops it when testfleet is killed.
     """
     configured: tuple[str, ...] | None = project.config.python
     if configured is None or not is_version(configured[0]):
@@ -76,7 +81,7 @@ def prepare_targets(project: Project, *, say: Callable[[str], None]) -> list[Pyt
     check_names(project.root, project.config.extras, project.config.dependency_groups)
     binary = find_uv()
     found = [(label, *locate(label, uv_binary=binary)) for label in configured]
-    uv = UvRunner(binary, dict(os.environ), UV_TIMEOUT)
+    uv = _uv_runner(binary, run_dir)
     builder = Builder(project, uv, uv_version(uv), say)
 
     def target(label: str, interpreter: Path, version: str) -> PythonTarget:
@@ -102,6 +107,19 @@ def prepare_targets(project: Project, *, say: Callable[[str], None]) -> list[Pyt
         if error is not None:
             raise error
     return [future.result() for future in futures]
+
+
+def _uv_runner(binary: Path, run_dir: RunDir | None) -> UvRunner:
+    if run_dir is None:
+        return UvRunner(binary, dict(os.environ), UV_TIMEOUT)
+
+    def spawned(pid: int) -> None:
+        run_dir.record(pid)  # its own process group: the build under it goes with it
+        note_spawned(pid)
+
+    # The mark finds a uv that testfleet was killed before it could record.
+    environ = {**os.environ, MARK_VARIABLE: run_dir.mark}
+    return UvRunner(binary, environ, UV_TIMEOUT, on_spawn=spawned)
 
 
 def _stop_builds(uv: UvRunner, futures: Sequence[Future[PythonTarget]]) -> None:

@@ -3,6 +3,11 @@ interrupted.
 
 uv runs with the caller's environment variables, credentials for private indexes included:
 they are for uv, and reach nothing else (see `testfleet.credentials.child_environ`).
+
+Within a run, every uv is told to the run as it starts (`on_spawn`: its process group goes
+into the run's records) and carries the run's mark: when testfleet is killed mid-build, the
+run's reaper stops uv and the build under it, which would otherwise hold uv's locks and keep
+the next build waiting.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import signal
 import subprocess
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,10 +65,18 @@ class UvRunner:
     """Runs uv with the caller's environment variables (credentials included: they are for uv),
     bounded in time, and able to stop every uv it started when the run is interrupted."""
 
-    def __init__(self, binary: Path, environ: Mapping[str, str], timeout: float) -> None:
+    def __init__(
+        self,
+        binary: Path,
+        environ: Mapping[str, str],
+        timeout: float,
+        *,
+        on_spawn: Callable[[int], None] = lambda pid: None,
+    ) -> None:
         self.binary = binary
         self.environ = environ
         self.timeout = timeout
+        self.on_spawn = on_spawn
         self.cancelled = threading.Event()
         self._lock = threading.Lock()
         self._live: set[subprocess.Popen[str]] = set()
@@ -86,6 +99,7 @@ class UvRunner:
                 ) from exc
             self._live.add(proc)
         try:
+            self.on_spawn(proc.pid)
             text, _ = proc.communicate(timeout=self.timeout)
         except subprocess.TimeoutExpired:
             _kill_group(proc, signal.SIGKILL)

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 from testfleet import readiness
 from testfleet.backends.base import NativeLaunch, Probe, Server, Started
-from testfleet.envvars import placeholder_values, process_environ
+from testfleet.envvars import placeholder_environ, placeholder_values, process_environ
 from testfleet.kinds.base import Kind
 from testfleet.kinds.command.spec import CommandSpec
 from testfleet.lanes import measure
@@ -52,7 +52,10 @@ class CommandService:
             return expand(template, values, where=f"{where}.{key}", shell=shell)
 
         def env(port: int) -> dict[str, str]:
-            return {**base_env, **{k: fill(v, port, f"env.{k}") for k, v in spec.env.items()}}
+            own_env = {k: fill(v, port, f"env.{k}") for k, v in spec.env.items()}
+            # Last: the references in `command` and `ready.command` must find these values.
+            values = placeholder_environ(placeholder_values(own(port), dep_values, common))
+            return {**base_env, **own_env, **values}
 
         def argv(port: int) -> list[str]:
             if isinstance(spec.command, str):

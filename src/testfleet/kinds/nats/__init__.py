@@ -3,11 +3,13 @@ keep lanes apart, so it serves one lane unless `isolation = "shared"` says that 
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from testfleet.binaries import Lookup
 from testfleet.kinds.base import Kind
 from testfleet.kinds.nats.spec import NatsSpec
+from testfleet.kinds.valkey.spec import PLANNED_SECRET
 from testfleet.ports import HOST
 
 if TYPE_CHECKING:
@@ -17,7 +19,14 @@ if TYPE_CHECKING:
 def planned(spec: NatsSpec) -> dict[str, str]:
     """Lane 1's values in the shape a run gives them, for planning without a server."""
     port = str(spec.port_number or 4222)
-    return {"url": f"nats://{HOST}:{port}", "host": HOST, "port": port, "token": ""}
+    token = PLANNED_SECRET if spec.auth and spec.backend_name != "external" else ""
+    url = f"nats://{f'{token}@' if token else ''}{HOST}:{port}"
+    return {"url": url, "host": HOST, "port": port, "token": token}
+
+
+# What the server says to a client that connects without the token (nats-py raises it as
+# `nats: 'Authorization Violation'`).
+REFUSED_WITHOUT_AUTH = re.compile(r"Authorization Violation")
 
 
 def runtime(name: str, spec: NatsSpec, ctx: StackContext, kind: Kind) -> Service:
@@ -47,4 +56,5 @@ KIND = Kind(
     ),
     image="nats:2",
     inner_port=4222,
+    unauthenticated=REFUSED_WITHOUT_AUTH,
 )

@@ -45,7 +45,9 @@ class NatsService:
         self.kind = kind
         self.where = f"tool.testfleet.services.{name}"
         external = spec.backend_name == "external"
-        self.token = ctx.secret() if spec.token and not external else None
+        # Ours get a token unless `auth = false` (127.0.0.1 is every local user's and every
+        # run's); an external one's comes with its url.
+        self.token = ctx.secret() if spec.auth and not external else None
         self._shared: ServiceView | None = None
 
     def start(self) -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import StrictBool
 
+from testfleet.kinds.valkey.spec import former_opt_in
 from testfleet.specs import ServerSpec
 
 
@@ -13,4 +14,7 @@ class NatsSpec(ServerSpec):
     kind: Literal["nats"] = "nats"
     isolation: Literal["server", "none", "shared"] | None = None
     jetstream: StrictBool = True
-    token: StrictBool = False
+    # A random token per run on servers testfleet runs, in the exported URLs (as Valkey's
+    # password); `false` for suites that hard-code a connection without one.
+    auth: StrictBool = True
+    token: Annotated[StrictBool | None, former_opt_in("token")] = None

@@ -112,6 +112,12 @@ class NativeServers:
         # isolation = "server" each lane's (the template server is never reached by tests).
         fixed = (label == "template") == (self.spec.isolation == "database")
         merged = settings(self.spec)
+        # A unix socket only where testfleet itself connects over it (the first server: the
+        # superuser, with trust, makes the template there). A lane's server has none:
+        # a path in the run directory is reachable from every lane's network namespace,
+        # and lanes share the user and password, so it would be a way into another lane's
+        # server. Lanes connect over TCP, which stays inside their namespace.
+        sockets = str(folder) if label == "template" else ""
 
         def argv(port: int) -> list[str]:
             args = [
@@ -121,7 +127,7 @@ class NativeServers:
                 "-p",
                 str(port),
                 "-k",
-                str(folder),
+                sockets,
             ]
             for key, value in merged.items():
                 args += ["-c", f"{key}={value}"]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from testfleet.backends.base import Address, ContainerLaunch, ExternalLaunch, Probe, Server
-from testfleet.envvars import placeholder_values, process_environ
+from testfleet.envvars import placeholder_environ, placeholder_values, process_environ
 from testfleet.errors import ConfigError, ServiceError
 from testfleet.kinds.base import Kind
 from testfleet.kinds.postgres.databases import Databases
@@ -268,7 +268,12 @@ class PostgresService:
         view = self._view(self._port, database)
         # Setup runs once for all lanes: it belongs to none of them (lane 0).
         values = placeholder_values(view.values, {}, self.ctx.common_values(0))
-        env = {**process_environ(self.ctx.python), **self.ctx.exports(self.name, values)}
+        env = {
+            **process_environ(self.ctx.python),
+            **self.ctx.exports(self.name, values),
+            # What a string setup's placeholders refer to (`{url}` -> "${TESTFLEET_URL?}").
+            **placeholder_environ(values),
+        }
         where = f"{self.where}.setup"
         if isinstance(setup, str):
             argv = [expand(setup, values, where=where, shell=True)]

@@ -33,4 +33,5 @@ KIND = Kind(
     reusable=True,
     inner_port=6379,
     slots=valkey.SLOTS,
+    unauthenticated=valkey.REFUSED_WITHOUT_AUTH,
 )

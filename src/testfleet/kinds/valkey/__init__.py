@@ -3,11 +3,12 @@ each lane a DB number, which caps a run at 16 lanes (as on an external server)."
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from testfleet.binaries import Lookup
 from testfleet.kinds.base import Kind, Slots, env_prefix
-from testfleet.kinds.valkey.spec import DB_NUMBERS, ValkeySpec
+from testfleet.kinds.valkey.spec import DB_NUMBERS, PLANNED_SECRET, ValkeySpec
 from testfleet.ports import HOST
 from testfleet.specs import Backend
 
@@ -34,13 +35,22 @@ def exports(name: str, first_of_kind: bool) -> dict[str, str]:
 def planned(spec: ValkeySpec) -> dict[str, str]:
     """Lane 1's values in the shape a run gives them, for planning without a server."""
     port = str(spec.port_number or 6379)
+    password = PLANNED_SECRET if spec.auth and spec.backend_name != "external" else ""
     return {
-        "url": f"redis://{HOST}:{port}/0",
+        "url": f"redis://{f':{password}@' if password else ''}{HOST}:{port}/0",
         "host": HOST,
         "port": port,
-        "password": "",
+        "password": password,
         "db": "0",
     }
+
+
+# What clients say when they connect to a server of ours without its password: the server's
+# NOAUTH, and redis-py's and valkey-py's words for it (a HELLO of RESP3 clients is refused too).
+REFUSED_WITHOUT_AUTH = re.compile(
+    r"NOAUTH|AuthenticationError: Authentication required|HELLO must be called with the client"
+    r" already authenticated"
+)
 
 
 # With isolation = "database" every lane takes one of a shared server's DB numbers.
@@ -81,4 +91,5 @@ KIND = Kind(
     reusable=True,
     inner_port=6379,
     slots=SLOTS,
+    unauthenticated=REFUSED_WITHOUT_AUTH,
 )

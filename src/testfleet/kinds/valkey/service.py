@@ -40,16 +40,27 @@ class ValkeyService:
         self.kind = kind
         self.where = f"tool.testfleet.services.{name}"
         external = spec.backend_name == "external"
-        # Ours get a password when asked; an external one's comes with its url.
-        self.password = ctx.service_secret(name, spec) if spec.password and not external else None
+        # Ours get a password unless `auth = false`: 127.0.0.1 is every local user's and every
+        # run's. An external one's comes with its url.
+        self.password = ctx.service_secret(name, spec) if spec.auth and not external else None
+        given = spec.settings.get("requirepass")
+        if given is not None and not external:
+            # The suite's own password (one it hard-codes) wins in the config file, so the
+            # URL and the readiness probe carry that one.
+            self.password = str(given) or None
+            if self.password:
+                ctx.secrets.append(self.password)
         self._shared: tuple[str, int] | None = None
         self._first_db = 0
+        self._last_db = -1  # the highest DB number the shared server is known to have
 
     def start(self) -> None:
         """A server every lane shares, when lanes take DB numbers (or share it on purpose);
         else each lane starts its own."""
         if self.spec.isolation_mode in ("database", "shared"):
             self._shared = self._start_server("shared", "shared")
+            lanes = self.ctx.lanes if self.spec.isolation_mode == "database" else 1
+            self._has_db(self._first_db + lanes - 1)
 
     def _start_server(self, folder_name: str, label: str) -> tuple[str, int]:
         folder = self.ctx.folder(self.name, folder_name)
@@ -111,17 +122,40 @@ class ValkeyService:
         lanes = self.ctx.lanes if self.spec.isolation_mode == "database" else 1
         if self._first_db + lanes > DB_NUMBERS:
             raise ConfigError(
-                f"{self.where}.url: {self.ctx.lanes} lanes from DB {self._first_db} need DB"
-                f" numbers up to {self._first_db + self.ctx.lanes - 1}, and a default server has"
+                f"{self.where}.url: {lanes} lanes from DB {self._first_db} need DB"
+                f" numbers up to {self._first_db + lanes - 1}, and a default server has"
                 f" {DB_NUMBERS}; use fewer lanes or a lower DB number in the url"
             )
         return address
+
+    def _has_db(self, db: int) -> None:
+        """The shared server has DB number `db`, or a usage error naming the fix: a server's
+        `databases` may be fewer than 16 (an external one's, or ours through `settings`)."""
+        if db <= self._last_db or self._shared is None:
+            return
+        host, port = self._shared
+        try:
+            readiness.resp_call(host, port, self.password, ("SELECT", str(db)))
+        except readiness.Refused as exc:
+            if self.spec.backend_name == "external":
+                where, fix = f"{self.where}.url", "a lower DB number in the url, or a server with"
+                fix += " more databases"
+            else:
+                where = f"{self.where}.settings.databases"
+                fix = 'a higher settings.databases, or isolation = "server"'
+            raise ConfigError(
+                f"{where}: {db - self._first_db + 1} lane(s) from DB {self._first_db} take DB"
+                f" numbers up to {db}, and the server at {host}:{port} has no DB {db}"
+                f" ({exc.answer}); use fewer lanes, {fix}"
+            ) from None
+        self._last_db = max(self._last_db, db)
 
     def provision(self, lane: int, deps: Mapping[str, ServiceView]) -> ServiceView:
         if self._shared is not None:
             (host, port), db = self._shared, self._first_db + lane - 1
             if self.spec.isolation_mode == "shared":
                 db = self._first_db
+            self._has_db(db)  # a lane after the start (a recheck's, an up's for a run)
         else:
             (host, port), db = self._start_server(f"lane{lane}", f"lane {lane}"), 0
         password = self.password or ""

@@ -9,11 +9,10 @@ import contextlib
 import json
 import signal
 import threading
-import urllib.error
-import urllib.request
+import time
 from collections.abc import Mapping
 
-from testfleet import leftovers, readiness
+from testfleet import leftovers, readiness, wire
 from testfleet.backends.base import (
     Address,
     ContainerLaunch,
@@ -31,7 +30,8 @@ from testfleet.kinds.vault.spec import VaultSpec
 from testfleet.processes import server_environ
 from testfleet.service import ServiceView, StackContext
 
-HTTP_SECONDS = 10
+HTTP_SECONDS = 10  # one request to the server, from connecting to its answer's head
+DETAIL_BYTES = 300  # of a refusal's body, quoted in the error
 
 
 def _health(at: Started) -> Probe:
@@ -81,24 +81,26 @@ class VaultService:
         self._addr = self._shared.address.url if self._shared.address else self._url(self._shared)
 
     def _request(self, method: str, path: str, body: object | None = None) -> None:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(
-            f"{self._addr}/v1/{path}",
-            data=data,
-            method=method,
-            headers={"X-Vault-Token": self.token, "Content-Type": "application/json"},
-        )
+        """One request, bounded in time whatever the server does; a refusal's body is read
+        only for its start."""
         try:
-            with urllib.request.urlopen(request, timeout=HTTP_SECONDS):
-                pass
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")[:300]
-            raise ServiceError(
-                f"{self.name}: {method} /v1/{path} answered HTTP {exc.code}; the token needs"
-                f" permission to manage mounts (sys/mounts): {detail}"
-            ) from None
-        except OSError as exc:
+            answer = wire.request(
+                f"{self._addr}/v1/{path}",
+                method=method,
+                headers={"X-Vault-Token": self.token, "Content-Type": "application/json"},
+                body=json.dumps(body).encode() if body is not None else None,
+                deadline=time.monotonic() + HTTP_SECONDS,
+                read_body=lambda status: not 200 <= status < 300,
+                body_limit=DETAIL_BYTES,
+            )
+        except (OSError, ValueError) as exc:
             raise ServiceError(f"{self.name}: {method} /v1/{path} failed: {exc}") from None
+        if not 200 <= answer.status < 300:
+            detail = answer.body.decode(errors="replace")
+            raise ServiceError(
+                f"{self.name}: {method} /v1/{path} answered HTTP {answer.status}; the token needs"
+                f" permission to manage mounts (sys/mounts): {detail}"
+            )
 
     def provision(self, lane: int, deps: Mapping[str, ServiceView]) -> ServiceView:
         if self._shared is None:
