@@ -19,6 +19,7 @@ import psutil
 import psycopg
 import pytest
 
+from testfleet.ports import free_port
 from testfleet.rundir import process_start_ticks
 from testfleet.up.dotenv import read_dotenv
 from tests.helpers import alive, run_cli, start_cli, wait_for, wait_until_up, write_pyproject
@@ -189,7 +190,9 @@ def test_a_run_that_speaks_nonsense_does_not_stop_the_up(
 
 
 def test_up_with_a_fixed_port_per_lane_keeps_no_lanes_and_runs_say_why(tmp_path: Path):
-    project = write_pyproject(tmp_path, "[tool.testfleet.services.valkey]\nport = 'default'\n")
+    # A fixed port of the test's own (not 6379: a second copy of the suite may hold that).
+    config = f"[tool.testfleet.services.valkey]\nport = {free_port()}\n"
+    project = write_pyproject(tmp_path, config)
     (project / "test_a.py").write_text("def test_a(): pass\n")
     process = start_cli(project, "up")
     try:

@@ -84,7 +84,9 @@ def test_sigkill_of_testfleet_leaves_no_namespace(tmp_path: Path):
     run = start_cli(tmp_path, "run", "-n", "2")
     try:
         wait_for(lambda: len(list(tmp_path.glob("started-*"))) == 2, timeout=60, what="lanes")
-        ours = [p for p in holders() if p.pid not in before]
+        # Its own: another copy of the suite may be making holders at the same time.
+        mine = {p.pid for p in psutil.Process(run.pid).children(recursive=True)}
+        ours = [p for p in holders() if p.pid not in before and p.pid in mine]
         assert len(ours) == 2
         run.send_signal(signal.SIGKILL)
         run.communicate(timeout=30)
@@ -155,6 +157,7 @@ def test_another_user_gets_namespaces_through_a_user_namespace(unprivileged_venv
             pytest.skip(result.stderr.strip().splitlines()[-1])
         assert result.returncode == 0, result.stderr
         assert "16 passed" in result.stderr
-        assert holders() == []
+        # That user's: another copy of the suite may hold namespaces of its own meanwhile.
+        assert [p for p in holders() if p.username() == user] == []
     finally:
         shutil.rmtree(project, ignore_errors=True)
