@@ -1,16 +1,20 @@
 """Docker for the tests that need it: an engine (started here when none answers) and the local
-images of scripts/docker_images.py (no registry is reachable, so nothing is pulled).
+images of `testfleet images build` (no registry is reachable, so nothing is pulled).
 
-    images, stop = prepare_docker()   # raises DockerUnavailable(reason) when it cannot
+    images, done = prepare_docker()   # raises DockerUnavailable(reason) when it cannot
     ...
-    if stop is not None:
-        stop()                        # only the dockerd this module started
+    done()                            # the last session out stops a dockerd the tests started
+
+Two copies of the suite may run at once (two checkouts, two CI jobs on one machine) and share
+one engine: a copy that started it must not stop it under the other. Each session holds a
+shared lock on a file while it uses the engine; the one that ends last (it gets the lock
+alone) stops the dockerd a session started, whichever session that was.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
+import fcntl
 import os
 import shutil
 import signal
@@ -20,15 +24,19 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from types import ModuleType
+from typing import IO
 
 import psutil
 
-REPO = Path(__file__).resolve().parent.parent
-BUILDER = REPO / "scripts" / "docker_images.py"
+from testfleet.images.build import build_images
+from testfleet.images.recipes import IMAGE_TAGS
+
 DOCKERD = Path("/usr/sbin/dockerd")
 START_TIMEOUT = 60.0  # seconds for a dockerd we start to answer `docker info`
 STOP_TIMEOUT = 30.0  # seconds after SIGTERM before SIGKILL
+# Shared by the sessions using the engine; the pid file names a dockerd a session started.
+SHARING_LOCK = Path(tempfile.gettempdir()) / "testfleet-tests-dockerd.lock"
+STARTED_BY_TESTS = Path(tempfile.gettempdir()) / "testfleet-tests-dockerd.pid"
 
 
 class DockerUnavailable(Exception):
@@ -67,12 +75,12 @@ def _log_tail(path: Path, lines: int = 15) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def ensure_engine(extra_args: Sequence[str] = ()) -> Callable[[], None] | None:
+def ensure_engine(extra_args: Sequence[str] = ()) -> int | None:
     """Make sure a Docker engine answers.
 
     Returns None when one already did (it is left alone), else starts `dockerd` (as root only),
-    waits until `docker info` answers, and returns a function that stops exactly that dockerd
-    and its children (containerd), by PID. `extra_args` go to dockerd (another socket or data
+    waits until `docker info` answers, and returns its pid (prepare_docker's `done` stops it
+    and its children, containerd). `extra_args` go to dockerd (another socket or data
     root, for a second engine; `docker` then needs DOCKER_HOST). A second engine shares the
     host's network: never give it `--bridge none`, with which dockerd deletes the host's
     `docker0` and so breaks the first engine's containers. Raises DockerUnavailable."""
@@ -103,7 +111,7 @@ def ensure_engine(extra_args: Sequence[str] = ()) -> Callable[[], None] | None:
         if engine_available() is None:
             with contextlib.suppress(psutil.NoSuchProcess):
                 seen.extend(psutil.Process(proc.pid).children(recursive=True))
-            return stop
+            return proc.pid
         try:
             # Waiting on dockerd itself: an early exit ends the wait at once.
             code = proc.wait(timeout=min(interval, max(deadline - time.monotonic(), 0.01)))
@@ -165,45 +173,66 @@ def _end(processes: Iterable[psutil.Process]) -> None:
         raise RuntimeError(f"still running after SIGKILL: {[p.pid for p in left]}")
 
 
-def builder() -> ModuleType:
-    """scripts/docker_images.py as a module (scripts/ is no package)."""
-    name = "testfleet_docker_images"
-    loaded = sys.modules.get(name)
-    if loaded is not None:
-        return loaded
-    spec = importlib.util.spec_from_file_location(name, BUILDER)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {BUILDER}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while it runs
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
-
-
 def image_tags() -> dict[str, str]:
     """kind -> tag of every local image, built or not."""
-    tags: dict[str, str] = builder().IMAGE_TAGS
-    return dict(tags)
+    return dict(IMAGE_TAGS)
 
 
 def prepare_docker(
     kinds: Iterable[str] | None = None, force: bool = False
-) -> tuple[dict[str, str], Callable[[], None] | None]:
-    """An engine and the local images: (kind -> tag of the images present, stop or None).
+) -> tuple[dict[str, str], Callable[[], None]]:
+    """An engine and the local images: (kind -> tag of the images present, done).
 
-    `stop` stops the dockerd started here (None when one was running already). Raises
-    DockerUnavailable when there is no engine and none can be started; a failed image build
-    raises the builder's own error (a bug to see, not a reason to skip)."""
-    stop = ensure_engine()
+    `done` ends this session's use of the engine: the last session out stops a dockerd that
+    the tests started (one running before them is left alone). Raises DockerUnavailable when
+    there is no engine and none can be started; a failed image build raises the builder's own
+    error (a bug to see, not a reason to skip)."""
+    sharing = SHARING_LOCK.open("a+")
+    # Waits while a session that ended last is stopping the engine: then one is started anew.
+    fcntl.flock(sharing, fcntl.LOCK_SH)
+    done = _leaving(sharing)
     try:
-        build: Callable[..., dict[str, str]] = builder().build_images
-        images = build(kinds, force)
+        pid = ensure_engine()
+        if pid is not None:
+            STARTED_BY_TESTS.write_text(f"{pid} {psutil.Process(pid).create_time()}\n")
+        images = build_images(kinds, force)
     except BaseException:
-        if stop is not None:
-            stop()
+        done()
         raise
-    return images, stop
+    return images, done
+
+
+def _leaving(sharing: IO[str]) -> Callable[[], None]:
+    def done() -> None:
+        if sharing.closed:
+            return
+        try:
+            fcntl.flock(sharing, fcntl.LOCK_UN)
+            try:
+                fcntl.flock(sharing, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # another session still uses the engine: the last one stops it
+            _stop_started_by_tests()
+        finally:
+            sharing.close()
+
+    return done
+
+
+def _stop_started_by_tests() -> None:
+    """Stop the dockerd a session of the tests started, if it still runs (pid and start time
+    must both match: a reused pid is someone else's), then its children."""
+    try:
+        pid_text, created = STARTED_BY_TESTS.read_text().split()
+    except (OSError, ValueError):
+        return
+    STARTED_BY_TESTS.unlink(missing_ok=True)
+    try:
+        dockerd = psutil.Process(int(pid_text))
+        if abs(dockerd.create_time() - float(created)) > 0.01:
+            return
+        children = dockerd.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return
+    _end([dockerd, *children])
+    print(f"dockerd {dockerd.pid} stopped", file=sys.stderr)

