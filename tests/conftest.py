@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -15,6 +16,21 @@ import pytest
 from testfleet import __version__
 from tests.e2e.ci_lab import STEP_TIMEOUT, Release
 from tests.helpers import REPO
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ctrl_c_raises() -> Iterator[None]:
+    """The tests of Ctrl-C handling need SIGINT to raise KeyboardInterrupt, as in a terminal's
+    pytest. A suite started as a background job of a non-interactive shell (`pytest &` in a
+    script, some CI runners) inherits SIGINT ignored, and Python then installs no handler."""
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @pytest.fixture(scope="session")
