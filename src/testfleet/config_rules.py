@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import graphlib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from testfleet.config import Config
 from testfleet.errors import ConfigError, did_you_mean
@@ -22,24 +23,44 @@ SERVICE_FIELDS: dict[str, tuple[str, ...]] = {name: kind.fields for name, kind i
 ENV_REF_RE = re.compile(r"^env\.[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def check(config: Config) -> None:
-    """Every rule, in the order a user would want to hear of them."""
+def check(config: Config, *, namespace_hint: str | None = None) -> None:
+    """Every rule, in the order a user would want to hear of them (`namespace_hint`: see
+    check_lanes)."""
     _check_graph(config)
     _check_placeholders(config)
     _check_exports(config)
     _check_ports(config)
     _check_backends(config)
     if isinstance(config.lanes, int):
-        check_lanes(config, config.lanes)
+        check_lanes(config, config.lanes, namespace_hint=namespace_hint)
 
 
 COMMON_PLACEHOLDERS = ("lane", "lanes", "run_id", "run_dir", "project_dir")
 
 
-def check_lanes(config: Config, lanes: int) -> None:
+NAMESPACE_HINT = 'network = "namespace" (each lane its own 127.0.0.1)'
+
+
+def namespace_hint_for(config: Config, sources: Mapping[str, str], table: Mapping[str, Any]) -> str:
+    """How to give each lane its own 127.0.0.1, told where network was set (`sources`, and
+    `table`: [tool.testfleet] as the file has it): a flag or env var that replaced the file's
+    network = "namespace" is to be dropped; one that says shared, changed; else the key."""
+    source = sources.get("network")
+    if config.network != "shared" or source in (None, "pyproject.toml"):
+        return NAMESPACE_HINT
+    flag = source.startswith("-")
+    if table.get("network") == "namespace":
+        option = f"the {source} shared option" if flag else f"{source}=shared"
+        return f'drop {option}, which overrides network = "namespace" in pyproject.toml'
+    wanted = f"{source} namespace" if flag else f"{source}=namespace"
+    return f"{wanted} (each lane its own 127.0.0.1)"
+
+
+def check_lanes(config: Config, lanes: int, *, namespace_hint: str | None = None) -> None:
     """Refuse a number of lanes the services cannot serve, before any of them starts.
 
-    Called by `validate` when `lanes` is a number, and again once `"auto"` is resolved."""
+    Called by `validate` when `lanes` is a number, and again once `"auto"` is resolved.
+    `namespace_hint`: how this command's user turns namespaces on (see namespace_hint_for)."""
     # In a namespace per lane every lane has its own 127.0.0.1: fixed ports do not meet.
     spaced = config.network == "namespace"
     for name, spec in config.services.items():
@@ -72,7 +93,7 @@ def check_lanes(config: Config, lanes: int) -> None:
             raise ConfigError(
                 f"{where}.port = {spec.port_number}: every lane starts its own {name} server,"
                 f" and only one can listen on port {spec.port_number}; use -n 1, or"
-                ' network = "namespace" (each lane its own 127.0.0.1)'
+                f" {namespace_hint or NAMESPACE_HINT}"
                 f"{',' if shared else ' or'}"
                 f" drop port (testfleet picks free ports and {picks})"
                 + (', or isolation = "database" (one server for every lane)' if shared else "")
@@ -260,6 +281,8 @@ _BACKEND_KEYS: dict[str, tuple[str, ...]] = {
     "token": ("external",),
     "password": ("external",),
 }
+# Keys of the docker backend, accepted whatever the run's backend is (see _check_backends).
+_DOCKER_KEYS = frozenset({"image", "limits", "reuse"})
 
 
 def _check_backends(config: Config) -> None:
@@ -298,6 +321,11 @@ def _check_backends(config: Config) -> None:
             value = getattr(spec, key, None)
             # `password = true` asks for a generated one on servers testfleet runs itself.
             if value is None or value is False or value is True or backend in backends:
+                continue
+            # How the service runs in Docker is kept for when it does: a project names its
+            # images so that --backend docker (TESTFLEET_BACKEND) can switch it. Only a
+            # service whose own table names another backend can never read them.
+            if key in _DOCKER_KEYS and not spec.backend_chosen:
                 continue
             raise ConfigError(
                 f'{where}.{key} is read with backend = "{backends[0]}" only, and {name} runs'

@@ -11,6 +11,10 @@ from pathlib import Path
 from testfleet.errors import ConfigError
 from testfleet.placeholders import expand, references, variable
 
+# The number of lanes of the run a lane belongs to, as its tests see it. Its name is no
+# option's env var (TESTFLEET_<KEY>): an env that holds it changes no testfleet run.
+LANE_COUNT = "TESTFLEET_LANE_COUNT"
+
 
 def placeholder_values(
     own: Mapping[str, str] | None,

@@ -206,7 +206,8 @@ class Options(Model):
             (RUN, PLAN, UP),
             values.pythons,
             "VERSIONS|PATH",
-            shown="the interpreter running testfleet",
+            shown="the project's environment ($VIRTUAL_ENV, else its .venv), else the"
+            " interpreter running testfleet",
         ),
     ] = None
     extras: Annotated[

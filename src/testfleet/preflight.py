@@ -11,12 +11,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 from testfleet.envvars import external_url, process_environ
 from testfleet.errors import ConfigError
+from testfleet.interpreter import default_interpreter
 from testfleet.kinds import KINDS
 from testfleet.project import Project
 from testfleet.specs import TABLE, ServerSpec
@@ -128,7 +128,11 @@ def _check_python(project: Project) -> None:
         return  # versions are found (or refused) when their environments are made
     configured = pythons[0]
     label = _label(project, "python", configured)
-    fix = f"point it at a Python with pytest installed, or leave it unset to use {sys.executable}"
+    unset = default_interpreter(project.root, os.environ)
+    fix = (
+        "point it at a Python with pytest installed, or leave it unset to use"
+        f" {unset.path} ({unset.why})"
+    )
     if "/" not in configured:
         # Lanes find a bare name on the PATH they run with, which starts with our own bin dir.
         search = process_environ(configured).get("PATH", "")

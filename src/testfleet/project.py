@@ -5,6 +5,7 @@ error can name where to fix it, and every problem is one line."""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
@@ -19,6 +20,7 @@ from testfleet import config_rules
 from testfleet.ci.config import CiSettings
 from testfleet.config import SPEC_BY_KIND, Config
 from testfleet.errors import ConfigError, did_you_mean
+from testfleet.interpreter import OWN, Interpreter, default_interpreter
 from testfleet.kinds import KINDS
 from testfleet.kinds.base import env_prefix
 from testfleet.kinds.command.spec import ReadyCheck
@@ -44,19 +46,31 @@ class Project:
     root: Path
     config: Config
     sources: Mapping[str, str] = field(default_factory=dict)
+    # [tool.testfleet] as the file has it, before env vars and flags replaced any value.
+    table: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def python(self) -> str:
         """The interpreter that runs pytest when one is named: a path relative to the project,
-        a name on PATH, or (unset, or versions for uv) the one running testfleet."""
+        a name on PATH; unset, the project's environment (interpreter.py); versions for uv:
+        the one running testfleet (the environments are made later)."""
+        return self.interpreter.path
+
+    @functools.cached_property
+    def interpreter(self) -> Interpreter:
+        """`python` and why it is that one, as the run's first line says it."""
         configured = self.config.python
-        if configured is None or is_version(configured[0]):
-            return sys.executable
+        if configured is None:
+            return default_interpreter(self.root, os.environ)
+        if is_version(configured[0]):
+            return Interpreter(sys.executable, OWN)
+        source = self.sources.get("python", "pyproject.toml")
+        why = f"python in [{TABLE}]" if source == "pyproject.toml" else source
         if "/" not in configured[0]:
-            return configured[0]
+            return Interpreter(configured[0], why)
         # Not resolved: a venv's bin/python is a link to its base interpreter, and following
         # it would leave the venv behind.
-        return os.path.abspath(self.root / configured[0])
+        return Interpreter(os.path.abspath(self.root / configured[0]), why)
 
     def path(self, relative: str) -> Path:
         """A path from the config, relative to the project root."""
@@ -99,8 +113,8 @@ def load_project(
             f"{pyproject} has no [{TABLE}] table; add one (see the README's example), or name"
             " the services to start with --with postgres,valkey (or TESTFLEET_WITH)"
         )
-    config = validate(raw, sources)
-    return Project(root=pyproject.parent, config=config, sources=sources)
+    config = validate(raw, sources, table or {})
+    return Project(root=pyproject.parent, config=config, sources=sources, table=table or {})
 
 
 def layer(
@@ -184,8 +198,13 @@ def _parse_option(option: Option, text: Any, source: str) -> Any:
         raise ConfigError(f"{source}={text!r}: {exc}") from None
 
 
-def validate(raw: Mapping[str, Any], sources: Mapping[str, str] | None = None) -> Config:
-    """Validate a raw `[tool.testfleet]` table; every problem becomes one ConfigError line."""
+def validate(
+    raw: Mapping[str, Any],
+    sources: Mapping[str, str] | None = None,
+    table: Mapping[str, Any] | None = None,
+) -> Config:
+    """Validate a raw `[tool.testfleet]` table; every problem becomes one ConfigError line.
+    `table`: the file's own, when env vars and flags were layered on it (`raw`)."""
     sources = sources or {}
     services = raw.get("services", {})
     if not isinstance(services, dict):
@@ -202,7 +221,8 @@ def validate(raw: Mapping[str, Any], sources: Mapping[str, str] | None = None) -
         more = len(keys) - 1
         suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
         raise ConfigError(lines[0] + suffix) from None
-    config_rules.check(config)
+    hint = config_rules.namespace_hint_for(config, sources, table or {})
+    config_rules.check(config, namespace_hint=hint)
     return config
 
 

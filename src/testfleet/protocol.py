@@ -1,9 +1,13 @@
 """The lane <-> coordinator protocol: JSON objects, one per line, over a unix socket.
 
-lane -> coordinator: hello {lane, pid}; collected {nodeids}; collect_error {nodeid, text};
+lane -> coordinator: hello {lane, pid}; collected {nodeids: the whole collection, its
+modules that skipped themselves as their own node ids; files: the test files this lane
+imported; import_seconds: how long each it collected took}; collect_error {nodeid, text};
 next; start {nodeid}; result {TestResult fields: nodeid, outcome, duration, message, text,
-output, and for a failing test file and line}; stopping {reason}
-coordinator -> lane: unit {nodeids}; done
+output (whole, up to the lane's bound), and for a failing test file and line}; stopping
+{reason}
+coordinator -> lane: unit {nodeids}; wait (ask again shortly: another lane, which imported
+their files, takes the units left sooner than this one would import them); done
 
 The up and its runs speak it too (up/server.py). The up reads with a bounded `LineReader`:
 what a run sends is never trusted to end.

@@ -33,7 +33,8 @@ class LaneServices:
         return cls(
             run_id=environ["TESTFLEET_RUN_ID"],
             lane=int(environ.get("TESTFLEET_LANE", "1")),
-            lanes=int(environ.get("TESTFLEET_LANES", "1")),
+            # TESTFLEET_LANES: what env files of earlier versions held.
+            lanes=int(environ.get("TESTFLEET_LANE_COUNT", environ.get("TESTFLEET_LANES", "1"))),
             services=json.loads(environ.get("TESTFLEET_SERVICES", "{}")),
         )
 

@@ -6,6 +6,7 @@ end grew testfleet to gigabytes, and one that trickles a byte a second never tim
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
@@ -32,6 +33,29 @@ class NotReady(Exception):
     """A probe saw the server answer, but not yet as a ready one."""
 
 
+class AuthFailed(Exception):
+    """A probe saw the server refuse the credential it was given (`answer`: the server's or
+    its client's words). For an external server that is final: no wait can change a wrong
+    password, so the wait ends at once (a server of ours is polled on: it may still be
+    setting its own). `key` is the service's config key holding the credential, `source` that
+    key's text as written (`{env.VAULT_TOKEN}`) when the backend does not know it."""
+
+    def __init__(
+        self, answer: str, *, credential: str = "password", key: str = "url", source: str = ""
+    ) -> None:
+        super().__init__(answer)
+        self.answer = answer
+        self.credential = credential
+        self.key = key
+        self.source = source
+
+
+# What Valkey/Redis (AUTH with a wrong password, or none where one is required; Redis before
+# 6 said "invalid password") and NATS (a wrong or missing token) answer a refused client.
+RESP_REFUSED = re.compile(r"-(WRONGPASS|NOAUTH)\b|-ERR invalid password")
+NATS_REFUSED = re.compile(r"-ERR 'Authorization Violation'")
+
+
 def wait_ready(process: Handle | None, probe: Probe, *, timeout: float, what: str) -> None:
     """Poll `probe` until it passes; fail fast when the server exits, with its log lines.
     Without a handle (an external server) only the deadline ends the wait."""
@@ -45,6 +69,10 @@ def wait_ready(process: Handle | None, probe: Probe, *, timeout: float, what: st
         try:
             probe(max(deadline - time.monotonic(), 0.05))
             return
+        except AuthFailed as exc:
+            if process is None:
+                raise
+            last = f"{type(exc).__name__}: {exc}"
         except (OSError, NotReady, ValueError) as exc:
             last = f"{type(exc).__name__}: {exc}"
         except Exception as exc:  # client libraries raise their own types while starting
@@ -121,6 +149,10 @@ def resp_ping(host: str, port: int, password: str | None) -> Probe:
             request = _resp_command("AUTH", password) if password else b""
             sock.sendall(request + _resp_command("PING"))
             answer = _read_until(sock, deadline, b"PONG", b"-")
+            if b"+PONG" not in answer and b"-" in answer:
+                refusal = _error_line(sock, deadline, answer[answer.find(b"-") :])
+                if RESP_REFUSED.match(refusal):
+                    raise AuthFailed(refusal.removeprefix("-"))
         if b"+PONG" not in answer:
             raise NotReady(answer.decode(errors="replace").strip())
 
@@ -178,6 +210,9 @@ def nats_jetstream(host: str, port: int, token: str | None, jetstream: bool) -> 
                 sock, deadline, b"MSG _tf.ready" if jetstream else b"PONG", b"-ERR"
             )
             if b"-ERR" in answer:
+                refusal = _error_line(sock, deadline, answer[answer.find(b"-ERR") :])
+                if NATS_REFUSED.match(refusal):
+                    raise AuthFailed(refusal.removeprefix("-"), credential="token")
                 raise NotReady(answer.decode(errors="replace").strip())
             if jetstream:
                 body = _read_until(sock, deadline, b"}\r\n", answer=answer)
@@ -185,6 +220,13 @@ def nats_jetstream(host: str, port: int, token: str | None, jetstream: bool) -> 
                     raise NotReady("JetStream not ready: " + body.decode(errors="replace")[-200:])
 
     return probe
+
+
+def _error_line(sock: socket.socket, deadline: float, start: bytes) -> str:
+    """A refusal's whole line from its `start` (a server may close right after it)."""
+    with contextlib.suppress(NotReady, OSError):
+        start = _read_until(sock, deadline, b"\r\n", answer=start)
+    return start.split(b"\r\n")[0].decode(errors="replace")
 
 
 def _read_until(

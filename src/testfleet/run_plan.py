@@ -3,11 +3,13 @@ reused), their lanes, and the work source each group's lanes take their units fr
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from testfleet import durations, pytest_cache
 from testfleet.console import say
-from testfleet.plan import WorkSource, keeps_order, work_source
+from testfleet.plan import Work, WorkSource, keeps_order, work_source
 from testfleet.project import Project
 from testfleet.rundir import RunDir
 from testfleet.venvs import PythonTarget, prepare_targets
@@ -58,13 +60,31 @@ def plan_run(project: Project, lanes: int, run_dir: RunDir | None = None) -> Run
     shard = shard_of(config.shard)
     keep_order = keeps_order(config.order, lanes=lanes, sharded=shard is not None)
     failed_first = {"--ff", "--failed-first"} & set(config.pytest_args)
+    first = frozenset(pytest_cache.lastfailed(project) if failed_first else ())
     work = work_source(
-        measured,
-        config.group_by,
-        keep_order=keep_order,
-        lanes=lanes,
-        shard=shard,
-        first=frozenset(pytest_cache.lastfailed(project) if failed_first else ()),
+        measured, config.group_by, keep_order=keep_order, lanes=lanes, shard=shard, first=first
     )
+    if not keep_order and keeps_order(config.order, lanes=lanes, sharded=False):
+        work = in_collection_order(work, first)
     versions = {label_of[t.label]: t.version for t in targets}
     return RunPlan(targets, label_of, versions, lanes, work, measured, shard, keep_order)
+
+
+def in_collection_order(source: WorkSource, first: frozenset[str]) -> WorkSource:
+    """A shard's units run in pytest's collection order where one lane keeps pytest's order
+    (`order = "auto"`), as without shards. The split itself stays the one every machine
+    computes whatever its lanes (slowest first, `keep_order` of the plan and the shard's
+    fingerprint); only this machine's queue is reordered. pytest's --ff: the units holding
+    the last failures still go first."""
+
+    def plan_group(label: str, nodeids: Sequence[str]) -> Work:
+        work = source(label, nodeids)
+        position = {nodeid: i for i, nodeid in enumerate(nodeids)}
+        units = sorted(
+            work.units,
+            key=lambda u: (not first.intersection(u.nodeids), position[u.nodeids[0]]),
+        )
+        # Its notice said the queue changes pytest's order: it no longer does.
+        return dataclasses.replace(work, units=tuple(units), notice=None)
+
+    return plan_group

@@ -73,7 +73,9 @@ class StackContext:
                 elif name == "docker":
                     from testfleet.backends.docker import DockerBackend
 
-                    self._backends[name] = DockerBackend(self.run_dir, self.supervisor.keep_dir)
+                    self._backends[name] = DockerBackend(
+                        self.run_dir, self.supervisor.keep_dir, self.root
+                    )
                 elif name == "external":
                     from testfleet.backends.external import ExternalBackend
 

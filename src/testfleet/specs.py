@@ -141,6 +141,17 @@ class ServerSpec(ServiceSpec):
     limits: Limits | None = None
     reuse: StrictBool = False
     url: str | None = None
+    # The backend this service's own table names (None: the run's, filled in by Config):
+    # keys of another backend contradict only a backend chosen here (config_rules.py).
+    _own_backend: Backend | None = PrivateAttr(default=None)
+
+    def model_post_init(self, context: object, /) -> None:
+        self._own_backend = self.backend
+
+    @property
+    def backend_chosen(self) -> bool:
+        """Whether the service's own table names its backend (no option can change it)."""
+        return self._own_backend is not None
 
     @property
     def backend_name(self) -> Backend:

@@ -13,7 +13,7 @@ from typing import Protocol, TypeVar
 from testfleet.backends.base import Handle
 from testfleet.binaries import Binary
 from testfleet.config_rules import start_order
-from testfleet.envvars import placeholder_values
+from testfleet.envvars import LANE_COUNT, placeholder_values
 from testfleet.files import private_dir
 from testfleet.kinds import KINDS
 from testfleet.lanes.outcome import ServiceProblem
@@ -235,7 +235,9 @@ def lane_environment(
         {
             "TESTFLEET_RUN_ID": common["run_id"],
             "TESTFLEET_LANE": common["lane"],
-            "TESTFLEET_LANES": str(lanes),
+            # Not TESTFLEET_LANES: that is the lanes option of every testfleet started where
+            # this env is (a shell that sourced an up's env file, a test that runs testfleet).
+            LANE_COUNT: str(lanes),
             "TESTFLEET_SERVICES": json.dumps(everything, sort_keys=True),
         }
     )

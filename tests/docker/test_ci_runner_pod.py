@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -40,7 +41,7 @@ from tests.e2e.ci_lab import (
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
-IMAGE = "testfleet-local/ci-runner-pod:1"
+IMAGE = "testfleet-test/ci-runner-pod"  # tagged per test: see pod_image
 RUNNER_UID = 1001
 POD_TIMEOUT = 1800
 CERTIFICATES = ("_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR")
@@ -132,11 +133,14 @@ def docker(*args: str, data: bytes | None = None) -> subprocess.CompletedProcess
 
 @pytest.fixture
 def pod_image(local_images: dict[str, str]) -> Any:
-    """The runner pod's image, imported for this test and removed after it."""
-    made = docker("import", "--change", "USER 1001", "-", IMAGE, data=rootfs())
+    """The runner pod's image, imported for this test and removed after it. Its tag is the
+    test's own: another copy of the suite sharing the engine imports and removes its own,
+    never this one's while this pod runs."""
+    tag = f"{IMAGE}:{secrets.token_hex(6)}"
+    made = docker("import", "--change", "USER 1001", "-", tag, data=rootfs())
     assert made.returncode == 0, made.stderr
-    yield IMAGE
-    docker("rmi", "-f", IMAGE)
+    yield tag
+    docker("rmi", "-f", tag)
 
 
 def chown_tree(root: Path, uid: int) -> None:

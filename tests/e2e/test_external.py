@@ -127,7 +127,11 @@ def test_one_external_nats_refuses_two_lanes(tmp_path: Path):
 
 
 def test_docker_only_keys_on_a_native_service_are_refused(tmp_path: Path):
-    write_pyproject(tmp_path, '[tool.testfleet.services.postgres]\nimage = "postgres:17"\n')
+    """Only where the service's own table names another backend: no option can switch it."""
+    write_pyproject(
+        tmp_path,
+        '[tool.testfleet.services.postgres]\nbackend = "native"\nimage = "postgres:17"\n',
+    )
     result = run_cli("run", cwd=tmp_path)
     assert result.returncode == 2
     assert 'postgres.image is read with backend = "docker" only' in result.stderr

@@ -256,7 +256,7 @@ def test_reach():
     others = [d for d in (run_dir / "postgres").glob("lane*") if d.name != f"lane{lane}"]
     assert others, "the other lane's server folder"
     assert all((d / "data" / "postmaster.pid").exists() for d in others)
-    password = os.environ.pop("PGPASSWORD")
+    password = psycopg.conninfo.conninfo_to_dict(os.environ["POSTGRES_URL"])["password"]
     tried = []
     for folder in others:
         # Every socket the other lane's server made; its default one when it made none.

@@ -90,6 +90,17 @@ def test_rerun_flaky_passes_the_run_and_marks_the_test(tmp_path: Path):
     assert marks["testfleet.flaky"] == "true"
 
 
+def test_rerun_flaky_says_it_reruns_failed_tests(tmp_path: Path, own_run_base: Path):
+    """`--rerun-flaky N` announces a rerun of the failed tests, up to N times each, not a
+    recheck (which names the test that breaks another)."""
+    write_pyproject(tmp_path, '[tool.testfleet]\nrecheck = "off"\n')
+    (tmp_path / "test_flaky.py").write_text(FLAKY_ONCE)
+    result = run_cli("run", "--rerun-flaky", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "rerunning 1 failed test(s) in fresh lanes, up to 2 time(s) each" in result.stderr
+    assert "rechecking" not in result.stderr
+
+
 def test_lanes_meeting_on_one_server_get_a_hint(tmp_path: Path):
     """A suite that creates a database of a fixed name: on one server shared by lanes the
     second lane's CREATE fails, and the summary says which setting keeps lanes apart."""

@@ -129,10 +129,10 @@ MISTAKES = {
         "services.valkey.port = 6379: every lane starts its own valkey server",
     ),
     "pghost-collision": Mistake(
-        "[tool.testfleet.services.postgres]\n[tool.testfleet.services.db2]\nkind = 'postgres'\n"
-        "export = { PGHOST = '{host}' }\n",
+        "[tool.testfleet.services.postgres]\nexport = ['libpq']\n[tool.testfleet.services.db2]\n"
+        "kind = 'postgres'\nexport = { PGHOST = '{host}' }\n",
         ("run",),
-        "db2.export: PGHOST is exported by postgres by default too",
+        "db2.export: PGHOST is exported by postgres too",
     ),
     # paths
     "python-missing": Mistake(

@@ -162,20 +162,11 @@ def test_export_collision():
 
 def test_default_exports_follow_service_names():
     assert KINDS["postgres"].exports_for("postgres") == {"POSTGRES_URL": "{url}"}
-    assert KINDS["valkey"].exports_for("valkey", first_of_kind=True) == {
-        "VALKEY_URL": "{url}",
-        "REDIS_URL": "{url}",
-    }
+    assert KINDS["valkey"].exports_for("valkey", first_of_kind=True) == {"VALKEY_URL": "{url}"}
+    assert KINDS["valkey"].exports_for("redis") == {"VALKEY_URL": "{url}", "REDIS_URL": "{url}"}
     assert KINDS["valkey"].exports_for("sessions") == {"SESSIONS_URL": "{url}"}
     assert KINDS["vault"].exports_for("vault") == {"VAULT_ADDR": "{addr}", "VAULT_TOKEN": "{token}"}
-    assert set(KINDS["postgres"].exports_for("db", first_of_kind=True)) == {
-        "DB_URL",
-        "PGHOST",
-        "PGPORT",
-        "PGUSER",
-        "PGPASSWORD",
-        "PGDATABASE",
-    }
+    assert KINDS["postgres"].exports_for("db", first_of_kind=True) == {"DB_URL": "{url}"}
 
 
 def test_start_order_levels():
@@ -548,9 +539,12 @@ PG_VALUES = {
 }
 
 
-def test_first_postgres_exports_libpq_variables():
-    """Only the first postgres in config order exports PGHOST and friends, with its values."""
-    config = validate({"services": {"main": {"kind": "postgres"}, "postgres": {}}})
+def test_libpq_variables_only_when_asked():
+    """PGHOST and friends change every libpq connection a suite makes: a postgres exports them
+    only with `export = ["libpq"]`, with its values."""
+    config = validate(
+        {"services": {"main": {"kind": "postgres", "export": ["libpq"]}, "postgres": {}}}
+    )
     first = service_exports("main", config.services["main"], PG_VALUES)
     second = service_exports("postgres", config.services["postgres"], PG_VALUES)
     assert first == {
@@ -571,22 +565,40 @@ def test_export_defaults_false_drops_libpq_variables():
 
 
 def test_libpq_variable_collision_names_both_services():
-    """Another service exporting PGHOST collides with the first postgres's default."""
-    message = error_of(
-        {"services": {"postgres": {}, "db2": {"kind": "postgres", "export": {"PGHOST": "{host}"}}}}
-    )
+    """Another service exporting PGHOST collides with the postgres that asked for libpq's."""
+    db2 = {"kind": "postgres", "export": {"PGHOST": "{host}"}}
+    message = error_of({"services": {"postgres": {"export": ["libpq"]}, "db2": db2}})
     assert message == (
-        "tool.testfleet.services.db2.export: PGHOST is exported by postgres by default too;"
-        " rename it here, or set export-defaults = false on postgres"
+        "tool.testfleet.services.db2.export: PGHOST is exported by postgres too; rename one of them"
     )
 
 
 def test_libpq_collision_found_from_either_side():
     """A service declared before the postgres that exports PGHOST collides too."""
     api = {**CMD, "export": {"PGHOST": "{host}"}}
-    message = error_of({"services": {"api": api, "postgres": {}}})
-    assert message.startswith("tool.testfleet.services.postgres: PGHOST, one of its default")
-    assert "exported by api too" in message
+    message = error_of({"services": {"api": api, "postgres": {"export": ["libpq"]}}})
+    assert message.startswith("tool.testfleet.services.postgres.export: PGHOST is exported by api")
+
+
+def test_export_sets_and_tables_in_one_list():
+    """`export` is a table, or a list of the kind's sets and tables read as one table; a name
+    that is no set of the kind is one line naming its sets."""
+    both = {"export": ["libpq", {"DATABASE_URL": "{url}"}]}
+    config = validate({"services": {"postgres": both, "valkey": {"export": ["redis"]}}})
+    assert exported(config, "postgres") == {
+        "POSTGRES_URL": "<postgres.url>",
+        "PGHOST": "<postgres.host>",
+        "PGPORT": "<postgres.port>",
+        "PGUSER": "<postgres.user>",
+        "PGPASSWORD": "<postgres.password>",
+        "PGDATABASE": "<postgres.database>",
+        "DATABASE_URL": "<postgres.url>",
+    }
+    assert exported(config, "valkey") == {"VALKEY_URL": "<valkey.url>", "REDIS_URL": "<valkey.url>"}
+    assert error_of({"services": {"postgres": {"export": ["libpg"]}}}).startswith(
+        "tool.testfleet.services.postgres.export: 'libpg' is not a set of variables this kind"
+        ' exports (sets: "libpq")'
+    )
 
 
 def test_valkey_and_redis_side_by_side_each_export_their_own_url():
@@ -626,11 +638,8 @@ def test_with_alone_makes_a_config_without_the_table(tmp_path: Path):
     postgres = config.services["postgres"]
     assert (postgres.backend_name, postgres.isolation_mode) == ("native", "database")
     assert exported(config, "postgres")["POSTGRES_URL"] == "<postgres.url>"
-    assert exported(config, "postgres")["PGHOST"] == "<postgres.host>"
-    assert exported(config, "valkey") == {
-        "VALKEY_URL": "<valkey.url>",
-        "REDIS_URL": "<valkey.url>",
-    }
+    assert exported(config, "postgres") == {"POSTGRES_URL": "<postgres.url>"}
+    assert exported(config, "valkey") == {"VALKEY_URL": "<valkey.url>"}
     assert config.lanes == 1
     assert project.sources["services.postgres"] == "--with"
 

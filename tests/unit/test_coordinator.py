@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from testfleet.lanes.coordinator import Coordinator, Snapshot
+from testfleet.lanes.coordinator import Coordinator
 from testfleet.lanes.outcome import RunOutcome
+from testfleet.lanes.progress import Snapshot
 from testfleet.lanes.spawn import LaneLaunch
 from testfleet.plan import Work, work_source
 

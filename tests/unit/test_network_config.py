@@ -4,12 +4,14 @@ what is refused before anything starts."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 from testfleet.config_rules import check_lanes
 from testfleet.errors import ConfigError
 from testfleet.project import validate
+from tests.helpers import write_pyproject
 
 
 def test_default_port_is_the_kinds_own():
@@ -85,3 +87,55 @@ def test_other_users_rerun_in_a_user_namespace_of_their_own(monkeypatch: pytest.
     argv = netns.reexec_argv(["run", "-n", "4"])
     assert argv[:5] == ["unshare", "--user", "--map-current-user", "--keep-caps", "--"]
     assert argv[-4:] == ["testfleet", "run", "-n", "4"]
+
+
+FIXED_PORT_IN_NAMESPACES = (
+    '[tool.testfleet]\nnetwork = "namespace"\n[tool.testfleet.services.valkey]\nport = "default"\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("option", "hint"),
+    [
+        ("--network", "drop the --network shared option, which overrides"),
+        ("TESTFLEET_NETWORK", "drop TESTFLEET_NETWORK=shared, which overrides"),
+    ],
+)
+def test_up_under_shared_network_says_to_drop_the_option_not_to_add_the_key(
+    tmp_path: Path, own_run_base: Path, monkeypatch: pytest.MonkeyPatch, option: str, hint: str
+):
+    """The file has network = "namespace" and `up --network shared` (or the env var) replaces
+    it: why runs cannot share the up's lanes names that option, not the key the file has."""
+    from testfleet.cli import main
+    from testfleet.commands import up
+
+    write_pyproject(tmp_path, FIXED_PORT_IN_NAMESPACES)
+    args = ["--network", "shared"] if option.startswith("-") else []
+    if not args:
+        monkeypatch.setenv(option, "shared")
+    refusals: list[str | None] = []
+    # Nothing is started: the step that would start the stack records what it was told.
+    monkeypatch.setattr(up, "serve", lambda project, warm, refusal: refusals.append(refusal))
+    assert main(["-C", str(tmp_path), "up", *args]) == 0
+    (refusal,) = refusals
+    assert refusal is not None
+    assert "only one can listen on port 6379" in refusal
+    assert f'{hint} network = "namespace" in pyproject.toml' in refusal
+    assert 'or network = "namespace" (each lane' not in refusal
+
+
+def test_lanes_under_a_shared_network_option_name_that_option(
+    tmp_path: Path, own_run_base: Path, capsys: pytest.CaptureFixture[str]
+):
+    """Refused before anything starts (-n 2, a fixed port): the option that replaced the
+    file's namespaces is to be dropped; an option saying shared, with no such key, changed."""
+    from testfleet.cli import main
+
+    write_pyproject(tmp_path, FIXED_PORT_IN_NAMESPACES)
+    assert main(["-C", str(tmp_path), "plan", "-n", "2", "--network", "shared"]) == 2
+    err = capsys.readouterr().err
+    assert 'drop the --network shared option, which overrides network = "namespace"' in err
+    write_pyproject(tmp_path, '[tool.testfleet.services.valkey]\nport = "default"\n')
+    assert main(["-C", str(tmp_path), "plan", "-n", "2", "--network", "shared"]) == 2
+    err = capsys.readouterr().err
+    assert "use -n 1, or --network namespace (each lane its own 127.0.0.1)" in err

@@ -138,3 +138,22 @@ def test_a_module_that_imports_only_after_another_is_named():
     assert verdict.culprit == "t.py::test_3"
     assert "imports only after the module of t.py::test_3" in verdict.text
     assert "cannot import name 'registry'" in verdict.text
+
+
+def test_reruns_announce_themselves_as_reruns():
+    """`--rerun-flaky N` says it reruns the failed tests N times; only `--recheck` rechecks."""
+    from testfleet.recheck.lanes import announcement
+
+    assert announcement(2, reruns=3, check=False) == (
+        "rerunning 2 failed test(s) in fresh lanes, up to 3 time(s) each"
+    )
+    assert announcement(2, reruns=3, check=True).endswith(", then rechecking what still fails")
+    assert announcement(2, reruns=0, check=True) == "rechecking 2 failed test(s) in fresh lanes"
+
+
+def test_reruns_of_many_failures_say_they_rerun_the_first_ones():
+    """Past the cap, reruns alone still say they rerun, not recheck."""
+    failed = [TestResult(f"t.py::test_{i}", "failed") for i in range(25)]
+    said: list[str] = []
+    apply(failed, {}, lambda group: lambda ids: FAILED, check=False, reruns=1, say=said.append)
+    assert said == ["rerunning the first 20 of 25 failed tests"]

@@ -20,15 +20,16 @@ from typing import TYPE_CHECKING, Any, cast
 from testfleet.backends.base import ContainerLaunch, Handle, Server, Started
 from testfleet.backends.docker_engine import (
     LABEL_HOST,
-    LABEL_REUSE,
     LABEL_RUN,
     LABEL_RUN_DIR,
     LABEL_UID,
     connect,
     docker_host,
     engine_error,
+    engine_reason,
     hold_slot,
     host_key,
+    kept_labels,
     remove_orphans,
     remove_run_containers,
     reuse_dir,
@@ -145,7 +146,7 @@ class DockerBackend:
 
     name = "docker"
 
-    def __init__(self, run_dir: RunDir, keep_dir: Path | None = None) -> None:
+    def __init__(self, run_dir: RunDir, keep_dir: Path | None, project: Path) -> None:
         try:
             from testcontainers.core.config import testcontainers_config
         except ImportError:
@@ -158,6 +159,7 @@ class DockerBackend:
         testcontainers_config.ryuk_disabled = True
         self.run_dir = run_dir
         self.keep_dir = keep_dir
+        self.project = project  # whose kept containers (`reuse = true`) this run makes
         self.client = connect(docker_host())
         self._handles: list[ContainerHandle] = []
         self._checked = 0.0
@@ -227,7 +229,7 @@ class DockerBackend:
         """A kept container with this exact description that no live run holds, or a new one
         kept from now on. Each is a slot with a lock file: a run holds its slots' locks until
         it ends (or dies, when the kernel drops them), so two runs never share one."""
-        key = reuse_key(launch, image_id, server.port)
+        key = reuse_key(launch, image_id, server.port, self.project)
         folder = reuse_dir()
         for slot in range(REUSE_SLOTS):
             fd = hold_slot(folder, key, slot)
@@ -244,8 +246,7 @@ class DockerBackend:
                 if found is not None:  # stopped or broken: start it afresh
                     with contextlib.suppress(Exception):
                         found.remove(force=True, v=True)
-                labels = {LABEL_UID: str(os.getuid()), LABEL_HOST: host_key(), LABEL_REUSE: key}
-                handle = self._create(server, launch, labels, name)
+                handle = self._create(server, launch, kept_labels(key, self.project), name)
             except BaseException:
                 os.close(fd)
                 raise
@@ -268,16 +269,20 @@ class DockerBackend:
         """The image's id, pulling it when the engine lacks it."""
         import docker.errors
 
+        from testfleet.images.recipes import build_hint
+
         try:
             return str(self.client.images.get(image).id)
         except docker.errors.ImageNotFound:
             try:
                 return str(self.client.images.pull(image).id)
             except Exception as exc:
+                # The engine's reason, whole, under the one line: a registry's answer is long
+                # and its point (no route, no such repository, denied) is at its end.
                 raise ServiceError(
-                    f"{name}: image {image} is not on this engine and could not be pulled"
-                    f" ({str(exc).splitlines()[0][:160]}); docker pull or build it, or set"
-                    " image to one that is"
+                    f"{name}: image {image} is not on this engine and could not be pulled;"
+                    f" {build_hint(image)}",
+                    details=f"the engine said: {engine_reason(exc)}",
                 ) from None
         except Exception as exc:
             raise engine_error(exc) from None
@@ -334,7 +339,7 @@ class DockerBackend:
                 f"{server.name}: port {server.port} is already in use on this machine; stop"
                 " what uses it, or drop `port` so testfleet picks a free one"
             )
-        return ServiceError(f"{server.name}: the container did not start: {text[:300]}")
+        return ServiceError(f"{server.name}: the container did not start: {engine_reason(exc)}")
 
     def _remove_named(self, container: DockerContainer) -> None:
         with contextlib.suppress(Exception):

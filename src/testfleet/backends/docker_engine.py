@@ -24,6 +24,28 @@ LABEL_UID = "testfleet.uid"
 LABEL_REUSE = "testfleet.reuse"
 # Which machine (or CI job container) made it: run directories are only meaningful there.
 LABEL_HOST = "testfleet.host"
+# A kept container's project directory: `testfleet prune` removes one project's kept
+# containers, never those of another project (another checkout) whose tests run now.
+LABEL_PROJECT = "testfleet.project"
+
+
+def engine_reason(exc: Exception) -> str:
+    """What the engine said of a failed request, whole: its own explanation when it gave one
+    (not the HTTP status line and URL docker-py puts before it)."""
+    explanation = getattr(exc, "explanation", None)
+    text = explanation if isinstance(explanation, str) and explanation.strip() else str(exc)
+    return " ".join(text.split()) or type(exc).__name__
+
+
+def image_present(client: Any, image: str) -> bool:
+    """Whether the engine holds `image` now (nothing is pulled)."""
+    import docker.errors
+
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
 
 
 def engine_error(exc: Exception) -> ServiceError:
@@ -42,25 +64,30 @@ def docker_host() -> str | None:
     return get_docker_host()
 
 
+def _unix_socket(host: str | None) -> str | None:
+    """The socket's path of a unix:// engine address (the default one when none is set)."""
+    address = host or "unix:///var/run/docker.sock"
+    return address[len("unix://") :] if address.startswith("unix://") else None
+
+
 def connect(host: str | None = None) -> Any:
     import docker
 
+    client = None
     try:
         host = host or docker_host()
+        socket_path = _unix_socket(host or os.environ.get("DOCKER_HOST"))
+        if socket_path is not None and not os.path.exists(socket_path):
+            # Asked anyway, docker-py would leave the socket of its failed first request open.
+            raise FileNotFoundError(f"no socket at {socket_path}")
         client = docker.DockerClient(base_url=host, timeout=30) if host else docker.from_env()
         client.ping()
     except Exception as exc:  # docker raises DockerException, requests' errors, OSError
+        if client is not None:  # its connection pool holds a socket until closed
+            with contextlib.suppress(Exception):
+                client.close()
         raise engine_error(exc) from None
     return client
-
-
-def engine_version() -> str:
-    """The engine's version, or a ServiceError saying why none answers."""
-    client = connect()
-    try:
-        return str(client.version().get("Version", "?"))
-    finally:
-        client.close()
 
 
 def host_key() -> str:
@@ -90,9 +117,11 @@ def hold_slot(folder: Path, key: str, slot: object) -> int | None:
     return fd
 
 
-def reuse_key(launch: ContainerLaunch, image_id: str, port: int | None) -> str:
+def reuse_key(launch: ContainerLaunch, image_id: str, port: int | None, project: Path) -> str:
     """Everything that makes a container what it is: a change in any of it (a new image
-    build, another setting) is another key, so a kept container always matches its config."""
+    build, another setting) is another key, so a kept container always matches its config.
+    The project too: a kept container is one project's (its credentials are already), so
+    pruning one project never takes a container another project's runs were reusing."""
     described = {
         "image": image_id,
         "command": list(launch.command),
@@ -104,30 +133,51 @@ def reuse_key(launch: ContainerLaunch, image_id: str, port: int | None) -> str:
         "port": port,
         # Machines sharing an engine keep containers of their own: slot locks are per machine.
         "host": host_key(),
+        "project": str(project),
     }
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def prune_reused(client: Any = None) -> list[str]:
-    """Remove this user's kept containers that no live run holds; their names."""
+def kept_labels(key: str, project: Path) -> dict[str, str]:
+    """A kept container's labels: no run's (it outlives runs) but this user's, this machine's,
+    its description's (`key`) and its project's."""
+    return {
+        LABEL_UID: str(os.getuid()),
+        LABEL_HOST: host_key(),
+        LABEL_REUSE: key,
+        LABEL_PROJECT: str(project),
+    }
+
+
+def prune_reused(project: Path | None = None, client: Any = None) -> list[str]:
+    """Remove this user's kept containers on this machine that no live run holds; their names.
+
+    `project`: only that project's (the directory of its pyproject.toml, as runs label them).
+    None: every project's, and those kept before containers named their project."""
+    own = client is None
     client = client or connect()
-    labels = [f"{LABEL_UID}={os.getuid()}", f"{LABEL_HOST}={host_key()}"]
-    found = client.containers.list(all=True, filters={"label": labels})
-    removed = []
-    folder = reuse_dir()
-    for container in found:
-        if LABEL_REUSE not in container.labels:
-            continue
-        slot = container.name.rsplit("-", 1)[-1]
-        fd = hold_slot(folder, container.labels[LABEL_REUSE], slot)
-        if fd is None:
-            continue  # a run uses it now
-        try:
-            container.remove(force=True, v=True)
-            removed.append(container.name)
-        finally:
-            os.close(fd)
-    return removed
+    try:
+        labels = [f"{LABEL_UID}={os.getuid()}", f"{LABEL_HOST}={host_key()}", LABEL_REUSE]
+        found = client.containers.list(all=True, filters={"label": labels})
+        removed = []
+        folder = reuse_dir()
+        for container in found:
+            if project is not None and container.labels.get(LABEL_PROJECT) != str(project):
+                continue
+            slot = container.name.rsplit("-", 1)[-1]
+            fd = hold_slot(folder, container.labels[LABEL_REUSE], slot)
+            if fd is None:
+                continue  # a run uses it now
+            try:
+                container.remove(force=True, v=True)
+                removed.append(container.name)
+            finally:
+                os.close(fd)
+        return removed
+    finally:
+        if own:  # its connection pool holds a socket until closed
+            with contextlib.suppress(Exception):
+                client.close()
 
 
 def remove_run_containers(run_id: str, *, client: Any = None, host: str | None = None) -> int:

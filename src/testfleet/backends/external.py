@@ -11,14 +11,17 @@ made, and only that is dropped afterwards.
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
-from testfleet.backends.base import Address, Handle, Server, Started
+from testfleet.backends.base import Address, ExternalLaunch, Handle, Server, Started
 from testfleet.envvars import external_url
 from testfleet.errors import ConfigError, ServiceError
-from testfleet.readiness import wait_ready
+from testfleet.readiness import AuthFailed, wait_ready
+
+ENV_REFERENCE = re.compile(r"\{env\.([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 class ExternalServer:
@@ -58,12 +61,15 @@ class ExternalBackend:
         except ValueError as exc:
             raise ConfigError(f"{launch.where}.url: {exc}") from None
         started = Started(ExternalServer(server.name), address.host, address.port, address)
-        wait_ready(
-            None,
-            server.probe(started),
-            timeout=server.timeout,
-            what=f"{launch.service} at {address.host}:{address.port}",
-        )
+        try:
+            wait_ready(
+                None,
+                server.probe(started),
+                timeout=server.timeout,
+                what=f"{launch.service} at {address.host}:{address.port}",
+            )
+        except AuthFailed as exc:
+            raise ServiceError(refused(launch, address, exc)) from None
         return started
 
     def handles(self) -> list[Handle]:
@@ -75,6 +81,29 @@ class ExternalBackend:
 
     def stop_all(self) -> None:
         """Nothing to stop."""
+
+
+def refused(launch: ExternalLaunch, address: Address, exc: AuthFailed) -> str:
+    """One line for a server that refused its credential: the service, its url without the
+    secret, the server's words, and where the credential is set (the variable it comes from)."""
+    key = f"{launch.where}.{exc.key}"
+    source = exc.source or (launch.url if exc.key == "url" else "")
+    names = ENV_REFERENCE.findall(source)
+    place = f"{', '.join('$' + name for name in names)} ({key})" if names else key
+    answer = " ".join(exc.answer.split())
+    return (
+        f"{launch.service} at {shown_url(address)}: authentication failed ({answer}); check the"
+        f" {exc.credential} in {place}"
+    )
+
+
+def shown_url(address: Address) -> str:
+    """Where a server is, without its secret: the user name only beside a password (a NATS
+    url's user part is its token), no query (it may hold one)."""
+    user = f"{address.user}@" if address.user and address.password else ""
+    host = f"[{address.host}]" if ":" in address.host else address.host
+    path = f"/{address.path}" if address.path else ""
+    return f"{address.scheme}://{user}{host}:{address.port}{path}"
 
 
 def parse_url(url: str, *, schemes: Sequence[str], default_port: int, want: str) -> Address:

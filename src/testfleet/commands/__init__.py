@@ -1,4 +1,4 @@
-"""The commands, one module each (`run`, `up`, `plan`, `merge`, `ci`, `doctor`, `prune`), each
+"""The commands, one module each (`run`, `up`, `plan`, `merge`, `ci`, `doctor`, `prune`, `images`),
 a short pipeline of named steps. cli.py imports a command's module only when it runs; each
 module has `add_arguments(parser)` and `main(call) -> int`."""
 

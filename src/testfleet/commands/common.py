@@ -71,8 +71,11 @@ def logs_dir(project: Project) -> Path:
     return project.root / ".testfleet" / "logs"
 
 
-def start_stack(project: Project, run: Run, stack: LaneProvider, lanes: int) -> list[LaneSetup]:
-    """Start the stack and provision every lane (in parallel); say how long it took."""
+def start_stack(
+    project: Project, run: Run, stack: LaneProvider, lanes: int, *, python: str = ""
+) -> list[LaneSetup]:
+    """Start the stack and provision every lane (in parallel); say how long it took, and
+    (`python`) which interpreter the lanes run."""
     began = time.perf_counter()
     try:
         stack.start()
@@ -88,6 +91,6 @@ def start_stack(project: Project, run: Run, stack: LaneProvider, lanes: int) -> 
     whence = ", from the running `testfleet up`" if isinstance(stack, SharedStack) else ""
     say(
         f"{what} ready in {time.perf_counter() - began:.2f} s ({names}, {lanes} lane(s){whence});"
-        f" run {run.run_dir.run_id}"
+        f"{f' {python};' if python else ''} run {run.run_dir.run_id}"
     )
     return setups

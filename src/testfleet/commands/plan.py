@@ -8,7 +8,7 @@ import argparse
 from testfleet import durations
 from testfleet.commands import Call
 from testfleet.commands.common import project_for
-from testfleet.config_rules import check_lanes
+from testfleet.config_rules import check_lanes, namespace_hint_for
 from testfleet.console import say
 from testfleet.errors import ExitCode
 from testfleet.lanes.collection import collect
@@ -30,7 +30,8 @@ def main(call: Call) -> int:
     check_paths(project, PLAN)
     lanes = resolve_lanes(project.config)
     # Every Python version of the matrix runs its own lanes on the one stack.
-    check_lanes(project.config, lanes * project.config.versions)
+    hint = namespace_hint_for(project.config, project.sources, project.table)
+    check_lanes(project.config, lanes * project.config.versions, namespace_hint=hint)
     nodeids = collect_suite(project)
     show(project, nodeids, lanes, split(project, nodeids, lanes))
     return ExitCode.OK
@@ -61,6 +62,11 @@ def show(project: Project, nodeids: list[str], lanes: int, result: Plan) -> None
         if config.shard is None
         else (f"shard {config.shard}: {len(mine)} of {len(nodeids)} tests")
     )
+    if not mine:
+        # Nothing to split: an estimate of nothing (or of other shards' tests) means nothing.
+        why = "pytest collected no test to run" if not nodeids else "the other shards run them all"
+        print(f"{tests}: {why}, so there is nothing to split and no estimate")
+        return
     estimated = f", estimated at {est.per_unknown:.2f} s each" if est.unknown else ""
     print(
         f"{tests} in {units} units (group-by {config.group_by}) on {lanes} lane(s);"

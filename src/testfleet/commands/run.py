@@ -25,19 +25,20 @@ from testfleet.config_rules import check_lanes
 from testfleet.console import error, say
 from testfleet.errors import Interrupted, TestfleetError
 from testfleet.files import private_dir
+from testfleet.interpreter import SETTING, shown
 from testfleet.kinds import credential_signs
-from testfleet.lanes import early, measure
-from testfleet.lanes.coordinator import Coordinator, Progress
-from testfleet.lanes.count import lanes_for_selection, resolve_lanes
+from testfleet.lanes import early, lingering, measure
+from testfleet.lanes.coordinator import Coordinator
+from testfleet.lanes.count import lanes_for_selection, lanes_for_units, resolve_lanes
 from testfleet.lanes.early import EarlyLanes
 from testfleet.lanes.launch import early_environ, launch
 from testfleet.lanes.outcome import RunOutcome
-from testfleet.lanes.progress import LiveProgress, NullProgress, PlainProgress
+from testfleet.lanes.progress import LiveProgress, NullProgress, PlainProgress, Progress
 from testfleet.options import RUN, add_options
 from testfleet.preflight import check_paths
 from testfleet.processes import note_spawned
 from testfleet.project import Project
-from testfleet.recheck.culprit import auth_hint, shared_server_hint
+from testfleet.recheck.culprit import auth_hint, export_hint, shared_server_hint
 from testfleet.recheck.lanes import recheck_outcome
 from testfleet.reports import coverage as coverage_report
 from testfleet.reports import github, step_summary
@@ -48,6 +49,7 @@ from testfleet.runtime import Run
 from testfleet.stack import LaneProvider, Stack, in_parallel, resolve_binaries
 from testfleet.up.client import Connection, find_up
 from testfleet.up.shared_stack import SharedStack
+from testfleet.venvs.build import VENVS_DIR
 from testfleet.verdict import Facts, verdict
 
 # pytest's own selection options, spelled as pytest spells them: (flags, dest, help).
@@ -93,7 +95,9 @@ def main(call: Call) -> int:
         try:
             if project.config.network != "namespace":
                 start_early(lanes_early, plan, run)
-            ran = run_lanes(project, plan, run, stack, lanes_early, deadline=deadline)
+            ran = run_lanes(
+                project, plan, run, stack, lanes_early, deadline=deadline, started=call.started
+            )
             ran = recheck(project, plan, run, stack, ran, deadline=deadline)
             written = write(project, plan, ran, stack)
         finally:
@@ -114,6 +118,12 @@ def configure(call: Call) -> tuple[Project, int, str | None]:
     note = None
     if chosen != lanes:
         note = f'lanes = "auto": {chosen} lane(s) for the selected tests\' measured time'
+    if (fewer := lanes_for_units(project, chosen, args.selection)) != chosen:
+        note = (
+            f"{fewer} lane(s) of {chosen}: the selected tests are in {fewer} module(s),"
+            " and a module runs in one lane"
+        )
+        chosen = fewer
     # Every Python version of the matrix runs its own lanes on the one stack.
     check_lanes(project.config, chosen * project.config.versions)
     return project, chosen, note
@@ -197,7 +207,9 @@ def run_lanes(
     lanes_early: EarlyLanes,
     *,
     deadline: float | None,
+    started: float,
 ) -> Ran:
+    """`started`: the command's start, from which progress counts, as the summary does."""
     config = project.config
     # Before the stack starts: its command services measure themselves into it too.
     measurement = (
@@ -206,7 +218,7 @@ def run_lanes(
         else None
     )
     coverage_dir = measurement.data_dir if measurement is not None else None
-    setups = start_stack(project, run, stack, plan.total_lanes)
+    setups = start_stack(project, run, stack, plan.total_lanes, python=lanes_python(project, plan))
     socket_path = private_dir(run.run_dir.path / "queue") / "queue.sock"
     launch_spec = launch(
         project,
@@ -232,6 +244,9 @@ def run_lanes(
         deadline=deadline,
         progress=progress(launch_spec.log_path(1) is None),
         watch=stack.problem,
+        exit_grace=lingering.exit_grace(os.environ),
+        started=started,
+        prefer_imported=not plan.keep_order,
     )
     began = time.perf_counter()
     try:
@@ -239,6 +254,16 @@ def run_lanes(
     except (KeyboardInterrupt, Interrupted) as exc:  # a second one, while lanes were stopped
         outcome = dataclasses.replace(coordinator.outcome(), interrupted=True, interruption=exc)
     return Ran(outcome, time.perf_counter() - began, coverage_dir)
+
+
+def lanes_python(project: Project, plan: RunPlan) -> str:
+    """Which interpreter the lanes run, and why that one (on the run's first line)."""
+    if project.config.matrix:
+        versions = ", ".join(t.version for t in plan.targets)
+        return f"python {versions} (environments uv made in {VENVS_DIR})"
+    target = plan.targets[0]
+    where = shown(target.python, project.root)
+    return f"python {where} ({target.version}, {project.interpreter.why})"
 
 
 def _spawned(run: Run, stack: LaneProvider, pid: int) -> None:
@@ -359,6 +384,7 @@ def conclude(project: Project, plan: RunPlan, ran: Ran, written: Written, *, sta
     for hint in (
         shared_server_hint(failures, shared),
         auth_hint(failures, credential_signs(config.services)),
+        export_hint(failures, config.services),
     ):
         if hint is not None:
             say(hint)
@@ -409,8 +435,29 @@ def conclude(project: Project, plan: RunPlan, ran: Ran, written: Written, *, sta
         error(message, details)
     if result.fatal is not None:
         message, details, code = result.fatal
+        if message.endswith(NOT_COLLECTED):
+            message += f"; {cannot_start_hint(project, plan)}"
         raise TestfleetError(message, details=details, exit_code=code)
     return result.code
+
+
+# How the coordinator says that a lane ended before pytest collected anything: the
+# interpreter could not import pytest, a plugin or a conftest's imports.
+NOT_COLLECTED = "before collecting tests"
+
+
+def cannot_start_hint(project: Project, plan: RunPlan) -> str:
+    """Which interpreter a lane that could not start ran, and which setting changes it."""
+    ran = f"it ran {lanes_python(project, plan)}"
+    if project.config.matrix:
+        return (
+            f"{ran}: add what the suite needs to the project's dependencies, extras or"
+            f" dependency-groups, or set {SETTING} to run the lanes with your own interpreter"
+        )
+    return (
+        f"{ran}: install what the suite needs there, or set {SETTING} to run the lanes with"
+        " another interpreter"
+    )
 
 
 def report_to_ci(

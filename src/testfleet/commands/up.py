@@ -9,7 +9,7 @@ import sys
 
 from testfleet.commands import Call
 from testfleet.commands.common import logs_dir, project_for, run_base, start_stack
-from testfleet.config_rules import check_lanes
+from testfleet.config_rules import check_lanes, namespace_hint_for
 from testfleet.console import say
 from testfleet.errors import ConfigError
 from testfleet.lanes.count import resolve_lanes
@@ -19,7 +19,7 @@ from testfleet.project import Project
 from testfleet.reaper import remove_if_ours
 from testfleet.runtime import Run, teardown_shield
 from testfleet.stack import Stack, resolve_binaries
-from testfleet.up.dotenv import dotenv_lock, write_dotenv
+from testfleet.up.dotenv import dotenv_lock, for_shells, write_dotenv
 from testfleet.up.identity import descriptor_path, not_shareable
 from testfleet.up.server import DEV_LANE, UpServer
 
@@ -35,7 +35,7 @@ def main(call: Call) -> int:
     project = project_for(call, UP)
     # Everything a user can get wrong is found here, before anything starts.
     check_paths(project, UP)
-    check_lanes(project.config, project.config.versions)
+    check_lanes(project.config, project.config.versions, namespace_hint=namespace_hint(project))
     warm, refusal = warm_lanes(project)
     serve(project, warm, refusal)
     return 0  # serve returns only by an exception (Ctrl-C, SIGTERM, a dead server)
@@ -50,13 +50,21 @@ def warm_lanes(project: Project) -> tuple[int, str | None]:
     warm = resolve_lanes(project.config)
     while True:
         try:
-            check_lanes(project.config, DEV_LANE + max(warm, 1))
+            check_lanes(
+                project.config, DEV_LANE + max(warm, 1), namespace_hint=namespace_hint(project)
+            )
         except ConfigError as exc:
             if warm <= 1:
                 return 0, exc.message
             warm -= 1
             continue
         return warm, None
+
+
+def namespace_hint(project: Project) -> str:
+    """How this up's user gives lanes namespaces: under `--network shared` with the file's
+    network = "namespace", by dropping that option, not by adding what the file has."""
+    return namespace_hint_for(project.config, project.sources, project.table)
 
 
 def serve(project: Project, warm: int, refusal: str | None) -> None:
@@ -74,9 +82,7 @@ def serve(project: Project, warm: int, refusal: str | None) -> None:
         server: UpServer | None = None
         try:
             (lane,) = start_stack(project, run, stack, 1)
-            # The developer's lane is one lane, whatever the up keeps warm for runs (and
-            # TESTFLEET_LANES is also the lanes option of a `testfleet run` in that shell).
-            env = {**lane.env, "TESTFLEET_LANES": "1"}
+            env = for_shells(lane.env)
             for key, value in env.items():
                 print(f"export {key}={shlex.quote(value)}")
             sys.stdout.flush()

@@ -51,6 +51,22 @@ def credential_signs(services: Mapping[str, ServiceSpec]) -> dict[str, re.Patter
     return signs
 
 
+def missed_exports(services: Mapping[str, ServiceSpec]) -> dict[str, tuple[str, re.Pattern[str]]]:
+    """The services that could export a set of variables their clients' library reads by
+    default (`export = ["libpq"]`) and were not asked to, each with the set's name and what
+    clients say when they look where the library does without them; a set none of whose
+    variables any service exports, and only its first service (two would collide)."""
+    exported = {var for spec in services.values() for var in spec.export}
+    missed: dict[str, tuple[str, re.Pattern[str]]] = {}
+    for name, spec in services.items():
+        record = KINDS[spec.kind]
+        for wanted, sign in record.missed_exports.items():
+            taken = any(wanted == other for other, _ in missed.values())
+            if not taken and not exported & set(record.export_sets[wanted]):
+                missed[name] = (wanted, sign)
+    return missed
+
+
 if TYPE_CHECKING:
     from testfleet.specs import ServiceSpec as AnyServiceSpec
 else:
@@ -60,4 +76,12 @@ else:
         Field(discriminator="kind"),
     ]
 
-__all__ = ["ALIASES", "KINDS", "SERVER_KINDS", "AnyServiceSpec", "Kind", "credential_signs"]
+__all__ = [
+    "ALIASES",
+    "KINDS",
+    "SERVER_KINDS",
+    "AnyServiceSpec",
+    "Kind",
+    "credential_signs",
+    "missed_exports",
+]

@@ -8,6 +8,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BeforeValidator
+
 from testfleet.binaries import Binary, Lookup, find_binary
 from testfleet.errors import ConfigError
 from testfleet.specs import Backend, ServiceSpec
@@ -28,6 +30,33 @@ def env_prefix(name: str) -> str:
 def url_exports(name: str, first_of_kind: bool) -> dict[str, str]:
     """Most kinds export one `<NAME>_URL`."""
     return {f"{env_prefix(name)}_URL": "{url}"}
+
+
+def export_sets(sets: Mapping[str, Mapping[str, str]]) -> BeforeValidator:
+    """A kind's `export`: a table of variables (`{ DATABASE_URL = "{url}" }`), or a list of
+    the names of `sets` and such tables (`["libpq", { DATABASE_URL = "{url}" }]`), read as the
+    one table they make. The sets' variables change a client library's defaults for every
+    connection a suite makes (libpq's PGHOST, ...), which broke suites that test those
+    defaults when they were exported unasked: so a suite asks for them, in one line."""
+    names = ", ".join(f'"{name}"' for name in sets)
+
+    def read(value: object) -> object:
+        if not isinstance(value, list):
+            return value  # a table, or pydantic says what is wrong with it
+        table: dict[str, object] = {}
+        for item in value:
+            if isinstance(item, dict):
+                table.update(item)
+            elif isinstance(item, str) and item in sets:
+                table.update(sets[item])
+            else:
+                raise ValueError(
+                    f"{item!r} is not a set of variables this kind exports (sets: {names});"
+                    ' name variables of your own in a table: { DATABASE_URL = "{url}" }'
+                )
+        return table
+
+    return BeforeValidator(read)
 
 
 @dataclass(frozen=True)
@@ -79,6 +108,12 @@ class Kind:
     # What its clients say when they connect without the run's credential (`auth = true`):
     # failures matching it get a summary hint naming the `auth = false` switch.
     unauthenticated: re.Pattern[str] | None = None
+    # Sets of variables a service exports only when asked (`export = ["libpq"]`), as its spec
+    # reads them; and, for some, what clients say when they look for the server where their
+    # library does without those variables: failures matching it get a summary hint naming
+    # the line that asks for them.
+    export_sets: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    missed_exports: Mapping[str, re.Pattern[str]] = field(default_factory=dict)
 
     @property
     def backends(self) -> tuple[Backend, ...]:

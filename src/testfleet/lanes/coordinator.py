@@ -18,12 +18,13 @@ import selectors
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from testfleet.errors import Interrupted
+from testfleet.lanes import lingering
+from testfleet.lanes.affinity import Imported, busy, take
 from testfleet.lanes.outcome import GroupOutcome, LaneFacts, RunOutcome, ServiceProblem
+from testfleet.lanes.progress import Progress, Snapshot
 from testfleet.lanes.queue import LaneQueue, Mismatch
 from testfleet.lanes.spawn import LaneLaunch, kill, spawn, take_terminal_back
 from testfleet.lanes.state import LaneState, overdue, timed_out
@@ -35,25 +36,6 @@ from testfleet.results import FAILING, TestResult
 TICK_SECONDS = 0.05
 # Failed tests whose predecessors are kept for rechecks (which recheck at most 20).
 MAX_PREDECESSOR_LISTS = 50
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """The run as progress shows it."""
-
-    done: int
-    total: int
-    failed: int
-    elapsed: float
-    lanes: tuple[tuple[int, str], ...]  # (lane, what it is doing)
-
-
-class Progress(Protocol):
-    def update(self, snapshot: Callable[[], Snapshot]) -> None:
-        """Called every tick: take a snapshot when it is time to show one."""
-        ...
-
-    def close(self) -> None: ...
 
 
 class Coordinator:
@@ -68,7 +50,10 @@ class Coordinator:
         deadline: float | None,
         progress: Progress,
         max_restarts: int = 3,
+        prefer_imported: bool = False,
         watch: Callable[[], ServiceProblem | None] | None = None,
+        exit_grace: float = lingering.EXIT_GRACE_SECONDS,
+        started: float | None = None,
     ) -> None:
         self.launch = launch
         self.socket_path = socket_path
@@ -76,6 +61,8 @@ class Coordinator:
         self.deadline = deadline
         self.progress = progress
         self.watch = watch
+        # Units of files a lane imported go to it first (not when units keep pytest's order).
+        self.imported = Imported() if prefer_imported else None
         self.notices: list[str] = []  # said once each, after the run
         self.predecessors: dict[tuple[str, str], tuple[str, ...]] = {}
         self.lanes = {n: LaneState(n, launch.group(n)) for n in range(1, lanes + 1)}
@@ -89,7 +76,9 @@ class Coordinator:
         self.interrupted = False
         # The interrupt (Ctrl-C, SIGTERM) that stopped the run, for the caller to raise again.
         self.interruption: BaseException | None = None
-        self.began = time.monotonic()
+        # The command's start (time.monotonic()): progress counts from it, as the summary does.
+        self.began = time.monotonic() if started is None else started
+        self.exit_grace = exit_grace  # after its last test, for a lane to exit
         self.first_result_at: float | None = None
         self._selector = selectors.DefaultSelector()
         self._readers: dict[socket.socket, LineReader] = {}
@@ -121,6 +110,7 @@ class Coordinator:
                         self._read(key.fileobj)  # type: ignore[arg-type]
                 self._check_services()
                 self._check_exits()
+                self._check_lingering()
                 self._check_time()
                 self.progress.update(self.snapshot)
         except (KeyboardInterrupt, Interrupted) as exc:
@@ -148,7 +138,10 @@ class Coordinator:
         state.spawned_at = time.monotonic()
         state.collected = False
         state.current = None
+        state.done, state.idle_since = False, None
         state.history = []  # a new process: what ran before in the old one is gone
+        if self.imported is not None:
+            self.imported.forget(state.lane)
 
     def _read(self, conn: socket.socket) -> None:
         try:
@@ -187,6 +180,10 @@ class Coordinator:
             return
         if kind == "collected":
             self._on_collected(state, message["nodeids"])
+            if self.imported is not None:
+                self.imported.add(
+                    state.lane, message.get("files", ()), message.get("import_seconds", {})
+                )
         elif kind == "collect_error":
             self.collect_errors[state.group].setdefault(message["nodeid"], message["text"])
         elif kind == "next":
@@ -197,12 +194,13 @@ class Coordinator:
         elif kind == "result":
             self._on_result(state, message)
         elif kind == "stopping":
-            self.queue.stop(message["reason"])
+            self.queue.stop(message["reason"], state.lane)
+            state.done = True  # it only ends now
         elif kind == "notice":
             self._notice(message["text"])
 
-    def _notice(self, text: str) -> None:
-        if text not in self.notices:
+    def _notice(self, text: str | None) -> None:
+        if text is not None and text not in self.notices:
             self.notices.append(text)
 
     def _on_collected(self, state: LaneState, nodeids: list[str]) -> None:
@@ -218,9 +216,12 @@ class Coordinator:
             self._notice(work.notice)
 
     def _hand_out(self, state: LaneState, conn: socket.socket) -> None:
-        unit = self.queue.take(state.lane)
+        unit, waiting = take(self.imported, self.queue, state, lambda n: busy(self.lanes[n]))
         try:
-            if unit is None:
+            if waiting:
+                send(conn, {"type": "wait"})
+            elif unit is None:
+                state.done = True
                 send(conn, {"type": "done"})
             else:
                 send(conn, {"type": "unit", "nodeids": list(unit.nodeids)})
@@ -274,6 +275,7 @@ class Coordinator:
             self.timed_out = True
             self.queue.halt()
             for state in self.lanes.values():
+                self._notice(lingering.at_deadline(state, now))  # not a slow test: named
                 self._abandon_current(state, "the run timed out while this test ran")
                 self._kill(state)
             return
@@ -311,6 +313,11 @@ class Coordinator:
             if self.launch.foreground:
                 take_terminal_back()
             self._after_exit(state, code)
+
+    def _check_lingering(self) -> None:
+        now = time.monotonic()
+        for state in self.lanes.values():
+            self._notice(lingering.check(state, self.queue.holds(state.lane), now, self.exit_grace))
 
     def _check_services(self) -> None:
         if self.watch is None or self.fatal:
@@ -424,7 +431,7 @@ class Coordinator:
             total=sum(len(g.work.selected) for g in groups.values() if g.work),
             failed=sum(1 for rs in self.results.values() for r in rs.values() if r.failing),
             elapsed=now - self.began,
-            lanes=tuple((state.lane, _doing(state, now)) for state in self.lanes.values()),
+            lanes=tuple((state.lane, state.doing(now)) for state in self.lanes.values()),
         )
 
     def outcome(self) -> RunOutcome:
@@ -484,11 +491,3 @@ class Coordinator:
             for nodeid in group.nodeids or []
             if nodeid in selected
         ]
-
-
-def _doing(state: LaneState, now: float) -> str:
-    if state.process is None:
-        return "finished"
-    if state.current is not None:
-        return f"{state.current} ({now - state.started_at:.1f} s)"
-    return "between tests" if state.collected else "collecting"

@@ -1,6 +1,6 @@
 """How many lanes a run gets: the `lanes` setting, `auto` resolved against the machine and
 the services' limits, and, for a run of a few files, no more than their measured time is
-worth."""
+worth, nor than they have units to hand out."""
 
 from __future__ import annotations
 
@@ -74,6 +74,36 @@ def lanes_for_selection(
     else:
         return lanes
     return max(1, min(lanes, math.ceil(seconds / LANE_WORTH_SECONDS)))
+
+
+def lanes_for_units(project: Project, lanes: int, selection: Sequence[str]) -> int:
+    """No more lanes than the selection has units to hand out: a lane beyond them would
+    start, get its services and collect, only to find the queue empty. Known before
+    anything starts (lanes start before the suite is collected, see early.py) only where
+    the selection says it for certain: with `group-by = "module"`, files and node ids name
+    at most one unit per file. A directory, another grouping or another path among pytest's
+    arguments leaves `lanes` as it is."""
+    if lanes == 1 or not selection or project.config.group_by != "module":
+        return lanes
+    files = set()
+    for item in selection:
+        path = _relative(project, item).partition("::")[0]
+        if not path or not _exists(project.root / path, file=True):
+            return lanes
+        files.add(path)
+    # Any other path pytest is given (pytest-args, after `--`) adds its tests.
+    others = [a for a in project.config.pytest_args if a not in selection]
+    if any(not a.startswith("-") and _exists(project.root / a) for a in others):
+        return lanes
+    return min(lanes, len(files))
+
+
+def _exists(path: Path, *, file: bool = False) -> bool:
+    """Whether an argument names a path (a file), whatever it holds (a NUL, a long name)."""
+    try:
+        return path.is_file() if file else path.exists()
+    except (OSError, ValueError):
+        return False
 
 
 def _relative(project: Project, item: str) -> str:

@@ -124,28 +124,48 @@ def speculate(argv: Sequence[str]) -> EarlyLane | None:
     from testfleet.credentials import child_environ
 
     try:
-        return start(sys.executable, child_environ(os.environ))
+        return start(_likely_python(argv), child_environ(os.environ))
     except OSError:
         return None
+
+
+def _likely_python(argv: Sequence[str]) -> str:
+    """The interpreter lanes use when the config names none (interpreter.py), for the project
+    of -C DIR or the current directory: found with a few stats, no config read."""
+    from testfleet.interpreter import default_interpreter
+
+    start_dir = Path(_leading(argv)[0] or ".").absolute()
+    for folder in (start_dir, *start_dir.parents):
+        if (folder / "pyproject.toml").is_file():
+            return default_interpreter(folder, os.environ).path
+    return sys.executable
 
 
 def subcommand(argv: Sequence[str]) -> str | None:
     """The command word (`run`), skipping -C DIR; None before any other option (testfleet's
     own --help or --version)."""
+    return _leading(argv)[1]
+
+
+def _leading(argv: Sequence[str]) -> tuple[str | None, str | None]:
+    """-C DIR's directory and the command word, read as `subcommand` says."""
     rest = list(argv)
+    project = None
     while rest:
         word = rest.pop(0)
-        flag, given, _ = word.partition("=")
+        flag, given, value = word.partition("=")
         # -C DIR, -CDIR, --project DIR, --project=DIR, and what argparse takes for --project
         # (--proj, --p=DIR: any prefix).
         if word == "-C" or (len(flag) > 2 and "--project".startswith(flag) and not given):
             if rest:
-                rest.pop(0)
+                project = rest.pop(0)
             continue
         if word.startswith("-C") or (len(flag) > 2 and "--project".startswith(flag)):
+            # -CDIR; -C=DIR and --project=DIR are DIR to argparse.
+            project = value if given and (flag == "-C" or not word.startswith("-C")) else word[2:]
             continue
-        return None if word.startswith("-") else word
-    return None
+        return project, None if word.startswith("-") else word
+    return project, None
 
 
 class EarlyLanes:

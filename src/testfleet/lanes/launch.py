@@ -26,6 +26,16 @@ from testfleet.stack import LaneProvider, LaneSetup
 PACKAGE = Path(__file__).resolve().parent.parent
 
 
+# The group's collection directory, shared by its lanes (worker/shared.py reads it).
+COLLECTION_VARIABLE = "TESTFLEET_COLLECTION_DIR"
+# The benchmarks' switch back to lanes that each collect the whole suite.
+SHARED_COLLECTION_VARIABLE = "TESTFLEET_SHARED_COLLECTION"
+
+
+def shared_collection() -> bool:
+    return os.environ.get(SHARED_COLLECTION_VARIABLE, "1") != "0"
+
+
 def lane_dir(run_dir: Path, lane: int) -> Path:
     """The lane's own private directory: cache, basetemp, TMPDIR, output log."""
     return private_dir(private_dir(run_dir / "lanes") / str(lane))
@@ -98,6 +108,8 @@ def lane_environ(
     # testfleet that its tests start must make a user namespace of its own, not think it
     # is in one already.
     env.pop(USERNS_VARIABLE, None)
+    # An outer run's, when testfleet runs inside a lane: launch() sets the run's own.
+    env.pop(COLLECTION_VARIABLE, None)
     env.update(
         {
             "TMPDIR": str(tmp),
@@ -149,6 +161,13 @@ def launch(
         )
         for n, env in lanes.items()
     }
+    # Each group's lanes share one collection (worker/shared.py): a lane imports the test
+    # files it claims first and those of the units it is handed, not the whole suite.
+    groups = sorted({group_of(n) for n in lanes})
+    for n, env in envs.items():
+        if shared_collection():
+            folder = private_dir(run_dir / "collection") / str(groups.index(group_of(n)))
+            env[COLLECTION_VARIABLE] = str(private_dir(folder))
     single = len(lanes) == 1 and interactive
 
     def log_path(n: int) -> Path | None:

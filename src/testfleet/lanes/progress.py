@@ -6,9 +6,8 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TextIO
-
-from testfleet.lanes.coordinator import Snapshot
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, TextIO
 
 if TYPE_CHECKING:  # rich is imported when a live display is made (a terminal)
     from rich.console import Console
@@ -17,6 +16,25 @@ if TYPE_CHECKING:  # rich is imported when a live display is made (a terminal)
 
 PLAIN_INTERVAL_SECONDS = 10.0
 LIVE_INTERVAL_SECONDS = 0.1
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The run as progress shows it."""
+
+    done: int
+    total: int
+    failed: int
+    elapsed: float  # since the command started, as the summary's times
+    lanes: tuple[tuple[int, str], ...]  # (lane, what it is doing)
+
+
+class Progress(Protocol):
+    def update(self, snapshot: Callable[[], Snapshot]) -> None:
+        """Called every tick: take a snapshot when it is time to show one."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class NullProgress:

@@ -78,6 +78,10 @@ class LaneQueue:
         if nodeid in held:
             held.remove(nodeid)
 
+    def holds(self, lane: int) -> bool:
+        """Whether `lane` was handed tests that have no result yet."""
+        return bool(self._held[lane])
+
     def give_back(self, lane: int) -> None:
         """A lane that ended: its unfinished tests go back to the queue, first in line, since
         they are already late."""
@@ -96,11 +100,14 @@ class LaneQueue:
         self.restarts[lane] += 1
         return True
 
-    def stop(self, reason: str) -> None:
+    def stop(self, reason: str, lane: int | None = None) -> None:
         """Hand out nothing more (pytest's -x or --maxfail in some lane), for this reason (the
-        latest lane's)."""
+        latest lane's). The lane that stops runs nothing more of what it holds (reported as
+        not run): it holds nothing from now on."""
         self.stopping = reason
         self._halted = True
+        if lane is not None:
+            self.give_back(lane)
 
     def halt(self) -> None:
         """Hand out nothing more: the run ends (a fault, a timeout)."""

@@ -27,8 +27,22 @@ class LaneState:
     wall: float = 0.0  # time its processes were alive
     startup: float = 0.0  # spawn to collection reported (the first process only)
     tests: int = 0
+    # Told there is no more work (or it said it stops): from then on it only ends. When it
+    # also holds no test, since when: the bound on its exit counts from there (lingering.py).
+    done: bool = False
+    idle_since: float | None = None
     # What this lane's current process ran, in order: what ran before a test that failed.
     history: list[str] = field(default_factory=list)
+
+    def doing(self, now: float) -> str:
+        """What progress shows of it."""
+        if self.process is None:
+            return "finished"
+        if self.current is not None:
+            return f"{self.current} ({now - self.started_at:.1f} s)"
+        if self.idle_since is not None:
+            return f"exiting after its last test ({now - self.idle_since:.0f} s)"
+        return "between tests" if self.collected else "collecting"
 
     def log_tail(self) -> str:
         """The end of the lane's output; a Python fault dump (faulthandler) when there is one,

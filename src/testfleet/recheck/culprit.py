@@ -8,14 +8,16 @@ runs pytest there), so it is tested with fakes.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
 from testfleet.errors import TestfleetError
+from testfleet.kinds import KINDS, missed_exports
 from testfleet.results import TestResult
-from testfleet.specs import TABLE
+from testfleet.specs import TABLE, ServiceSpec
 
 
 @dataclass(frozen=True)
@@ -213,6 +215,25 @@ def auth_hint(messages: Sequence[str], refused: Mapping[str, re.Pattern[str]]) -
     )
 
 
+def export_hint(messages: Sequence[str], services: Mapping[str, ServiceSpec]) -> str | None:
+    """A hint for the summary when failures look like a suite that connects the way its client
+    library does by default (no URL, no host: libpq's socket or port 5432) while the run does
+    not export that library's variables: the line that asks for them."""
+    for name, (wanted, sign) in missed_exports(services).items():
+        if not any(sign.search(m) for m in messages):
+            continue
+        spec, record = services[name], KINDS[services[name].kind]
+        own = ", ".join(f"{var} = {json.dumps(value)}" for var, value in spec.export.items())
+        line = f'export = ["{wanted}", {{ {own} }}]' if own else f'export = ["{wanted}"]'
+        url = next(iter(record.exports_for(name)), None) if spec.export_defaults else None
+        return (
+            f"some failures look like clients connecting where their library looks by default,"
+            f" and the run exports none of {', '.join(record.export_sets[wanted])}: add {line}"
+            f" to [{TABLE}.services.{name}]" + (f" (or connect through {url})" if url else "")
+        )
+    return None
+
+
 # In CI, `recheck = "auto"` rechecks when at most this many tests failed: more is rarely
 # order dependence, and each recheck runs its tests again.
 AUTO_MAX_FAILURES = 5
@@ -245,7 +266,8 @@ def apply(
     if stopped:
         reruns = 0  # a pass on rerun must not turn a run cut short by -x into a success
     if len(failing) > MAX_RECHECKED:
-        say(f"rechecking the first {MAX_RECHECKED} of {len(failing)} failed tests")
+        verb = "rerunning" if reruns and not check else "rechecking"
+        say(f"{verb} the first {MAX_RECHECKED} of {len(failing)} failed tests")
         failing = failing[:MAX_RECHECKED]
     for index in failing:
         result = updated[index]

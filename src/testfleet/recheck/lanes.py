@@ -255,9 +255,18 @@ def recheck_outcome(
     if check and broken:
         outcome = _recheck_collection(project, outcome, runner, python_of)
     if failures and not budget.struck:
-        say(f"rechecking {failures} failed test(s) in fresh lanes")
+        say(announcement(failures, reruns=config.rerun_flaky, check=check))
         outcome = _recheck_failures(outcome, runner, check=check, reruns=config.rerun_flaky)
     return outcome
+
+
+def announcement(failures: int, *, reruns: int, check: bool) -> str:
+    """What the rechecks of failed tests are about to do: `--rerun-flaky` reruns them,
+    `--recheck` looks for an earlier test that breaks them (after the reruns, when both)."""
+    rerun = f"rerunning {failures} failed test(s) in fresh lanes, up to {reruns} time(s) each"
+    if not reruns:
+        return f"rechecking {failures} failed test(s) in fresh lanes"
+    return f"{rerun}, then rechecking what still fails" if check else rerun
 
 
 def _recheck_failures(

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from testfleet.files import write_atomic
+from testfleet.reports.results_file import RESULTS_FILE, shown
 from testfleet.results import TestResult
 
 # What XML 1.0 cannot hold, plus DEL, exactly as pytest's junitxml (`bin_xml_escape`) has it:
@@ -55,7 +56,7 @@ def _seconds(duration: float) -> float:
     return round(float(duration), 3)
 
 
-def _case(result: TestResult) -> ET.Element:
+def _case(result: TestResult, whole_in: str) -> ET.Element:
     path, classname, name = _names(result.nodeid)
     case = ET.Element(
         "testcase",
@@ -81,9 +82,9 @@ def _case(result: TestResult) -> ET.Element:
         outcome = ET.SubElement(case, tag, {"message": xml_text(message)} if message else {})
         outcome.set("type", kind)
         if result.text:
-            outcome.text = xml_text(result.text)
+            outcome.text = xml_text(shown(result.text, whole_in=whole_in))
     if result.output:
-        ET.SubElement(case, "system-out").text = xml_text(result.output)
+        ET.SubElement(case, "system-out").text = xml_text(shown(result.output, whole_in=whole_in))
     return case
 
 
@@ -99,18 +100,28 @@ def _count(results: Sequence[TestResult]) -> dict[str, str]:
     }
 
 
-def _suite(name: str, properties: dict[str, str], results: Sequence[TestResult]) -> ET.Element:
+def _suite(
+    name: str, properties: dict[str, str], results: Sequence[TestResult], whole_in: str
+) -> ET.Element:
     suite = ET.Element("testsuite", {"name": xml_text(name), **_count(results)})
     listed = ET.SubElement(suite, "properties")
     for key, value in properties.items():
         ET.SubElement(listed, "property", {"name": key, "value": xml_text(value)})
-    suite.extend(_case(result) for result in results)
+    suite.extend(_case(result, whole_in) for result in results)
     return suite
 
 
-def write_junit(path: Path, results: Sequence[TestResult], *, versions: Mapping[str, str]) -> None:
+def write_junit(
+    path: Path,
+    results: Sequence[TestResult],
+    *,
+    versions: Mapping[str, str],
+    whole_in: str = RESULTS_FILE,
+) -> None:
     """A suite per (Python, shard, lane), names unique, with those as properties.
-    `versions` maps each result's matrix label ("" without a matrix) to the full version."""
+    `versions` maps each result's matrix label ("" without a matrix) to the full version;
+    a failure's long text or output is cut, the cut naming `whole_in`, the results file
+    that keeps it whole."""
     by_suite: dict[tuple[str, str, int | None], list[TestResult]] = {}
     for result in results:
         by_suite.setdefault((result.python, result.shard, result.lane), []).append(result)
@@ -123,7 +134,7 @@ def write_junit(path: Path, results: Sequence[TestResult], *, versions: Mapping[
         if shard:
             properties["shard"] = shard
         name = f"pytest ({where}, python {python}{', shard ' + shard if shard else ''})"
-        root.append(_suite(name, properties, by_suite[key]))
+        root.append(_suite(name, properties, by_suite[key], whole_in))
     totals = _count(results)
     for stat in ("tests", "failures", "errors", "skipped", "time"):
         root.set(stat, totals[stat])

@@ -20,6 +20,32 @@ from testfleet.results import Outcome, TestResult
 FORMAT = "testfleet-results"
 FORMAT_VERSION = 1
 OUTCOMES: frozenset[str] = frozenset(get_args(Outcome))
+# Where a run keeps it, relative to the project: what a cut in the other reports points to.
+RESULTS_FILE = ".testfleet/results.json"
+# How much of a failure's text or output the JUnit XML and the terminal show; this file keeps
+# the whole. Most of it from the end, where the error is; the start says what was running.
+SHOWN = 20_000
+SHOWN_HEAD = 5_000
+
+
+def shown(text: str, *, whole_in: str = RESULTS_FILE, limit: int = SHOWN) -> str:
+    """`text` as the JUnit XML and the terminal show it: whole when short, else its start and
+    its end with the cut marked between them, each cut at a line's end so that neither part
+    starts or stops mid-line (unless a single line is longer than its part)."""
+    if len(text) <= limit:
+        return text
+    head_size = min(SHOWN_HEAD, limit // 4)
+    head = text[:head_size]
+    if "\n" in head:
+        head = head[: head.rindex("\n") + 1]
+    start = len(text) - (limit - head_size)
+    tail = text[start:]
+    if text[start - 1] != "\n" and "\n" in tail[:-1]:
+        tail = tail[tail.index("\n") + 1 :]
+    cut = len(text) - len(head) - len(tail)
+    if not head.endswith("\n"):
+        head += "\n"
+    return f"{head}[... {cut} characters cut; the whole is in {whole_in}]\n{tail}"
 
 
 def _entry(result: TestResult) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from rich.markup import escape
 from testfleet.lanes.outcome import LaneFacts
 from testfleet.plan import ideal_bound
 from testfleet.reports.coverage import CoverageOutcome
+from testfleet.reports.results_file import shown
 from testfleet.results import Outcome, TestResult
 
 FAILURE_TEXT_LINES = 40
@@ -65,7 +66,8 @@ def print_summary(console: Console, results: Sequence[TestResult], facts: RunFac
             if lines:
                 console.print(escape("\n".join(lines)), highlight=False)
             if result.output:
-                console.print(escape(result.output.rstrip()), style="dim", highlight=False)
+                # Long output: its start and end, the cut marked (the results file has it all).
+                console.print(escape(shown(result.output.rstrip())), style="dim", highlight=False)
             console.print()
     flaky = [r for r in results if r.flaky]
     if flaky:
@@ -81,8 +83,9 @@ def print_summary(console: Console, results: Sequence[TestResult], facts: RunFac
                 f"{result.duration:8.2f} s  {escape(result.nodeid)} (lane {result.lane})",
                 highlight=False,
             )
-    lanes = [lane for lane in facts.lanes if lane.tests]
-    if lanes:
+    # Every lane that ran, also one that found the queue empty: it cost its start-up.
+    lanes = [lane for lane in facts.lanes if lane.tests or lane.wall]
+    if any(lane.tests for lane in lanes):
         busy = [lane.busy for lane in lanes]
         mean = sum(busy) / len(busy)
         ideal = ideal_bound([r.duration for r in ran], len(facts.lanes))

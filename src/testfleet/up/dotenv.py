@@ -11,8 +11,30 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from testfleet.console import say
+from testfleet.envvars import LANE_COUNT
 from testfleet.errors import ConfigError
 from testfleet.files import write_private
+from testfleet.options import OPTIONS
+
+
+def for_shells(env: Mapping[str, str]) -> dict[str, str]:
+    """The developer's lane's env as `up` prints and writes it: without any variable that is
+    an option's env var (TESTFLEET_TIMEOUT, ... set by the `env` or an `export` table), which
+    would set that option for every later testfleet in the shell that sources the file."""
+    options = {option.env: option for option in OPTIONS}
+    kept = {}
+    for key, value in env.items():
+        option = options.get(key)
+        if option is None:
+            kept[key] = value
+        else:
+            say(
+                f"{key} left out of the env file: it is the env var of the {option.key} option"
+                " of every testfleet run in a shell that sources the file; export it under"
+                " another name"
+            )
+    kept[LANE_COUNT] = "1"  # the developer's lane is one lane, however many the up keeps warm
+    return kept
 
 
 def write_dotenv(path: Path, env: Mapping[str, str]) -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from testfleet.errors import ConfigError
+from testfleet.interpreter import SETTING
 from testfleet.processes import note_spawned
 from testfleet.project import Project
 from testfleet.rundir import MARK_VARIABLE, RunDir
@@ -53,6 +54,12 @@ def _single(project: Project) -> PythonTarget:
         version = ".".join(map(str, sys.version_info[:3]))
     else:
         probed = probe(python, cpython=False)
+        if probed is None and configured is None:
+            raise ConfigError(
+                f"{python} ({project.interpreter.why}) does not run as a Python interpreter;"
+                f" repair or remove that environment, or set {SETTING} to one with pytest"
+                " installed"
+            )
         if probed is None:
             raise ConfigError(
                 f"python {configured[0] if configured else python}: {python} does not run as a"

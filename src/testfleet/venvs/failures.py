@@ -31,6 +31,14 @@ _USER_MISTAKES: tuple[tuple[re.Pattern[str], str], ...] = (
         ),
         "drop this version from python, or widen the project's requires-python",
     ),
+    (
+        # setuptools refuses to guess which of a repository root's folders make the package,
+        # so uv cannot install the project into the environment it makes.
+        re.compile(r"Multiple top-level (packages|modules) discovered in a flat-layout", re.I),
+        'give the interpreter\'s path for such layouts (python = "PATH" in [tool.testfleet]'
+        " or --python PATH: an environment the suite's requirements are installed in), or"
+        " name the project's packages in [tool.setuptools] packages",
+    ),
 )
 
 
@@ -56,7 +64,7 @@ def uv_failure(
     for pattern, mistake_fix in _USER_MISTAKES:
         for line in lines:
             if pattern.search(line):
-                said = line.strip().removeprefix("error: ").removeprefix("cause: ")
+                said = line.strip().removeprefix("error: ").removeprefix("cause: ").rstrip(".")
                 return ConfigError(f"python {label}: uv: {said}; {mistake_fix}", details=details)
     fix = fix or "its output is below (an unreachable index, or a package that fails to build?)"
     return ServiceError(

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import socket
+import time
 from collections import deque
 from collections.abc import Generator
 from pathlib import Path
@@ -20,8 +21,13 @@ from typing import Any
 import pytest
 
 from testfleet.protocol import LineReader, Message, receive, send
+from testfleet.worker import shared
 
-MAX_OUTPUT = 20_000
+# A test's text or output travels whole (the results file keeps it; the JUnit XML and the
+# terminal show its start and end) up to this many characters.
+MAX_OUTPUT = 2_000_000
+# How long a lane told to wait for work waits before it asks again.
+WAIT_SECONDS = 0.02
 # The lane's coverage measurement, started before conftest files load.
 _measurement: dict[str, Any] = {}
 
@@ -110,7 +116,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collectreport(report: pytest.CollectReport) -> None:
     if report.failed and os.environ.get("TESTFLEET_COLLECT_FILE"):
-        _collect_errors[report.nodeid] = str(report.longrepr)[-MAX_OUTPUT:]
+        _collect_errors[report.nodeid] = bounded(str(report.longrepr))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -130,6 +136,16 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         )
 
 
+def bounded(text: str) -> str:
+    """A test's text or output whole, as the run's results file keeps it; only past
+    MAX_OUTPUT (a test that printed megabytes) its start and end, the cut marked."""
+    if len(text) <= MAX_OUTPUT:
+        return text
+    head, tail = text[: MAX_OUTPUT // 4], text[len(text) - MAX_OUTPUT * 3 // 4 :]
+    cut = len(text) - len(head) - len(tail)
+    return f"{head}\n[... {cut} characters cut in the lane]\n{tail}"
+
+
 class LaneWorker:
     def __init__(self, config: pytest.Config, address: str) -> None:
         self.config = config
@@ -140,6 +156,14 @@ class LaneWorker:
         self.phases: dict[str, list[pytest.TestReport]] = {}
         # Where each failing test first failed (file, line), for CI annotations.
         self.where: dict[str, tuple[str, int | None]] = {}
+        folder = shared.wanted(config)
+        self.shared = shared.SharedCollection(folder) if folder is not None else None
+        # Modules that skipped themselves at import (pytest.importorskip, skip(allow_module_
+        # level=True)): each is reported as one skipped test, its node id the module's.
+        self.skips: dict[str, dict[str, Any]] = {}
+        self.errors: dict[str, str] = {}  # collection errors, ours and other lanes'
+        self.by_id: dict[str, pytest.Item] = {}
+        self.collecting: dict[str, float] = {}
         send(
             self.sock,
             {
@@ -151,46 +175,138 @@ class LaneWorker:
         for notice in _notices:
             send(self.sock, {"type": "notice", "text": notice})
 
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_make_collect_report(
+        self, collector: pytest.Collector
+    ) -> pytest.CollectReport | None:
+        """A test file another lane claimed stays uncollected (not imported) here, as
+        pytest's --lf leaves files out."""
+        if (
+            self.shared is None
+            or not isinstance(collector, pytest.File)
+            or isinstance(collector.parent, pytest.File)
+            or self.shared.take(collector)
+        ):
+            return None
+        return pytest.CollectReport(collector.nodeid, "passed", None, [])
+
+    def pytest_collectstart(self, collector: pytest.Collector) -> None:
+        if isinstance(collector, pytest.File):
+            self.collecting[collector.nodeid] = time.perf_counter()
+
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.nodeid == "" and self.shared is not None:
+            self.shared.resolving = False  # the session's own report: its arguments resolved
+        started = self.collecting.pop(report.nodeid, None)
+        if (
+            started is not None
+            and self.shared is not None
+            and report.nodeid in self.shared.imported
+        ):
+            # How long a file of ours took (its import, mostly): the coordinator weighs
+            # importing it again in another lane against handing that lane other work.
+            self.shared.seconds.setdefault(report.nodeid, time.perf_counter() - started)
         if report.failed:
-            send(
-                self.sock,
-                {
-                    "type": "collect_error",
-                    "nodeid": report.nodeid,
-                    "text": str(report.longrepr)[-MAX_OUTPUT:],
-                },
-            )
+            text = bounded(str(report.longrepr))
+            self.errors[report.nodeid] = text
+            send(self.sock, {"type": "collect_error", "nodeid": report.nodeid, "text": text})
+        elif report.skipped and isinstance(report.longrepr, tuple):
+            path, line, reason = report.longrepr
+            reason = str(reason).removeprefix("Skipped: ")
+            self.skips[report.nodeid] = {
+                "message": reason,
+                "text": f"{path}:{line + 1 if isinstance(line, int) else line}: {reason}",
+            }
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
-        send(self.sock, {"type": "collected", "nodeids": [i.nodeid for i in session.items]})
+        own = shared.by_file(session.items, self.skips, self.shared.imported if self.shared else ())
+        if self.shared is None:
+            nodeids = [*own.pop("", []), *(n for ids in own.values() for n in ids)]
+            files: list[str] = sorted(own)
+        else:
+            self.shared.publish(own, self.skips, self.errors)
+            parts = self.shared.gather(lambda nodeid: self._collect_here(session, nodeid))
+            own = shared.by_file(session.items, self.skips, self.shared.imported)
+            nodeids = shared.merged(self.shared.order, own, parts)
+            for part in parts.values():
+                self.skips.update(part["skips"])
+                for nodeid, text in part["errors"].items():
+                    if nodeid not in self.errors:
+                        # Every lane stops on a collection error, as pytest does; the
+                        # coordinator keeps each error once.
+                        self.errors[nodeid] = text
+                        send(self.sock, {"type": "collect_error", "nodeid": nodeid, "text": text})
+            files = sorted(self.shared.imported)
+        self.by_id = {item.nodeid: item for item in session.items}
+        message: Message = {"type": "collected", "nodeids": nodeids, "files": files}
+        if self.shared is not None:
+            message["import_seconds"] = self.shared.seconds
+        send(self.sock, message)
+
+    def _collect_here(self, session: pytest.Session, nodeid: str) -> None:
+        assert self.shared is not None
+        for item in self.shared.collect(session, nodeid):
+            self.by_id[item.nodeid] = item
+
+    def _resolve(self, session: pytest.Session, nodeid: str) -> pytest.Item | Message:
+        """The test to run for a node id handed to us: collected already, or its file now;
+        a module that skipped itself is its skip result."""
+        skip = self.skips.get(nodeid)
+        if skip is not None:
+            return {"nodeid": nodeid, "outcome": "skipped", "duration": 0.0, "output": "", **skip}
+        if nodeid not in self.by_id and self.shared is not None:
+            self._collect_here(session, shared.file_key(nodeid))
+        item = self.by_id.get(nodeid)
+        if item is not None:
+            return item
+        lane = os.environ.get("TESTFLEET_LANE", "?")
+        why = f"lane {lane} did not collect this test where another lane did"
+        return {
+            "nodeid": nodeid,
+            "outcome": "error",
+            "duration": 0.0,
+            "message": why,
+            "text": why + ": collection must not depend on the lane or on randomness",
+            "output": "",
+        }
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> bool:
-        if session.testsfailed and not session.config.option.continue_on_collection_errors:
-            raise session.Interrupted(f"{session.testsfailed} error(s) during collection")
-        by_id = {item.nodeid: item for item in session.items}
-        queue: deque[pytest.Item] = deque()
+        if (session.testsfailed or self.errors) and not (
+            session.config.option.continue_on_collection_errors
+        ):
+            count = session.testsfailed or len(self.errors)
+            raise session.Interrupted(f"{count} error(s) during collection")
+        queue: deque[pytest.Item | Message] = deque()
 
         def fetch() -> bool:
             send(self.sock, {"type": "next"})
             message = receive(self.sock, self.reader, self.pending)
+            while message is not None and message["type"] == "wait":
+                # Another lane runs what is left sooner than we would import it: ask again
+                # shortly (the coordinator hands it here once that changes).
+                time.sleep(WAIT_SECONDS)
+                send(self.sock, {"type": "next"})
+                message = receive(self.sock, self.reader, self.pending)
             if message is None or message["type"] != "unit":
                 return False
-            queue.extend(by_id[n] for n in message["nodeids"])
+            queue.extend(self._resolve(session, n) for n in message["nodeids"])
             return True
 
         more = fetch()
         while queue:
-            item = queue.popleft()
-            # Knowing the next test decides which fixtures tear down now: ask for more work
-            # before running the last test we hold.
-            if not queue and more:
+            entry = queue.popleft()
+            # Knowing the next test decides which fixtures tear down now (none: the session's
+            # too): ask for more work before running the last test we hold.
+            while more and not any(isinstance(e, pytest.Item) for e in queue):
                 more = fetch()
-            send(self.sock, {"type": "start", "nodeid": item.nodeid})
-            item.config.hook.pytest_runtest_protocol(
-                item=item, nextitem=queue[0] if queue else None
-            )
+            if not isinstance(entry, pytest.Item):
+                send(self.sock, {"type": "start", "nodeid": entry["nodeid"]})
+                send(self.sock, {"type": "result", **entry})
+                continue
+            send(self.sock, {"type": "start", "nodeid": entry.nodeid})
+            nextitem = next((e for e in queue if isinstance(e, pytest.Item)), None)
+            entry.config.hook.pytest_runtest_protocol(item=entry, nextitem=nextitem)
             if session.shouldfail or session.shouldstop:
                 send(
                     self.sock,
@@ -276,14 +392,14 @@ def summarize(
     if outcome in ("failed", "error"):
         output = "".join(
             f"--- {name} ---\n{content}\n" for r in reports for name, content in r.sections
-        )[-MAX_OUTPUT:]
+        )
     summary: dict[str, Any] = {
         "nodeid": reports[0].nodeid,
         "outcome": outcome,
         "duration": sum(r.duration for r in reports),
         "message": message.splitlines()[0] if message else "",
-        "text": text[-MAX_OUTPUT:],
-        "output": output,
+        "text": bounded(text),
+        "output": bounded(output),
     }
     if outcome in ("failed", "error") and where is not None:
         summary["file"], summary["line"] = where

@@ -68,7 +68,10 @@ KIND = Kind(
         ("mongod",),
         (),
         "mongodb",
-        'put MongoDB\'s mongod on PATH (or use backend = "docker")',
+        # No wheel brings a server: testfleet[mongodb] is its driver only.
+        "no pip package brings a MongoDB server (testfleet[mongodb] is the pymongo driver"
+        ' only): put MongoDB\'s mongod on PATH, use backend = "docker" (image mongo:8), or'
+        ' backend = "external" with url = "{env.MONGODB_URL}"',
     ),
     image="mongo:8",
     reusable=True,

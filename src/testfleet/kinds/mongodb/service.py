@@ -39,6 +39,7 @@ CALL_SECONDS = 2.0
 # MongoDB refuses database names of 64 bytes or more.
 MAX_DATABASE_NAME = 63
 ALREADY_INITIALIZED = 23  # replSetInitiate's error code when an earlier check got there
+AUTHENTICATION_FAILED = 18  # a wrong user or password: final, no wait changes it
 
 
 def _pymongo(where: str) -> ModuleType:
@@ -65,8 +66,17 @@ def _ping(url: str, member: str | None = None) -> Probe:
     primary. Initiating the set here keeps it a retried, idempotent readiness step."""
 
     def probe(left: float) -> None:
+        from pymongo.errors import OperationFailure
+
         with _client(url, min(CALL_SECONDS, left)) as client:
-            client.admin.command("ping")
+            try:
+                client.admin.command("ping")
+            except OperationFailure as exc:
+                if exc.code == AUTHENTICATION_FAILED:
+                    raise readiness.AuthFailed(
+                        str(exc.details.get("errmsg") if exc.details else exc)
+                    ) from None
+                raise
             if member is not None:
                 _primary(client, member)
 

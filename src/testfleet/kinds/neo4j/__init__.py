@@ -79,7 +79,10 @@ KIND = Kind(
         ("neo4j",),
         (),
         "neo4j",
-        'put Neo4j\'s bin/neo4j on PATH (or use backend = "docker")',
+        # No wheel brings a server: testfleet[neo4j] is its driver only.
+        "no pip package brings a Neo4j server (testfleet[neo4j] is the neo4j driver only):"
+        ' put Neo4j\'s bin/neo4j on PATH, use backend = "docker" (image neo4j:5), or'
+        ' backend = "external" with url = "{env.NEO4J_URI}"',
     ),
     image="neo4j:5",
     reusable=True,

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from testfleet import leftovers
+from testfleet import leftovers, readiness
 from testfleet.backends.base import (
     Address,
     ContainerLaunch,
@@ -111,15 +111,21 @@ def _delete_everything(url: str, auth: Auth) -> None:
                 session.run(f"DROP {kind} `{name}` IF EXISTS").consume()
 
 
-def _bolt(url: str, auth: Auth) -> Probe:
+def _bolt(url: str, auth: Auth, *, key: str = "url", source: str = "") -> Probe:
     """Ready when a query runs over Bolt with the lane's credentials, not just when the port
-    is open (Neo4j opens it before its databases are online)."""
+    is open (Neo4j opens it before its databases are online). A refused credential is the
+    config's `key` (written as `source`), for the external backend's message."""
 
     def probe(left: float) -> None:
-        with _driver(url, auth, max(0.1, min(CALL_SECONDS, left))) as driver:
-            driver.verify_connectivity()
-            with driver.session() as session:
-                session.run("RETURN 1").single()
+        from neo4j.exceptions import AuthError
+
+        try:
+            with _driver(url, auth, max(0.1, min(CALL_SECONDS, left))) as driver:
+                driver.verify_connectivity()
+                with driver.session() as session:
+                    session.run("RETURN 1").single()
+        except AuthError as exc:
+            raise readiness.AuthFailed(str(exc), key=key, source=source) from None
 
     return probe
 
@@ -252,7 +258,12 @@ class Neo4jService:
         server = Server(
             f"{self.name} ({label})",
             folder,
-            lambda at: _bolt(self._bolt_url(at), self._auth),
+            lambda at: _bolt(
+                self._bolt_url(at),
+                self._auth,
+                key="url" if spec.password is None else "password",
+                source=spec.password or "",
+            ),
             timeout=spec.start_timeout,
             port=spec.port_number,
             native=NativeLaunch(

@@ -3,12 +3,13 @@ per lane (`"server"`); on an external server, a database per lane made from a te
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from testfleet.binaries import Lookup
 from testfleet.kinds.base import Kind, env_prefix
-from testfleet.kinds.postgres.spec import PostgresSpec
+from testfleet.kinds.postgres.spec import LIBPQ_EXPORTS, PostgresSpec
 from testfleet.leftovers import SECONDS
 from testfleet.ports import HOST
 
@@ -16,20 +17,20 @@ if TYPE_CHECKING:
     from testfleet.service import Service, StackContext
 
 
-# libpq (psql, psycopg, asyncpg, SQLAlchemy's defaults) reads these when a suite connects
-# without a URL.
-LIBPQ_EXPORTS = {
-    "PGHOST": "{host}",
-    "PGPORT": "{port}",
-    "PGUSER": "{user}",
-    "PGPASSWORD": "{password}",
-    "PGDATABASE": "{database}",
-}
-
-
 def exports(name: str, first_of_kind: bool) -> dict[str, str]:
-    """`<NAME>_URL`; the first postgres in config order also owns libpq's PG* variables."""
-    return {f"{env_prefix(name)}_URL": "{url}", **(LIBPQ_EXPORTS if first_of_kind else {})}
+    """`<NAME>_URL`. libpq's PG* variables are asked for with `export = ["libpq"]`
+    (spec.LIBPQ_EXPORTS): they change every connection a suite makes without a URL."""
+    return {f"{env_prefix(name)}_URL": "{url}"}
+
+
+# What libpq (psycopg, psql) and asyncpg say when a client finds no server where libpq looks
+# without PGHOST/PGPORT: its default socket, or localhost at port 5432.
+LIBPQ_DEFAULT_MISSED = re.compile(
+    r'connection to server (on socket "[^"]*/\.s\.PGSQL\.5432"|at "[^"]*" \([^)]*\),'
+    r" port 5432) failed"
+    r'|Unix domain socket "[^"]*/\.s\.PGSQL\.5432"|TCP/IP connections on port 5432\?'
+    r"|Connect call failed \('[^']*', 5432[,)]"
+)
 
 
 def planned(spec: PostgresSpec) -> dict[str, str]:
@@ -99,4 +100,6 @@ KIND = Kind(
     # The template's (or the shared server's) folder; port 65535 is the longest name.
     unix_socket="template/.s.PGSQL.65535",
     drop_leftover=drop_leftover,
+    export_sets={"libpq": LIBPQ_EXPORTS},
+    missed_exports={"libpq": LIBPQ_DEFAULT_MISSED},
 )

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from testfleet import readiness
 from testfleet.backends.base import Address, ContainerLaunch, ExternalLaunch, Probe, Server
 from testfleet.envvars import placeholder_environ, placeholder_values, process_environ
 from testfleet.errors import ConfigError, ServiceError
 from testfleet.kinds.base import Kind
 from testfleet.kinds.postgres.databases import Databases
 from testfleet.kinds.postgres.native import NativeServers, settings
-from testfleet.kinds.postgres.spec import PostgresSpec
+from testfleet.kinds.postgres.spec import LIBPQ_EXPORTS, PostgresSpec
 from testfleet.placeholders import expand
 from testfleet.processes import describe_exit
 from testfleet.service import HOST, ServiceView, StackContext
@@ -31,6 +32,11 @@ if TYPE_CHECKING:
 # In a container: data on a tmpfs the image's own user can write into.
 CONTAINER_DATA = "/var/lib/postgresql"
 URL_FORM = "postgresql://user:password@host:port/database"
+# What libpq says when the server refuses the url's password (or its lack of one): waiting
+# cannot change it. Its words up to the line's end, the user name with them.
+PASSWORD_REFUSED = re.compile(
+    r"[^:\n]*authentication failed for user \"[^\"\n]*\"|no password supplied"
+)
 
 
 def _address(url: str) -> Address:
@@ -256,8 +262,14 @@ class PostgresService:
         def check(left: float) -> None:
             import psycopg
 
-            with psycopg.connect(url, connect_timeout=max(1, min(5, int(left)))):
-                pass
+            try:
+                with psycopg.connect(url, connect_timeout=max(1, min(5, int(left)))):
+                    pass
+            except psycopg.OperationalError as exc:
+                refusal = PASSWORD_REFUSED.search(str(exc))
+                if refusal is not None:
+                    raise readiness.AuthFailed(refusal.group(0).strip()) from None
+                raise
 
         return check
 
@@ -270,6 +282,10 @@ class PostgresService:
         values = placeholder_values(view.values, {}, self.ctx.common_values(0))
         env = {
             **process_environ(self.ctx.python),
+            # Setup is a command written for testfleet, not the suite: psql or a migration
+            # tool in it reaches the template with libpq's defaults, as it always could (the
+            # lanes get PG* only with `export = ["libpq"]`).
+            **{var: view.values[field[1:-1]] for var, field in LIBPQ_EXPORTS.items()},
             **self.ctx.exports(self.name, values),
             # What a string setup's placeholders refer to (`{url}` -> "${TESTFLEET_URL?}").
             **placeholder_environ(values),

@@ -6,11 +6,25 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field
 
+from testfleet.kinds.base import export_sets
 from testfleet.specs import Identifier, Seconds, ServerSpec, command_value, settings_of
+
+# libpq (psql, psycopg, asyncpg, SQLAlchemy's defaults) reads these when a suite connects
+# without a URL: `export = ["libpq"]` asks for them.
+LIBPQ_EXPORTS = {
+    "PGHOST": "{host}",
+    "PGPORT": "{port}",
+    "PGUSER": "{user}",
+    "PGPASSWORD": "{password}",
+    "PGDATABASE": "{database}",
+}
 
 
 class PostgresSpec(ServerSpec):
     kind: Literal["postgres"] = "postgres"
+    export: Annotated[dict[str, str], export_sets({"libpq": LIBPQ_EXPORTS})] = Field(
+        default_factory=dict
+    )
     isolation: Literal["database", "server"] | None = None
     database: Identifier = "test"
     user: Identifier = "testfleet"

@@ -7,7 +7,7 @@ from __future__ import annotations
 from testfleet.binaries import Lookup
 from testfleet.kinds import valkey
 from testfleet.kinds.base import Kind, url_exports
-from testfleet.kinds.valkey.spec import RedisSpec
+from testfleet.kinds.valkey.spec import EXPORT_SETS, RedisSpec
 
 KIND = Kind(
     name="redis",
@@ -34,4 +34,5 @@ KIND = Kind(
     inner_port=6379,
     slots=valkey.SLOTS,
     unauthenticated=valkey.REFUSED_WITHOUT_AUTH,
+    export_sets=EXPORT_SETS,
 )

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from testfleet.binaries import Lookup
 from testfleet.kinds.base import Kind, Slots, env_prefix
-from testfleet.kinds.valkey.spec import DB_NUMBERS, PLANNED_SECRET, ValkeySpec
+from testfleet.kinds.valkey.spec import DB_NUMBERS, EXPORT_SETS, PLANNED_SECRET, ValkeySpec
 from testfleet.ports import HOST
 from testfleet.specs import Backend
 
@@ -24,12 +24,10 @@ ISOLATION: dict[Backend, tuple[str, ...]] = {
 
 
 def exports(name: str, first_of_kind: bool) -> dict[str, str]:
-    """A service named `valkey` or `redis` exports both names (clients read either), unless
-    the config also has a `redis` kind: then REDIS_URL is that one's (Config decides, through
-    `first_of_kind`, which for valkey means "owns the REDIS_URL alias")."""
-    if name in ("valkey", "redis"):
-        return {"VALKEY_URL": "{url}", **({"REDIS_URL": "{url}"} if first_of_kind else {})}
-    return {f"{env_prefix(name)}_URL": "{url}"}
+    """`<NAME>_URL` (a service named `redis` also keeps the kind's VALKEY_URL). REDIS_URL for
+    any other name is asked for with `export = ["redis"]` (spec.EXPORT_SETS)."""
+    own = {f"{env_prefix(name)}_URL": "{url}"}
+    return {"VALKEY_URL": "{url}", **own} if name == "redis" else own
 
 
 def planned(spec: ValkeySpec) -> dict[str, str]:
@@ -92,4 +90,5 @@ KIND = Kind(
     inner_port=6379,
     slots=SLOTS,
     unauthenticated=REFUSED_WITHOUT_AUTH,
+    export_sets=EXPORT_SETS,
 )

@@ -6,11 +6,16 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, StrictBool
 
+from testfleet.kinds.base import export_sets
 from testfleet.specs import ServerSpec, settings_of
 
 # Valkey's and Redis's default `databases` count: with isolation = "database" each lane
 # takes one.
 DB_NUMBERS = 16
+# Frameworks and clients read REDIS_URL (Rails, Celery, RQ, ...); for a service named anything
+# but `redis` it is an alias a suite asks for: `export = ["redis"]`. A suite may test that it
+# is unset, and a second server of the config may own it.
+EXPORT_SETS = {"redis": {"REDIS_URL": "{url}"}}
 # Stands for a run's credential where nothing is started (planning): the shape of a real one.
 PLANNED_SECRET = "0" * 32
 
@@ -39,6 +44,7 @@ class ValkeySpec(ServerSpec):
     auth: StrictBool = True
     password: Annotated[StrictBool | None, former_opt_in("password")] = None
     settings: Annotated[dict[str, str | int], settings_of(str, int)] = Field(default_factory=dict)
+    export: Annotated[dict[str, str], export_sets(EXPORT_SETS)] = Field(default_factory=dict)
 
 
 class RedisSpec(ValkeySpec):

@@ -148,7 +148,7 @@ class VaultService:
         server = Server(
             f"{self.name} ({label})",
             folder,
-            _health,
+            self._probe,
             timeout=spec.start_timeout,
             port=spec.port_number,
             native=NativeLaunch(
@@ -179,6 +179,35 @@ class VaultService:
             external=ExternalLaunch(self.name, spec.url or "", self.where, _address),
         )
         return self.ctx.start(spec, server)
+
+    def _probe(self, at: Started) -> Probe:
+        """Health, as `_health` says; on an external server the token too, once the server
+        answers: one it refuses is final (every request of every lane would be refused), so
+        the wait ends there rather than at start-timeout."""
+        health = _health(at)
+        if at.address is None:
+            return health
+        url = f"{at.address.url.rstrip('/')}/v1/auth/token/lookup-self"
+
+        def check(left: float) -> None:
+            health(left)
+            answer = wire.request(
+                url,
+                headers={"X-Vault-Token": self.token},
+                deadline=time.monotonic() + min(left, HTTP_SECONDS),
+                read_body=lambda status: status in (401, 403),
+                body_limit=DETAIL_BYTES,
+            )
+            if answer.status in (401, 403):
+                detail = answer.body.decode(errors="replace").strip()
+                raise readiness.AuthFailed(
+                    f"HTTP {answer.status} from auth/token/lookup-self: {detail}",
+                    credential="token",
+                    key="token",
+                    source=self.spec.token or "",
+                )
+
+        return check
 
     @staticmethod
     def _url(started: Started) -> str:
