@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,15 @@ from testfleet.rundir import PIDS_NAME, process_start_ticks
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "bookshop"
+
+
+@contextlib.contextmanager
+def machine_lock(name: str) -> Iterator[None]:
+    """Held while a test uses something of the machine's that a second copy of the suite,
+    running at the same time, would use too (the well-known port a hard-coded suite needs)."""
+    with (Path(tempfile.gettempdir()) / f"testfleet-tests-{name}.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def project(root: Path, table: Mapping[str, Any]) -> Project:

@@ -221,5 +221,8 @@ def test_a_server_that_fills_the_run_directory_mid_run_is_one_line_and_results_a
     assert "--shm-size" in failed
     assert "internal error" not in result.stderr
     outcomes = junit_outcomes(project / ".testfleet" / "junit.xml")
-    assert len(outcomes) == 3
-    assert outcomes.count("passed") == 2
+    assert sorted(outcomes) in (
+        ["failure", "passed", "passed"],
+        # test_after is not run when the run sees the server gone before it hands it out.
+        ["failure", "passed", "skipped"],
+    )
