@@ -60,7 +60,9 @@ def _alive(pid: int) -> bool:
 
 def _write_atomic(path: Path, data: str) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    temporary.write_text(data, encoding="utf-8")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(data)
     os.replace(temporary, path)
 
 
@@ -68,8 +70,10 @@ class SharedCollection:
     def __init__(self, folder: Path) -> None:
         self.claims = folder / "claims"
         self.parts = folder / "parts"
-        self.claims.mkdir(parents=True, exist_ok=True)
-        self.parts.mkdir(parents=True, exist_ok=True)
+        # Private, as everything in the run's directory: the suite's test ids are the
+        # project's business (and the run directory's test checks every mode in it).
+        for made in (folder, self.claims, self.parts):
+            made.mkdir(mode=0o700, exist_ok=True)
         self.order: list[str] = []  # every test file, in pytest's collection order
         self.imported: set[str] = set()  # the files collected in this lane
         self.others: dict[str, pytest.Collector] = {}  # files left to their claimers
@@ -103,7 +107,7 @@ class SharedCollection:
         all, since it is linked into place, which fails when another lane's is there."""
         own = self.claims / f".{os.getpid()}"
         if not own.exists():
-            own.write_text(str(os.getpid()), encoding="utf-8")
+            _write_atomic(own, str(os.getpid()))
         try:
             os.link(own, self._claim_path(nodeid))
         except FileExistsError:
