@@ -120,9 +120,17 @@ class Peer:
         return answer
 
     def hello(self, up: Up, lanes: int = 1) -> Message | None:
-        self.send(
-            {"type": "hello", "version": PROTOCOL_VERSION, "identity": up.identity, "lanes": lanes}
-        )
+        # A connection the up turns away is told so and closed at once: the hello may then
+        # meet a closed socket, and the answer is still there to read.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self.send(
+                {
+                    "type": "hello",
+                    "version": PROTOCOL_VERSION,
+                    "identity": up.identity,
+                    "lanes": lanes,
+                }
+            )
         return self.answer()
 
     def close(self) -> None:
