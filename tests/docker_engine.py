@@ -225,7 +225,9 @@ def prepare_docker(
     try:
         pid = ensure_engine()
         if pid is not None:
-            STARTED_BY_TESTS.write_text(f"{pid} {psutil.Process(pid).create_time()}\n")
+            # Its log (its stdout) goes with it when it stops: a temp file the tests made.
+            log = os.readlink(f"/proc/{pid}/fd/1")
+            STARTED_BY_TESTS.write_text(f"{pid} {psutil.Process(pid).create_time()} {log}\n")
         images = build_images(kinds, force)
     except BaseException:
         done()
@@ -254,7 +256,7 @@ def _stop_started_by_tests() -> None:
     """Stop the dockerd a session of the tests started, if it still runs (pid and start time
     must both match: a reused pid is someone else's), then its children."""
     try:
-        pid_text, created = STARTED_BY_TESTS.read_text().split()
+        pid_text, created, log = STARTED_BY_TESTS.read_text().split(maxsplit=2)
     except (OSError, ValueError):
         return
     STARTED_BY_TESTS.unlink(missing_ok=True)
@@ -270,3 +272,5 @@ def _stop_started_by_tests() -> None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             keeper.wait(timeout=STOP_TIMEOUT)  # ours: it ends as its dockerd has, and is reaped
     print(f"dockerd {dockerd.pid} stopped", file=sys.stderr)
+    if Path(log.strip()).name.startswith("testfleet-dockerd-"):
+        Path(log.strip()).unlink(missing_ok=True)
