@@ -80,6 +80,7 @@ class SharedCollection:
         self.seconds: dict[str, float] = {}  # how long collecting each of ours took
         self._let_through: set[str] = set()
         self._read: dict[int, dict[str, Any]] = {}  # the parts read, by their lane's pid
+        self._claimers: dict[str, int] = {}  # claims read (a claim, once made, never changes)
         # While pytest resolves its arguments: a file it imports then (a node id argument,
         # `tests/test_a.py::test_x`) is needed by every lane to find the test in it.
         self.resolving = True
@@ -124,16 +125,23 @@ class SharedCollection:
         part = {"files": files, "skips": skips, "errors": errors}
         _write_atomic(self.parts / f"{os.getpid()}.json", json.dumps(part))
 
-    def _part(self, nodeid: str) -> tuple[dict[str, Any] | None, int | None]:
-        """The part holding `nodeid`'s tests and its claimer's pid (None: not written yet)."""
-        try:
-            pid = int(self._claim_path(nodeid).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None, None
+    def _part(self, nodeid: str, absent: set[int]) -> tuple[dict[str, Any] | None, int | None]:
+        """The part holding `nodeid`'s tests and its claimer's pid (None: not written yet).
+        `absent`: claimers whose part was not there earlier in this round, not read again."""
+        pid = self._claimers.get(nodeid)
+        if pid is None:
+            try:
+                pid = int(self._claim_path(nodeid).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return None, None
+            self._claimers[nodeid] = pid
         if pid not in self._read:
+            if pid in absent:
+                return None, pid
             try:
                 self._read[pid] = json.loads((self.parts / f"{pid}.json").read_text("utf-8"))
             except (OSError, ValueError):
+                absent.add(pid)
                 return None, pid
         return self._read[pid], pid
 
@@ -144,8 +152,9 @@ class SharedCollection:
         pending = [f for f in self.order if f not in self.imported]
         while pending:
             waiting = []
+            absent: set[int] = set()  # each missing part is looked for once a round
             for nodeid in pending:
-                part, pid = self._part(nodeid)
+                part, pid = self._part(nodeid, absent)
                 if part is not None and nodeid in part["files"]:
                     found[nodeid] = part
                 elif pid is not None and not _alive(pid):
