@@ -9,9 +9,8 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -33,13 +32,9 @@ CI_VARIABLES = (
 
 
 @pytest.fixture
-def run_base() -> Iterator[Path]:
-    """A run-dir base of this test's own, on tmpfs like the default, enterable by the account
-    PostgreSQL runs as under root: the test looks only at the runs it started."""
-    base = Path(tempfile.mkdtemp(prefix="testfleet-cov-", dir="/dev/shm"))
-    base.chmod(0o711)
-    yield base
-    subprocess.run(["rm", "-rf", str(base)], check=False)
+def run_base(own_run_base: Path) -> Path:
+    """The test's own run-dir base (conftest.py): it looks only at the runs it started."""
+    return own_run_base
 
 
 def cli(

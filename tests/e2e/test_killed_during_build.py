@@ -8,11 +8,9 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -98,12 +96,10 @@ def build_editable(wheel_directory, config_settings=None, metadata_directory=Non
 
 
 @pytest.fixture
-def run_base() -> Iterator[Path]:
-    """A run-dir base of this test's own, short for unix sockets; nothing may be left in it."""
-    base = Path(tempfile.mkdtemp(prefix="tf-", dir="/tmp"))
-    yield base
-    left = list(base.iterdir())
-    shutil.rmtree(base)
+def run_base(own_run_base: Path) -> Iterator[Path]:
+    """The test's own run-dir base (conftest.py); nothing may be left in it."""
+    yield own_run_base
+    left = list(own_run_base.iterdir())
     assert not left, f"runs left {left}"
 
 

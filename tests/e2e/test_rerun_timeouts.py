@@ -7,11 +7,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,12 +35,10 @@ def hang(name):
 
 
 @pytest.fixture
-def run_base() -> Iterator[Path]:
-    """A run-dir base of this test's own, short for unix sockets; nothing may be left in it."""
-    base = Path(tempfile.mkdtemp(prefix="tf-", dir="/tmp"))
-    yield base
-    left = list(base.iterdir())
-    shutil.rmtree(base)
+def run_base(own_run_base: Path) -> Iterator[Path]:
+    """The test's own run-dir base (conftest.py); nothing may be left in it."""
+    yield own_run_base
+    left = list(own_run_base.iterdir())
     assert not left, f"runs left {left}"
 
 

@@ -9,8 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -69,13 +67,9 @@ def clean_environ() -> dict[str, str]:
 
 
 @pytest.fixture
-def run_base() -> Iterator[Path]:
-    """A run-dir base of this test's own, on tmpfs like the default, enterable by the account
-    PostgreSQL runs as under root: the test looks only at the runs it started."""
-    base = Path(tempfile.mkdtemp(prefix="testfleet-with-", dir="/dev/shm"))
-    base.chmod(0o711)
-    yield base
-    subprocess.run(["rm", "-rf", str(base)], check=False)
+def run_base(own_run_base: Path) -> Path:
+    """The test's own run-dir base (conftest.py): it looks only at the runs it started."""
+    return own_run_base
 
 
 def bare_project(root: Path) -> Path:
