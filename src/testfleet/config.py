@@ -63,18 +63,6 @@ class Config(Options):
         return self
 
     @model_validator(mode="after")
-    def _mark_first_of_each_kind(self) -> Config:
-        seen: set[str] = set()
-        has_redis = any(spec.kind == "redis" for spec in self.services.values())
-        for spec in self.services.values():
-            spec._first_of_kind = spec.kind not in seen
-            seen.add(spec.kind)
-            if spec.kind == "valkey" and has_redis:
-                spec._first_of_kind = False  # REDIS_URL belongs to the Redis service
-
-        return self
-
-    @model_validator(mode="after")
     def _pytest_args_leave_parallelism_to_us(self) -> Config:
         for arg in self.pytest_args:
             if arg in ("-n", "--numprocesses", "--dist") or arg.startswith(

@@ -87,7 +87,7 @@ def check_lanes(config: Config, lanes: int, *, namespace_hint: str | None = None
                 ' isolation = "shared" to let the lanes share it on purpose'
             )
         if spec.port_number is not None and lanes > 1 and spec.runs_per_lane() and not spaced:
-            exported = list(KINDS[spec.kind].exports_for(name, first_of_kind=spec.first_of_kind))
+            exported = list(KINDS[spec.kind].exports_for(name))
             picks = f"exports {exported[0]}" if exported else "fills {port} with it"
             shared = "database" in kind.isolation.get(spec.backend_name, ())
             raise ConfigError(
@@ -227,7 +227,7 @@ def _check_exports(config: Config) -> None:
     for name, spec in config.services.items():
         names = [(var, False) for var in spec.export]
         if spec.export_defaults:
-            defaults = KINDS[spec.kind].exports_for(name, first_of_kind=spec.first_of_kind)
+            defaults = KINDS[spec.kind].exports_for(name)
             names += [(var, True) for var in defaults]
         for var, by_default in names:
             other, other_by_default = seen.setdefault(var, (name, by_default))

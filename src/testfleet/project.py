@@ -182,7 +182,7 @@ def _external_keys(kind: str, raw: Mapping[str, Any]) -> dict[str, str]:
         return {}
     record = KINDS[kind]
     variable: dict[str, str] = {}  # a field's placeholder -> the first variable exporting it
-    for name, template in record.exports_for(kind, first_of_kind=True).items():
+    for name, template in record.exports_for(kind).items():
         variable.setdefault(template, name)
     url = variable.get("{url}") or variable.get("{addr}") or f"{env_prefix(kind)}_URL"
     keys = {"url": url}

@@ -100,13 +100,6 @@ class ServiceSpec(Model):
     export_defaults: StrictBool = True
     start_timeout: Seconds = 30.0
     port: Port = None
-    # Set by Config: the first service of its kind in config order exports the kind's
-    # well-known variables (PostgreSQL's PGHOST, ...); a second one would clobber them.
-    _first_of_kind: bool = PrivateAttr(default=False)
-
-    @property
-    def first_of_kind(self) -> bool:
-        return self._first_of_kind
 
     @property
     def port_number(self) -> int | None:

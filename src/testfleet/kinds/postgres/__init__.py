@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from testfleet.service import Service, StackContext
 
 
-def exports(name: str, first_of_kind: bool) -> dict[str, str]:
+def exports(name: str) -> dict[str, str]:
     """`<NAME>_URL`. libpq's PG* variables are asked for with `export = ["libpq"]`
     (spec.LIBPQ_EXPORTS): they change every connection a suite makes without a URL."""
     return {f"{env_prefix(name)}_URL": "{url}"}

@@ -23,7 +23,7 @@ ISOLATION: dict[Backend, tuple[str, ...]] = {
 }
 
 
-def exports(name: str, first_of_kind: bool) -> dict[str, str]:
+def exports(name: str) -> dict[str, str]:
     """`<NAME>_URL` (a service named `redis` also keeps the kind's VALKEY_URL). REDIS_URL for
     any other name is asked for with `export = ["redis"]` (spec.EXPORT_SETS)."""
     own = {f"{env_prefix(name)}_URL": "{url}"}

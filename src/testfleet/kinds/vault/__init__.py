@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from testfleet.service import Service, StackContext
 
 
-def exports(name: str, first_of_kind: bool) -> dict[str, str]:
+def exports(name: str) -> dict[str, str]:
     prefix = env_prefix(name)
     return {f"{prefix}_ADDR": "{addr}", f"{prefix}_TOKEN": "{token}"}
 
