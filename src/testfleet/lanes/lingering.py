@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -29,6 +30,8 @@ EXIT_GRACE_SECONDS = 30.0
 GRACE_VARIABLE = "TESTFLEET_LANE_EXIT_SECONDS"
 MAX_NAMED = 5
 MAX_COMMAND = 200
+# How long the processes a lane left get to die after their SIGKILL.
+KILL_SECONDS = 5.0
 
 
 def exit_grace(environ: Mapping[str, str]) -> float:
@@ -114,7 +117,18 @@ def stop(lane: int, pid: int, grace: float) -> str:
     for other, _ in kept:  # descendants that left the group: they would outlive the lane
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(other, signal.SIGKILL)
+    # A SIGKILL takes effect when the kernel next schedules the process (late on a loaded
+    # machine): the notice says they were stopped, so they are gone (or dead, unreaped) first.
+    deadline = time.monotonic() + KILL_SECONDS
+    for other, _ in kept:
+        while _running(other) and time.monotonic() < deadline:
+            time.sleep(0.01)
     return notice(lane, pid, grace, kept)
+
+
+def _running(pid: int) -> bool:
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] not in ("Z", "X")
 
 
 def notice(lane: int, pid: int, grace: float, kept: list[tuple[int, str]]) -> str:
